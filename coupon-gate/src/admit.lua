@@ -1,0 +1,103 @@
+-- admit.lua: decide admission for one or more users of one campaign, atomically.
+--
+-- KEYS[1]  campaign meta hash   fields: quota, opens (ms, 0 = no bound), closes (ms, 0 = no bound),
+--                               next (highest seq ever handed out)
+-- KEYS[2]  users hash           user id -> seq
+-- KEYS[3]  free sorted set      seqs returned by release, score = seq
+-- KEYS[4]  outbox stream        one entry per admission: kind=admit user seq at
+-- ARGV[1..n] user ids (decimal, validated by the caller), in arrival order
+--
+-- Returns a flat array with two integers per user, in ARGV order: code, value
+--   1 admitted          value = the seq taken (1..=quota)
+--   2 duplicate         value = the seq the user already holds
+--   3 sold out          value = 0
+--   4 not open yet      value = 0
+--   5 closed            value = 0
+--   6 unknown campaign  value = 0
+--
+-- Users are decided in ARGV order exactly as if each had called alone, one after the other.
+-- Every check comes before the first write: phase one decides with reads and local tables
+-- only, phase two writes. A request that is duplicate, sold out or outside the window writes
+-- nothing, so a sold-out campaign puts no write load on Redis.
+
+local n = #ARGV
+local out = {}
+
+local function all(code)
+  for i = 1, n do
+    out[2 * i - 1] = code
+    out[2 * i] = 0
+  end
+  return out
+end
+
+local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next')
+if not meta[1] then
+  return all(6)
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local opens = tonumber(meta[2])
+local closes = tonumber(meta[3])
+if opens > 0 and now < opens then
+  return all(4)
+end
+if closes > 0 and now >= closes then
+  return all(5)
+end
+
+local quota = tonumber(meta[1])
+local next_seq = tonumber(meta[4])
+local issued = redis.call('HLEN', KEYS[2])
+
+-- Phase one: decide.
+local decided = {}  -- user -> seq taken earlier in this batch
+local admitted = {} -- {user, seq} in order
+local free = nil    -- released seqs <= quota, ascending, loaded on first need
+local free_used = 0
+for i = 1, n do
+  local user = ARGV[i]
+  local held = decided[user] or redis.call('HGET', KEYS[2], user)
+  if held then
+    out[2 * i - 1] = 2
+    out[2 * i] = tonumber(held)
+  elseif issued >= quota then
+    out[2 * i - 1] = 3
+    out[2 * i] = 0
+  else
+    -- A released seq is reused before a new one is taken, lowest first. Every seq in
+    -- 1..=next is either held or free, so when no free seq <= quota is left and a slot
+    -- is still open, next < quota and next + 1 is a valid seq.
+    if free == nil then
+      free = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', quota, 'LIMIT', 0, n)
+    end
+    local seq
+    if free_used < #free then
+      free_used = free_used + 1
+      seq = tonumber(free[free_used])
+    else
+      next_seq = next_seq + 1
+      seq = next_seq
+    end
+    issued = issued + 1
+    decided[user] = seq
+    admitted[#admitted + 1] = {user, seq}
+    out[2 * i - 1] = 1
+    out[2 * i] = seq
+  end
+end
+
+-- Phase two: write.
+if #admitted > 0 then
+  for j = 1, free_used do
+    redis.call('ZREM', KEYS[3], free[j])
+  end
+  redis.call('HSET', KEYS[1], 'next', next_seq)
+  for j = 1, #admitted do
+    local a = admitted[j]
+    redis.call('HSET', KEYS[2], a[1], a[2])
+    redis.call('XADD', KEYS[4], '*', 'kind', 'admit', 'user', a[1], 'seq', a[2], 'at', now)
+  end
+end
+return out

@@ -1,0 +1,39 @@
+-- create.lua: create a campaign, or update its definition, atomically.
+--
+-- KEYS[1]  campaign meta hash   fields: quota, opens, closes, next (see admit.lua)
+-- KEYS[2]  users hash           user id -> seq
+-- KEYS[3]  outbox stream
+-- ARGV[1]  quota (positive integer)
+-- ARGV[2]  opens (ms since the Unix epoch, 0 = no bound)
+-- ARGV[3]  closes (ms since the Unix epoch, 0 = no bound)
+-- ARGV[4]  name of the outbox consumer group
+--
+-- Returns {code, issued}:
+--   1 created    the campaign did not exist; meta and the outbox consumer group now do
+--   2 unchanged  it exists with exactly this definition; nothing written
+--   3 updated    it existed with another definition, which is now replaced
+--   4 refused    the new quota is below the number of users already admitted; nothing written
+--
+-- Every check comes before the first write.
+
+local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes')
+local issued = redis.call('HLEN', KEYS[2])
+
+if not meta[1] then
+  -- The stream may outlive an earlier campaign of the same id; its group is then reused.
+  local ok = redis.pcall('XGROUP', 'CREATE', KEYS[3], ARGV[4], '0', 'MKSTREAM')
+  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP', 1, true) then
+    return redis.error_reply(ok.err)
+  end
+  redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3], 'next', 0)
+  return {1, issued}
+end
+
+if meta[1] == ARGV[1] and meta[2] == ARGV[2] and meta[3] == ARGV[3] then
+  return {2, issued}
+end
+if tonumber(ARGV[1]) < issued then
+  return {4, issued}
+end
+redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3])
+return {3, issued}

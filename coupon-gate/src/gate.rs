@@ -1,0 +1,342 @@
+//! The `Gate` handle: applications, compensation and campaign management over one Redis
+//! connection.
+//!
+//! Each operation is one script call (or one atomic read), so any number of application
+//! nodes can share a campaign without coordinating: Redis runs each script alone.
+
+use std::sync::Arc;
+
+use redis::Script;
+use redis::aio::ConnectionLike;
+
+use crate::campaign::from_millis;
+use crate::keys::Keys;
+use crate::{
+    Campaign, CampaignId, CampaignStatus, Create, Error, InvalidInput, Outcome, Release, UserId,
+};
+
+/// A cheap, cloneable handle on the admission rules of every campaign in one Redis.
+///
+/// `C` is any async Redis connection: a [`redis::aio::MultiplexedConnection`], a
+/// [`redis::aio::ConnectionManager`] (which reconnects by itself), or a cluster connection.
+/// Clones share the connection (as the connection types themselves do) and the loaded
+/// scripts.
+///
+/// The scripts are sent as `EVALSHA`; when Redis does not know them (after `SCRIPT FLUSH`, a
+/// restart or a failover) they are loaded again and the call is retried, transparently.
+#[derive(Clone)]
+pub struct Gate<C> {
+    /// The connection every call is sent on; cloned per call, which is cheap for the
+    /// multiplexed and cluster connections.
+    conn: C,
+    /// What does not change after construction, shared by every clone.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Prepended to every key, so that several deployments can share one Redis.
+    prefix: String,
+    /// The scripts, with their SHA1 computed once.
+    admit: Script,
+    create: Script,
+    release: Script,
+}
+
+impl<C> Gate<C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    /// The key prefix used by [`Gate::new`].
+    pub const DEFAULT_KEY_PREFIX: &'static str = "coupon";
+
+    /// The consumer group that relays read the outbox streams through.
+    pub const OUTBOX_GROUP: &'static str = "relay";
+
+    /// A gate whose keys start with [`Gate::DEFAULT_KEY_PREFIX`].
+    pub fn new(conn: C) -> Self {
+        Self::build(conn, Self::DEFAULT_KEY_PREFIX.to_owned())
+    }
+
+    /// A gate whose keys start with `prefix` (`{prefix}:{{campaign}}:users`), so that several
+    /// deployments or test runs can share one Redis without seeing each other.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput::KeyPrefix`] when `prefix` is empty or contains `{` or `}`, which would
+    /// break the campaign's hash tag.
+    pub fn with_key_prefix(conn: C, prefix: impl Into<String>) -> Result<Self, InvalidInput> {
+        let prefix = prefix.into();
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(InvalidInput::KeyPrefix);
+        }
+        Ok(Self::build(conn, prefix))
+    }
+
+    fn build(conn: C, prefix: String) -> Self {
+        let shared = Shared {
+            prefix,
+            admit: Script::new(include_str!("admit.lua")),
+            create: Script::new(include_str!("create.lua")),
+            release: Script::new(include_str!("release.lua")),
+        };
+        Self {
+            conn,
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Applies for a coupon of `campaign` on behalf of `user`.
+    ///
+    /// In one atomic step the script checks that the campaign exists and is inside its window,
+    /// that the user holds no coupon yet and that one is left; only then does it admit the
+    /// user, take the next slot and append the admission to the campaign's outbox stream.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure. The script may or may not have run (a timeout can hide a
+    /// success): treat the application as undecided and let the user retry, which answers
+    /// [`Outcome::Duplicate`] if it did run.
+    pub async fn apply(&self, campaign: &CampaignId, user: UserId) -> Result<Outcome, Error> {
+        let outcomes = self.apply_many(campaign, &[user]).await?;
+        outcomes
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::protocol("admit returned no outcome"))
+    }
+
+    /// Applies for several users of one campaign in one script call.
+    ///
+    /// The users are decided in slice order exactly as if each had called [`Gate::apply`]
+    /// alone, one after the other: the same user twice gets `Admitted` then `Duplicate`, and
+    /// when the coupons run out mid-slice the earlier users are the ones admitted. Returns one
+    /// outcome per user, in slice order.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Gate::apply`], for every user of the slice.
+    pub async fn apply_many(
+        &self,
+        campaign: &CampaignId,
+        users: &[UserId],
+    ) -> Result<Vec<Outcome>, Error> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(campaign);
+        let mut call = self.shared.admit.key(&keys.meta);
+        call.key(&keys.users).key(&keys.free).key(&keys.outbox);
+        for user in users {
+            call.arg(user.get());
+        }
+        let reply: Vec<i64> = call.invoke_async(&mut self.conn.clone()).await?;
+        if reply.len() != users.len() * 2 {
+            return Err(Error::protocol(format!(
+                "admit answered {} values for {} users",
+                reply.len(),
+                users.len()
+            )));
+        }
+        reply
+            .chunks_exact(2)
+            .map(|pair| decode_outcome(pair[0], pair[1]))
+            .collect()
+    }
+
+    /// Gives back the slot of `user`, whose admission was definitely abandoned.
+    ///
+    /// Atomically removes the user from the campaign, makes its slot available to the next
+    /// applicant and appends a release entry to the outbox, so that downstream stores drop the
+    /// coupon too. Calling it again answers [`Release::NotAdmitted`] and changes nothing.
+    ///
+    /// Call it only after a *definite* failure of whatever followed the admission (say, the
+    /// user's order was cancelled). Never call it because an [`Gate::apply`] returned an error
+    /// or timed out: the admission may have happened, and the user may have been told so on
+    /// another path.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure; the release may or may not have happened, and calling
+    /// again is safe.
+    pub async fn release(&self, campaign: &CampaignId, user: UserId) -> Result<Release, Error> {
+        let keys = self.keys(campaign);
+        let (code, seq): (i64, i64) = self
+            .shared
+            .release
+            .key(&keys.meta)
+            .key(&keys.users)
+            .key(&keys.free)
+            .key(&keys.outbox)
+            .arg(user.get())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match code {
+            1 => Ok(Release::Released { seq: to_seq(seq)? }),
+            0 => Ok(Release::NotAdmitted),
+            6 => Ok(Release::UnknownCampaign),
+            other => Err(Error::protocol(format!("release returned code {other}"))),
+        }
+    }
+
+    /// Creates `campaign`, or replaces the definition of an existing one.
+    ///
+    /// Creating the same definition again is harmless ([`Create::Unchanged`]). A changed
+    /// definition is applied unless it would lower the quota below the users already admitted
+    /// ([`Create::QuotaBelowIssued`]). Creation also registers the campaign so that relays
+    /// find its outbox.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure; calling again with the same definition is safe.
+    pub async fn create(&self, campaign: &Campaign) -> Result<Create, Error> {
+        let keys = self.keys(campaign.id());
+        let (opens, closes) = campaign.window_millis();
+        let mut conn = self.conn.clone();
+        let (code, issued): (i64, i64) = self
+            .shared
+            .create
+            .key(&keys.meta)
+            .key(&keys.users)
+            .key(&keys.outbox)
+            .arg(campaign.quota().get())
+            .arg(opens)
+            .arg(closes)
+            .arg(Self::OUTBOX_GROUP)
+            .invoke_async(&mut conn)
+            .await?;
+        let outcome = match code {
+            1 => Create::Created,
+            2 => Create::Unchanged,
+            3 => Create::Updated,
+            4 => Create::QuotaBelowIssued {
+                issued: to_seq(issued)?,
+            },
+            other => return Err(Error::protocol(format!("create returned code {other}"))),
+        };
+        // Registered on every call, not only the first, so that a retry repairs a creation
+        // whose registration was lost with the connection.
+        redis::cmd("SADD")
+            .arg(Keys::registry(&self.shared.prefix))
+            .arg(campaign.id().as_str())
+            .exec_async(&mut conn)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// The campaign's quota, issued count and window, read atomically; `None` when no
+    /// campaign has this id.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure.
+    pub async fn status(&self, campaign: &CampaignId) -> Result<Option<CampaignStatus>, Error> {
+        let keys = self.keys(campaign);
+        let (meta, issued): (Vec<Option<u64>>, u64) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(&keys.meta)
+            .arg(&["quota", "opens", "closes"][..])
+            .cmd("HLEN")
+            .arg(&keys.users)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let [quota, opens, closes] = meta[..] else {
+            return Err(Error::protocol(
+                "HMGET of campaign meta did not answer 3 fields",
+            ));
+        };
+        let Some(quota) = quota else { return Ok(None) };
+        let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
+        Ok(Some(CampaignStatus {
+            quota: to_seq(quota)?,
+            issued: to_seq(issued)?,
+            opens_at: bound(opens),
+            closes_at: bound(closes),
+        }))
+    }
+
+    /// The slot `user` holds in `campaign`, if admitted.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure.
+    pub async fn admission(
+        &self,
+        campaign: &CampaignId,
+        user: UserId,
+    ) -> Result<Option<u32>, Error> {
+        let keys = self.keys(campaign);
+        let seq: Option<u64> = redis::cmd("HGET")
+            .arg(&keys.users)
+            .arg(user.get())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        seq.map(to_seq).transpose()
+    }
+
+    /// The ids of every campaign created through this key prefix.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure, including a registered id that is not a valid slug.
+    pub async fn campaigns(&self) -> Result<Vec<CampaignId>, Error> {
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(Keys::registry(&self.shared.prefix))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut ids = ids
+            .into_iter()
+            .map(|id| {
+                CampaignId::new(id)
+                    .map_err(|_| Error::protocol("invalid campaign id in the registry"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub(crate) fn keys(&self, campaign: &CampaignId) -> Keys {
+        Keys::new(&self.shared.prefix, campaign)
+    }
+
+    pub(crate) fn conn(&self) -> C {
+        self.conn.clone()
+    }
+}
+
+fn decode_outcome(code: i64, value: i64) -> Result<Outcome, Error> {
+    Ok(match code {
+        1 => Outcome::Admitted {
+            seq: to_seq(value)?,
+        },
+        2 => Outcome::Duplicate {
+            seq: to_seq(value)?,
+        },
+        3 => Outcome::SoldOut,
+        4 => Outcome::NotOpen,
+        5 => Outcome::Closed,
+        6 => Outcome::UnknownCampaign,
+        other => return Err(Error::protocol(format!("admit returned code {other}"))),
+    })
+}
+
+fn to_seq<T: TryInto<u32> + Copy + std::fmt::Display>(n: T) -> Result<u32, Error> {
+    n.try_into()
+        .map_err(|_| Error::protocol(format!("{n} is not a 32-bit count")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_code_decodes() {
+        assert_eq!(decode_outcome(1, 7).unwrap(), Outcome::Admitted { seq: 7 });
+        assert_eq!(decode_outcome(2, 3).unwrap(), Outcome::Duplicate { seq: 3 });
+        assert_eq!(decode_outcome(3, 0).unwrap(), Outcome::SoldOut);
+        assert_eq!(decode_outcome(4, 0).unwrap(), Outcome::NotOpen);
+        assert_eq!(decode_outcome(5, 0).unwrap(), Outcome::Closed);
+        assert_eq!(decode_outcome(6, 0).unwrap(), Outcome::UnknownCampaign);
+        assert!(matches!(decode_outcome(9, 0), Err(Error::Protocol(_))));
+        assert!(matches!(decode_outcome(1, -1), Err(Error::Protocol(_))));
+    }
+}

@@ -1,0 +1,62 @@
+//! Exact first-come-first-served admission, decided in one atomic Redis script.
+//!
+//! A [`Gate`] hands out exactly `quota` coupons of a [`Campaign`] to the first distinct users
+//! who apply, however many application nodes share the campaign and however hard they are hit.
+//! One Lua script checks, in one atomic step, that the campaign exists and is inside its
+//! window, that the user holds no coupon yet and that one is left; only then does it admit the
+//! user, take the next slot (`seq`, from 1 to the quota) and append the admission to the
+//! campaign's outbox stream. A relay reads the outbox and delivers each admission at least once
+//! to wherever coupons are kept, so no admission the gate answered can be lost.
+//!
+//! Rejections are ordinary [`Outcome`]s (`Duplicate`, `SoldOut`, `NotOpen`, `Closed`,
+//! `UnknownCampaign`), and none of them writes to Redis: a sold-out campaign under a flash
+//! crowd costs Redis reads only. [`Error`] is kept for Redis that cannot be reached or answers
+//! something unexpected.
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use coupon_gate::{Campaign, CampaignId, Create, Gate, Outcome, UserId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+//! let client = redis::Client::open(url)?;
+//! let conn = client.get_multiplexed_async_connection().await?;
+//! # let conn_for_doc = conn.clone();
+//! # let run = std::process::id();
+//! # let gate = Gate::with_key_prefix(conn_for_doc, format!("doctest-{run}"))?;
+//! # /*
+//! let gate = Gate::new(conn);
+//! # */
+//!
+//! let id = CampaignId::new("spring-sale")?;
+//! let quota = NonZeroU32::new(2).expect("quota is not zero");
+//! assert_eq!(gate.create(&Campaign::new(id.clone(), quota)).await?, Create::Created);
+//!
+//! let (alice, bob, carol) = (UserId::new(1)?, UserId::new(2)?, UserId::new(3)?);
+//! assert_eq!(gate.apply(&id, alice).await?, Outcome::Admitted { seq: 1 });
+//! assert_eq!(gate.apply(&id, alice).await?, Outcome::Duplicate { seq: 1 });
+//! assert_eq!(gate.apply(&id, bob).await?, Outcome::Admitted { seq: 2 });
+//! assert_eq!(gate.apply(&id, carol).await?, Outcome::SoldOut);
+//!
+//! let status = gate.status(&id).await?.expect("the campaign exists");
+//! assert_eq!((status.issued, status.remaining()), (2, 0));
+//! # let mut conn = conn;
+//! # let keys: Vec<String> = redis::cmd("KEYS").arg(format!("doctest-{run}:*")).query_async(&mut conn).await?;
+//! # redis::cmd("DEL").arg(keys).exec_async(&mut conn).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod campaign;
+mod error;
+mod gate;
+mod keys;
+mod outbox;
+mod outcome;
+
+pub use campaign::{Campaign, CampaignId, CampaignStatus, InvalidInput, UserId};
+pub use error::Error;
+pub use gate::Gate;
+pub use outbox::{EventKind, OutboxEntry};
+pub use outcome::{Create, Outcome, Release};

@@ -1,0 +1,30 @@
+-- release.lua: give back the slot of a user whose admission was definitely abandoned.
+--
+-- KEYS[1]  campaign meta hash
+-- KEYS[2]  users hash           user id -> seq
+-- KEYS[3]  free sorted set      seqs returned by release, score = seq
+-- KEYS[4]  outbox stream
+-- ARGV[1]  user id (decimal, validated by the caller)
+--
+-- Returns {code, seq}:
+--   1 released          the user is removed, seq is free for the next admission, and a
+--                       kind=release entry is in the outbox so downstream stores drop the coupon
+--   0 not admitted      the user holds no slot (never admitted, or already released); nothing written
+--   6 unknown campaign  nothing written
+--
+-- Every check comes before the first write.
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {6, 0}
+end
+local seq = redis.call('HGET', KEYS[2], ARGV[1])
+if not seq then
+  return {0, 0}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], seq, seq)
+redis.call('XADD', KEYS[4], '*', 'kind', 'release', 'user', ARGV[1], 'seq', seq, 'at', now)
+return {1, tonumber(seq)}

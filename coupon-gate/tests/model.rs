@@ -1,0 +1,272 @@
+//! Model check: random sequences of operations, run against real Redis and against a plain
+//! sequential model of the rules, must agree step by step, and leave the same outbox.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
+
+use coupon_gate::{
+    Campaign, CampaignId, CampaignStatus, Create, EventKind, Gate, Outcome, Release,
+};
+use proptest::prelude::*;
+use redis::aio::MultiplexedConnection;
+use support::{Scratch, campaign, redis_url, user};
+
+const CAMPAIGNS: [&str; 2] = ["alpha", "beta"];
+const USERS: u64 = 6;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Window {
+    Unbounded,
+    /// Opened an hour ago, closes in an hour.
+    Open,
+    /// Opens in an hour.
+    Future,
+    /// Closed an hour ago.
+    Past,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        c: usize,
+        quota: u32,
+        window: Window,
+    },
+    Apply {
+        c: usize,
+        u: u64,
+    },
+    ApplyMany {
+        c: usize,
+        users: Vec<u64>,
+    },
+    Release {
+        c: usize,
+        u: u64,
+    },
+    Status {
+        c: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let c = 0..CAMPAIGNS.len();
+    let u = 1..=USERS;
+    let window = prop_oneof![
+        4 => Just(Window::Unbounded),
+        2 => Just(Window::Open),
+        1 => Just(Window::Future),
+        1 => Just(Window::Past),
+    ];
+    prop_oneof![
+        2 => (c.clone(), 1..=4u32, window).prop_map(|(c, quota, window)| Op::Create { c, quota, window }),
+        6 => (c.clone(), u.clone()).prop_map(|(c, u)| Op::Apply { c, u }),
+        3 => (c.clone(), prop::collection::vec(u.clone(), 1..=5)).prop_map(|(c, users)| Op::ApplyMany { c, users }),
+        3 => (c.clone(), u).prop_map(|(c, u)| Op::Release { c, u }),
+        1 => c.prop_map(|c| Op::Status { c }),
+    ]
+}
+
+/// One campaign as the rules describe it, written independently of the script.
+#[derive(Debug)]
+struct ModelCampaign {
+    quota: u32,
+    window: Window,
+    users: BTreeMap<u64, u32>,
+    free: BTreeSet<u32>,
+    next: u32,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    campaigns: BTreeMap<usize, ModelCampaign>,
+    /// What each campaign's outbox must hold, in order: (kind, user, seq).
+    outbox: BTreeMap<usize, Vec<(EventKind, u64, u32)>>,
+}
+
+impl Model {
+    fn create(&mut self, c: usize, quota: u32, window: Window) -> Create {
+        match self.campaigns.get_mut(&c) {
+            None => {
+                let fresh = ModelCampaign {
+                    quota,
+                    window,
+                    users: BTreeMap::new(),
+                    free: BTreeSet::new(),
+                    next: 0,
+                };
+                self.campaigns.insert(c, fresh);
+                Create::Created
+            }
+            Some(m) if m.quota == quota && m.window == window => Create::Unchanged,
+            Some(m) if (quota as usize) < m.users.len() => Create::QuotaBelowIssued {
+                issued: m.users.len() as u32,
+            },
+            Some(m) => {
+                m.quota = quota;
+                m.window = window;
+                Create::Updated
+            }
+        }
+    }
+
+    fn apply(&mut self, c: usize, u: u64) -> Outcome {
+        let Some(m) = self.campaigns.get_mut(&c) else {
+            return Outcome::UnknownCampaign;
+        };
+        match m.window {
+            Window::Future => return Outcome::NotOpen,
+            Window::Past => return Outcome::Closed,
+            Window::Unbounded | Window::Open => {}
+        }
+        if let Some(&seq) = m.users.get(&u) {
+            return Outcome::Duplicate { seq };
+        }
+        if m.users.len() >= m.quota as usize {
+            return Outcome::SoldOut;
+        }
+        let seq = match m.free.iter().copied().find(|&s| s <= m.quota) {
+            Some(s) => {
+                m.free.remove(&s);
+                s
+            }
+            None => {
+                m.next += 1;
+                m.next
+            }
+        };
+        assert!(seq <= m.quota, "model: seq {seq} above quota {}", m.quota);
+        m.users.insert(u, seq);
+        self.outbox
+            .entry(c)
+            .or_default()
+            .push((EventKind::Admitted, u, seq));
+        Outcome::Admitted { seq }
+    }
+
+    fn release(&mut self, c: usize, u: u64) -> Release {
+        let Some(m) = self.campaigns.get_mut(&c) else {
+            return Release::UnknownCampaign;
+        };
+        let Some(seq) = m.users.remove(&u) else {
+            return Release::NotAdmitted;
+        };
+        m.free.insert(seq);
+        self.outbox
+            .entry(c)
+            .or_default()
+            .push((EventKind::Released, u, seq));
+        Release::Released { seq }
+    }
+
+    fn status(&self, c: usize, now: SystemTime) -> Option<CampaignStatus> {
+        self.campaigns.get(&c).map(|m| {
+            let (opens_at, closes_at) = bounds(m.window, now);
+            CampaignStatus {
+                quota: m.quota,
+                issued: m.users.len() as u32,
+                opens_at,
+                closes_at,
+            }
+        })
+    }
+}
+
+fn bounds(window: Window, now: SystemTime) -> (Option<SystemTime>, Option<SystemTime>) {
+    let hour = Duration::from_secs(3600);
+    match window {
+        Window::Unbounded => (None, None),
+        Window::Open => (Some(now - hour), Some(now + hour)),
+        Window::Future => (Some(now + hour), None),
+        Window::Past => (Some(now - 2 * hour), Some(now - hour)),
+    }
+}
+
+fn definition(id: &CampaignId, quota: u32, window: Window, now: SystemTime) -> Campaign {
+    let (opens, closes) = bounds(window, now);
+    Campaign::new(id.clone(), NonZeroU32::new(quota).unwrap())
+        .with_window(opens, closes)
+        .unwrap()
+}
+
+async fn run(gate: &Gate<MultiplexedConnection>, ops: &[Op]) -> Result<(), TestCaseError> {
+    // One "now" per case, in whole milliseconds, so that re-creating a window reproduces it
+    // exactly, as a user re-sending the same definition would.
+    let now = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        );
+    let ids: Vec<CampaignId> = CAMPAIGNS.iter().map(|c| campaign(c)).collect();
+    let mut model = Model::default();
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            Op::Create { c, quota, window } => {
+                let real = gate
+                    .create(&definition(&ids[*c], *quota, *window, now))
+                    .await
+                    .unwrap();
+                prop_assert_eq!(
+                    real,
+                    model.create(*c, *quota, *window),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::Apply { c, u } => {
+                let real = gate.apply(&ids[*c], user(*u)).await.unwrap();
+                prop_assert_eq!(real, model.apply(*c, *u), "step {}: {:?}", step, op);
+            }
+            Op::ApplyMany { c, users } => {
+                let batch: Vec<_> = users.iter().map(|&u| user(u)).collect();
+                let real = gate.apply_many(&ids[*c], &batch).await.unwrap();
+                let expected: Vec<_> = users.iter().map(|&u| model.apply(*c, u)).collect();
+                prop_assert_eq!(real, expected, "step {}: {:?}", step, op);
+            }
+            Op::Release { c, u } => {
+                let real = gate.release(&ids[*c], user(*u)).await.unwrap();
+                prop_assert_eq!(real, model.release(*c, *u), "step {}: {:?}", step, op);
+            }
+            Op::Status { c } => {
+                let real = gate.status(&ids[*c]).await.unwrap();
+                prop_assert_eq!(real, model.status(*c, now), "step {}: {:?}", step, op);
+            }
+        }
+    }
+    for (c, id) in ids.iter().enumerate() {
+        let expected = model.outbox.remove(&c).unwrap_or_default();
+        if !model.campaigns.contains_key(&c) {
+            continue;
+        }
+        let entries = gate.read_outbox(id, "model", 10_000).await.unwrap();
+        let real: Vec<_> = entries
+            .iter()
+            .map(|e| (e.kind, e.user.get(), e.seq))
+            .collect();
+        prop_assert_eq!(real, expected, "outbox of {}", id);
+        for (u, seq) in &model.campaigns[&c].users {
+            prop_assert_eq!(gate.admission(id, user(*u)).await.unwrap(), Some(*seq));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gate_agrees_with_the_sequential_model(ops in prop::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let scratch = Scratch::new(&redis_url());
+            let gate = scratch.gate().await;
+            run(&gate, &ops).await
+        })?;
+    }
+}
