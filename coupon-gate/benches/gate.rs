@@ -2,7 +2,7 @@
 //!
 //! Each iteration sends `CONCURRENCY` applications at once over one multiplexed connection,
 //! as an HTTP server under load would, and waits for every answer. Keys live under a prefix of
-//! the bench's own and are deleted at the end.
+//! the bench's own (the tests' `Scratch`) and are deleted at the end.
 //!
 //! - `admit`: distinct users on a campaign that never sells out (every call writes).
 //! - `sold_out`: distinct users on a sold-out campaign (reads only).
@@ -17,38 +17,31 @@ use redis::aio::MultiplexedConnection;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 const CONCURRENCY: u64 = 64;
 
 struct Bench {
     rt: Runtime,
     gate: Gate<MultiplexedConnection>,
-    prefix: String,
-    url: String,
+    /// Owns the bench's key prefix; deletes its keys when the bench ends.
+    _scratch: support::Scratch,
 }
 
 impl Bench {
     fn new() -> Self {
-        let url =
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let prefix = format!("bench-{}", std::process::id());
-        let gate = rt.block_on(async {
-            let client = redis::Client::open(url.as_str()).expect("redis url");
-            let conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .expect("redis reachable");
-            Gate::with_key_prefix(conn, prefix.clone()).expect("prefix")
-        });
+        let scratch = support::Scratch::new(&support::redis_url());
+        let gate = rt.block_on(scratch.gate());
         Self {
             rt,
             gate,
-            prefix,
-            url,
+            _scratch: scratch,
         }
     }
 
@@ -83,22 +76,6 @@ impl Bench {
         while let Some(joined) = set.join_next().await {
             let outcome = joined.expect("task").expect("apply");
             assert!(expected(outcome), "unexpected {outcome:?}");
-        }
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        let Ok(mut conn) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
-        else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(keys).query(&mut conn);
         }
     }
 }
