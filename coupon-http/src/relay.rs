@@ -1,0 +1,305 @@
+//! The relay: moves admissions from the campaigns' Redis outbox streams to a Kafka topic.
+//!
+//! Each round reads new outbox entries of every campaign through the gate's consumer group,
+//! produces them with an idempotent producer (`enable.idempotence=true`, `acks=all`), and
+//! acknowledges (which deletes) only the entries the broker confirmed. An entry whose delivery
+//! failed stays pending in the outbox; so does every entry a crashed relay had read. Every relay
+//! periodically takes over entries left pending longer than
+//! [`RelayConfig::claim_idle`](crate::config::RelayConfig::claim_idle), its own included, so
+//! each admission reaches the topic at least once while any relay runs. The HTTP answer never
+//! waits for any of this.
+//!
+//! Message key: `<campaign>:<user>`. Value (JSON):
+//! `{"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2026-…Z"}`,
+//! or, after a compensation, `{"event":"released",…,"releasedAt":"…"}`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use coupon_gate::{CampaignId, EventKind, Gate, OutboxEntry};
+use futures_util::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use redis::aio::ConnectionLike;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::RelayConfig;
+
+/// How often the list of campaigns is read again, to find new outboxes.
+const CAMPAIGN_REFRESH: Duration = Duration::from_secs(1);
+/// How long an idle relay waits before it looks at the outboxes again.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+/// How long the relay waits after Redis failed before it tries again.
+const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A relay over one gate and one producer.
+pub struct Relay<C> {
+    /// Where the outboxes are read and acknowledged.
+    gate: Gate<C>,
+    /// The idempotent producer; shared by every send of a round.
+    producer: FutureProducer,
+    /// Topic, batch size and timeouts.
+    config: RelayConfig,
+}
+
+impl<C> Relay<C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    /// A relay delivering `gate`'s outboxes as `config` says.
+    ///
+    /// # Errors
+    ///
+    /// A producer configuration librdkafka refuses.
+    pub fn new(gate: Gate<C>, config: RelayConfig) -> anyhow::Result<Self> {
+        let producer = client_config(&config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                config.message_timeout.as_millis().to_string(),
+            )
+            .create()
+            .context("cannot create the Kafka producer")?;
+        Ok(Self {
+            gate,
+            producer,
+            config,
+        })
+    }
+
+    /// Creates the topic with the configured partitions and replication, unless it exists.
+    ///
+    /// # Errors
+    ///
+    /// The broker is unreachable or refuses the topic.
+    pub async fn ensure_topic(&self) -> anyhow::Result<()> {
+        ensure_topic(
+            &self.config.brokers,
+            &self.config.topic,
+            self.config.partitions,
+            self.config.replication,
+        )
+        .await
+    }
+
+    /// Runs rounds until `shutdown` turns true, then finishes the round in progress, flushes the
+    /// producer and returns. `running` is true while it runs.
+    pub async fn run(self, running: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
+        running.store(true, Ordering::Relaxed);
+        info!(topic = %self.config.topic, consumer = %self.config.consumer, "relay started");
+        let mut campaigns: Vec<CampaignId> = Vec::new();
+        let mut campaigns_read: Option<Instant> = None;
+        // Claim at once on start, to pick up what a crashed predecessor left behind.
+        let mut next_claim = Instant::now();
+        while !*shutdown.borrow() {
+            if campaigns_read.is_none_or(|t| t.elapsed() >= CAMPAIGN_REFRESH) {
+                match self.gate.campaigns().await {
+                    Ok(ids) => {
+                        campaigns = ids;
+                        campaigns_read = Some(Instant::now());
+                    }
+                    Err(err) => warn!(cause = %err, "relay cannot list campaigns"),
+                }
+            }
+            let claim = Instant::now() >= next_claim;
+            if claim {
+                next_claim =
+                    Instant::now() + (self.config.claim_idle / 2).max(Duration::from_millis(50));
+            }
+            let mut moved = 0;
+            let mut failed = false;
+            for campaign in &campaigns {
+                match self.round(campaign, claim).await {
+                    Ok(n) => moved += n,
+                    Err(err) => {
+                        warn!(cause = %err, campaign = %campaign, "relay round failed; entries stay in the outbox");
+                        failed = true;
+                    }
+                }
+            }
+            let pause = if failed { ERROR_BACKOFF } else { IDLE_POLL };
+            if moved == 0 || failed {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        if let Err(err) = self
+            .producer
+            .flush(Timeout::After(self.config.message_timeout))
+        {
+            warn!(cause = %err, "relay could not flush the producer on shutdown");
+        }
+        running.store(false, Ordering::Relaxed);
+        info!("relay stopped");
+    }
+
+    /// One round for one campaign: take over stale entries (when `claim`), read new ones,
+    /// deliver, acknowledge what was delivered. Returns how many were delivered.
+    async fn round(&self, campaign: &CampaignId, claim: bool) -> Result<usize, coupon_gate::Error> {
+        let (consumer, batch) = (&self.config.consumer, self.config.batch);
+        let mut entries = Vec::new();
+        if claim {
+            entries = self
+                .gate
+                .claim_outbox(campaign, consumer, self.config.claim_idle, batch)
+                .await?;
+            if !entries.is_empty() {
+                info!(campaign = %campaign, count = entries.len(), "relay took over pending outbox entries");
+            }
+        }
+        entries.extend(self.gate.read_outbox(campaign, consumer, batch).await?);
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let delivered = self.deliver(&entries).await;
+        self.gate.ack_outbox(campaign, &delivered).await?;
+        debug!(campaign = %campaign, read = entries.len(), delivered = delivered.len(), "relay round");
+        Ok(delivered.len())
+    }
+
+    /// Produces every entry and returns the ids the broker confirmed.
+    async fn deliver(&self, entries: &[OutboxEntry]) -> Vec<String> {
+        let topic = self.config.topic.as_str();
+        let sends = entries.iter().map(|entry| async move {
+            let key = format!("{}:{}", entry.campaign, entry.user);
+            let payload = message(entry);
+            let record = FutureRecord::to(topic).key(&key).payload(&payload);
+            let result = self
+                .producer
+                .send(record, Timeout::After(self.config.message_timeout))
+                .await;
+            (entry, result)
+        });
+        let mut delivered = Vec::with_capacity(entries.len());
+        for (entry, result) in join_all(sends).await {
+            match result {
+                Ok(_) => delivered.push(entry.id.clone()),
+                Err((err, _)) => {
+                    warn!(cause = %err, campaign = %entry.campaign, user = entry.user.get(), "delivery failed; the entry stays in the outbox")
+                }
+            }
+        }
+        delivered
+    }
+}
+
+/// librdkafka configuration shared by the relay's clients.
+fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "coupon-http");
+    config
+}
+
+/// Creates `topic` unless it exists.
+///
+/// # Errors
+///
+/// The broker is unreachable or refuses the topic.
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .with_context(|| format!("cannot reach Kafka at {brokers}"))?;
+    for result in results {
+        match result {
+            Ok(_) => info!(topic, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => debug!(topic, "topic exists"),
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Message<'a> {
+    event: &'static str,
+    campaign_id: &'a str,
+    user_id: u64,
+    seq: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admitted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    released_at: Option<String>,
+}
+
+/// The JSON value of an outbox entry on the topic.
+fn message(entry: &OutboxEntry) -> String {
+    let at = rfc3339(entry.at);
+    let (event, admitted_at, released_at) = match entry.kind {
+        EventKind::Admitted => ("admitted", Some(at), None),
+        EventKind::Released => ("released", None, Some(at)),
+    };
+    let message = Message {
+        event,
+        campaign_id: entry.campaign.as_str(),
+        user_id: entry.user.get(),
+        seq: entry.seq,
+        admitted_at,
+        released_at,
+    };
+    serde_json::to_string(&message).unwrap_or_default()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coupon_gate::UserId;
+
+    #[test]
+    fn messages_carry_the_admission() {
+        let entry = OutboxEntry {
+            id: "1-0".into(),
+            kind: EventKind::Admitted,
+            campaign: CampaignId::new("spring-sale").unwrap(),
+            user: UserId::new(42).unwrap(),
+            seq: 7,
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+        };
+        let value: serde_json::Value = serde_json::from_str(&message(&entry)).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2025-11-24T16:00:00.123Z"})
+        );
+        let released = OutboxEntry {
+            kind: EventKind::Released,
+            ..entry
+        };
+        let value: serde_json::Value = serde_json::from_str(&message(&released)).unwrap();
+        assert_eq!(value["event"], "released");
+        assert_eq!(value["releasedAt"], "2025-11-24T16:00:00.123Z");
+        assert!(value.get("admittedAt").is_none());
+    }
+}

@@ -1,0 +1,77 @@
+//! JSON answers. Every answer has a `status` field; errors carry a `message` naming the problem.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+
+/// The body type of every answer.
+pub(crate) type Body = Full<Bytes>;
+
+/// `value` as a JSON answer with `status`.
+pub(crate) fn json(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A request refused before it reached Redis: `{"status":"error","message":...}`.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    status: StatusCode,
+    message: String,
+    /// Extra headers the status calls for (`Allow` on 405, `WWW-Authenticate` on 401).
+    headers: Vec<(&'static str, HeaderValue)>,
+}
+
+impl Rejection {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let mut response = json(
+            self.status,
+            &json!({ "status": "error", "message": self.message }),
+        );
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+/// Redis could not answer in time: 503 with a retry hint. The request may or may not have
+/// taken effect, so the client is told to retry, which is safe (a retry of an admission that
+/// did happen answers `duplicate`).
+pub(crate) fn unavailable(cause: &dyn std::fmt::Display) -> Response<Body> {
+    tracing::warn!(cause = %cause, "backend unavailable");
+    let mut response = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({
+            "status": "unavailable",
+            "message": "the coupon store is unavailable; retry in a moment (a retry never issues a second coupon)",
+        }),
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
+}
