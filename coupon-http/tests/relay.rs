@@ -1,0 +1,207 @@
+//! The relay from the Redis outbox to Kafka: every admission reaches the topic, through a
+//! broker outage and through a relay killed mid-flight.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{
+    Broker, Options, Scratch, TestApp, brokers, call, eventually, free_port, read_topic, redis_url,
+};
+
+/// Applies `users` concurrently to `campaign`; returns the users told `success`, with their seq.
+async fn burst(
+    app: &TestApp,
+    campaign: &str,
+    users: impl IntoIterator<Item = u64>,
+) -> BTreeMap<u64, u64> {
+    let answers = join_all(
+        users
+            .into_iter()
+            .map(|u| async move { (u, app.apply(Some(campaign), u).await) }),
+    )
+    .await;
+    let mut admitted = BTreeMap::new();
+    for (user, (code, body)) in answers {
+        match body["status"].as_str() {
+            Some("success") => {
+                assert_eq!(code, StatusCode::OK);
+                admitted.insert(user, body["seq"].as_u64().unwrap());
+            }
+            Some("sold_out") => assert_eq!(code, StatusCode::GONE),
+            other => panic!("user {user}: unexpected {other:?}: {body}"),
+        }
+    }
+    admitted
+}
+
+/// Checks the topic holds exactly one distinct admission per admitted user, and nothing else.
+fn assert_topic_matches(
+    messages: &[(String, Value)],
+    campaign: &str,
+    admitted: &BTreeMap<u64, u64>,
+) {
+    let mut seen = BTreeMap::new();
+    for (key, value) in messages {
+        let user = value["userId"].as_u64().unwrap();
+        assert_eq!(key, &format!("{campaign}:{user}"));
+        assert_eq!(value["event"], "admitted");
+        assert_eq!(value["campaignId"], campaign);
+        assert!(
+            value["admittedAt"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{value}"
+        );
+        let previous = seen.insert(user, value["seq"].as_u64().unwrap());
+        // At-least-once: a redelivery is allowed, but must be the same admission.
+        assert!(
+            previous.is_none_or(|seq| Some(&seq) == seen.get(&user)),
+            "user {user} with two seqs"
+        );
+    }
+    assert_eq!(
+        &seen, admitted,
+        "the topic holds exactly the admissions answered success"
+    );
+    let seqs: BTreeSet<u64> = seen.values().copied().collect();
+    assert_eq!(seqs.len(), seen.len(), "no seq twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admission_becomes_one_message() {
+    let app = TestApp::start(Options::default()).await;
+    assert_eq!(
+        app.create(json!({"id": "flash", "quota": 50})).await.0,
+        StatusCode::CREATED
+    );
+    let admitted = burst(&app, "flash", 1..=80).await;
+    assert_eq!(admitted.len(), 50);
+
+    let messages = read_topic(&brokers(), &app.topic, 50, Duration::from_secs(60)).await;
+    assert_topic_matches(&messages, "flash", &admitted);
+    app.drained("flash").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_mid_burst_loses_nothing() {
+    let broker = Broker::start().await;
+    // Short delivery timeouts, so that failed deliveries go back to the outbox and are
+    // re-claimed, rather than waiting inside the producer for the broker to return.
+    let options = || Options {
+        brokers: broker.brokers(),
+        message_timeout: Duration::from_secs(2),
+        claim_idle: Duration::from_millis(500),
+        ..Options::default()
+    };
+    let app = TestApp::start(options()).await;
+    assert_eq!(
+        app.create(json!({"id": "outage", "quota": 100})).await.0,
+        StatusCode::CREATED
+    );
+
+    let mut admitted = burst(&app, "outage", 1..=60).await;
+    broker.proxy.cut();
+    // Admissions keep being answered while the broker is unreachable; they queue in Redis.
+    admitted.extend(burst(&app, "outage", 61..=200).await);
+    assert_eq!(admitted.len(), 100);
+    let queued = app
+        .gate
+        .outbox_len(&coupon_gate::CampaignId::new("outage").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        queued > 0,
+        "the cut must leave admissions waiting in the outbox"
+    );
+    // Long enough for deliveries to time out and go back to the outbox at least once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.proxy.restore();
+
+    let messages = read_topic(&broker.brokers(), &app.topic, 100, Duration::from_secs(90)).await;
+    assert_topic_matches(&messages, "outage", &admitted);
+    app.drained("outage").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_flight_is_taken_over() {
+    let broker = Broker::start().await;
+    let scratch = Scratch::new(&redis_url());
+    let topic = format!("t_{}", scratch.prefix.replace('-', "_"));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // Process A: the real binary, delivering patiently (it will not get the chance).
+    let mut process_a = Command::new(env!("CARGO_BIN_EXE_coupon-http"))
+        .env("COUPON_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", redis_url())
+        .env("COUPON_KEY_PREFIX", &scratch.prefix)
+        .env("KAFKA_BROKERS", broker.brokers())
+        .env("COUPON_TOPIC", &topic)
+        .env("COUPON_DEFAULT_QUOTA", "40")
+        .env("COUPON_RELAY_MESSAGE_TIMEOUT_MS", "120000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "process A to be ready", || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+            && call(addr, Method::GET, "/ready", &[], "").await.0 == StatusCode::OK
+    })
+    .await;
+
+    broker.proxy.cut();
+    let json = [("content-type", "application/json")];
+    let answers = join_all((1..=60u64).map(|u| {
+        call(
+            addr,
+            Method::POST,
+            "/api/coupons/apply",
+            &json,
+            format!(r#"{{"userId":{u}}}"#),
+        )
+    }))
+    .await;
+    let mut admitted = BTreeMap::new();
+    for (user, (_, body)) in (1..=60u64).zip(answers) {
+        if body["status"] == "success" {
+            admitted.insert(user, body["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(admitted.len(), 40);
+
+    // A's relay has read every admission and is stuck delivering them: kill it there.
+    let conn = support::gate::connect(&redis_url()).await;
+    let outbox = format!("{}:{{default}}:outbox", scratch.prefix);
+    eventually(Duration::from_secs(30), "A to hold every entry pending", || {
+        let (mut conn, outbox) = (conn.clone(), outbox.clone());
+        async move {
+            let pending: redis::Value = redis::cmd("XPENDING").arg(&outbox).arg("relay").query_async(&mut conn).await.unwrap();
+            matches!(pending, redis::Value::Array(ref v) if v.first() == Some(&redis::Value::Int(40)))
+        }
+    })
+    .await;
+    process_a.kill().unwrap(); // SIGKILL
+    process_a.wait().unwrap();
+    broker.proxy.restore();
+
+    // Process B takes over what A left pending.
+    let b = TestApp::join(
+        Options {
+            brokers: broker.brokers(),
+            claim_idle: Duration::from_millis(500),
+            ..Options::default()
+        },
+        &scratch.prefix,
+        &topic,
+    )
+    .await;
+    let messages = read_topic(&broker.brokers(), &topic, 40, Duration::from_secs(60)).await;
+    assert_topic_matches(&messages, "default", &admitted);
+    b.drained("default").await;
+}
