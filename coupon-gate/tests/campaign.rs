@@ -18,22 +18,52 @@ async fn create_is_idempotent_and_refuses_a_quota_below_issued() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
     let id = campaign("manage");
-    assert_eq!(gate.create(&Campaign::new(id.clone(), quota(3))).await.unwrap(), Create::Created);
-    assert_eq!(gate.create(&Campaign::new(id.clone(), quota(3))).await.unwrap(), Create::Unchanged);
+    assert_eq!(
+        gate.create(&Campaign::new(id.clone(), quota(3)))
+            .await
+            .unwrap(),
+        Create::Created
+    );
+    assert_eq!(
+        gate.create(&Campaign::new(id.clone(), quota(3)))
+            .await
+            .unwrap(),
+        Create::Unchanged
+    );
     for u in 1..=3 {
         assert!(gate.apply(&id, user(u)).await.unwrap().is_admitted());
     }
     assert_eq!(gate.apply(&id, user(4)).await.unwrap(), Outcome::SoldOut);
 
-    assert_eq!(gate.create(&Campaign::new(id.clone(), quota(5))).await.unwrap(), Create::Updated);
-    assert_eq!(gate.apply(&id, user(4)).await.unwrap(), Outcome::Admitted { seq: 4 }, "a raised quota opens slots");
     assert_eq!(
-        gate.create(&Campaign::new(id.clone(), quota(3))).await.unwrap(),
+        gate.create(&Campaign::new(id.clone(), quota(5)))
+            .await
+            .unwrap(),
+        Create::Updated
+    );
+    assert_eq!(
+        gate.apply(&id, user(4)).await.unwrap(),
+        Outcome::Admitted { seq: 4 },
+        "a raised quota opens slots"
+    );
+    assert_eq!(
+        gate.create(&Campaign::new(id.clone(), quota(3)))
+            .await
+            .unwrap(),
         Create::QuotaBelowIssued { issued: 4 }
     );
     let status = gate.status(&id).await.unwrap().unwrap();
-    assert_eq!((status.quota, status.issued, status.remaining()), (5, 4, 1), "a refused update changes nothing");
-    assert_eq!(gate.create(&Campaign::new(id.clone(), quota(4))).await.unwrap(), Create::Updated);
+    assert_eq!(
+        (status.quota, status.issued, status.remaining()),
+        (5, 4, 1),
+        "a refused update changes nothing"
+    );
+    assert_eq!(
+        gate.create(&Campaign::new(id.clone(), quota(4)))
+            .await
+            .unwrap(),
+        Create::Updated
+    );
     assert_eq!(gate.apply(&id, user(5)).await.unwrap(), Outcome::SoldOut);
 }
 
@@ -47,18 +77,32 @@ async fn status_admission_and_registry() {
 
     let opens = SystemTime::now() - Duration::from_secs(60);
     let closes = SystemTime::now() + Duration::from_secs(3600);
-    let def = Campaign::new(a.clone(), quota(10)).with_window(Some(opens), Some(closes)).unwrap();
+    let def = Campaign::new(a.clone(), quota(10))
+        .with_window(Some(opens), Some(closes))
+        .unwrap();
     gate.create(&def).await.unwrap();
-    gate.create(&Campaign::new(b.clone(), quota(1))).await.unwrap();
+    gate.create(&Campaign::new(b.clone(), quota(1)))
+        .await
+        .unwrap();
     assert_eq!(gate.campaigns().await.unwrap(), [a.clone(), b.clone()]);
 
     gate.apply(&a, user(77)).await.unwrap();
     let status = gate.status(&a).await.unwrap().unwrap();
-    assert_eq!((status.quota, status.issued, status.remaining()), (10, 1, 9));
-    assert_eq!((status.opens_at, status.closes_at), (def.opens_at(), def.closes_at()));
+    assert_eq!(
+        (status.quota, status.issued, status.remaining()),
+        (10, 1, 9)
+    );
+    assert_eq!(
+        (status.opens_at, status.closes_at),
+        (def.opens_at(), def.closes_at())
+    );
     assert_eq!(gate.admission(&a, user(77)).await.unwrap(), Some(1));
     assert_eq!(gate.admission(&a, user(78)).await.unwrap(), None);
-    assert_eq!(gate.admission(&b, user(77)).await.unwrap(), None, "campaigns are separate");
+    assert_eq!(
+        gate.admission(&b, user(77)).await.unwrap(),
+        None,
+        "campaigns are separate"
+    );
 }
 
 #[tokio::test]
@@ -67,25 +111,41 @@ async fn the_window_is_judged_by_redis_time() {
     let gate = scratch.gate().await;
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
-    let create = |id: &CampaignId, opens, closes| Campaign::new(id.clone(), quota(5)).with_window(opens, closes).unwrap();
+    let create = |id: &CampaignId, opens, closes| {
+        Campaign::new(id.clone(), quota(5))
+            .with_window(opens, closes)
+            .unwrap()
+    };
 
     let later = campaign("later");
-    gate.create(&create(&later, Some(now + hour), None)).await.unwrap();
+    gate.create(&create(&later, Some(now + hour), None))
+        .await
+        .unwrap();
     assert_eq!(gate.apply(&later, user(1)).await.unwrap(), Outcome::NotOpen);
 
     let over = campaign("over");
-    gate.create(&create(&over, None, Some(now - hour))).await.unwrap();
+    gate.create(&create(&over, None, Some(now - hour)))
+        .await
+        .unwrap();
     assert_eq!(gate.apply(&over, user(1)).await.unwrap(), Outcome::Closed);
     assert_eq!(gate.status(&over).await.unwrap().unwrap().issued, 0);
 
     // Opens two seconds from now: refused first, admitted once Redis's clock passes it.
     let soon = campaign("soon");
-    gate.create(&create(&soon, Some(now + Duration::from_secs(2)), Some(now + hour))).await.unwrap();
+    gate.create(&create(
+        &soon,
+        Some(now + Duration::from_secs(2)),
+        Some(now + hour),
+    ))
+    .await
+    .unwrap();
     assert_eq!(gate.apply(&soon, user(1)).await.unwrap(), Outcome::NotOpen);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match gate.apply(&soon, user(1)).await.unwrap() {
-            Outcome::NotOpen if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Outcome::NotOpen if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             outcome => {
                 assert_eq!(outcome, Outcome::Admitted { seq: 1 });
                 break;
@@ -99,14 +159,36 @@ async fn a_released_slot_is_offered_again() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
     let id = campaign("compensate");
-    gate.create(&Campaign::new(id.clone(), quota(2))).await.unwrap();
-    assert_eq!(gate.apply(&id, user(1)).await.unwrap(), Outcome::Admitted { seq: 1 });
-    assert_eq!(gate.apply(&id, user(2)).await.unwrap(), Outcome::Admitted { seq: 2 });
+    gate.create(&Campaign::new(id.clone(), quota(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        gate.apply(&id, user(1)).await.unwrap(),
+        Outcome::Admitted { seq: 1 }
+    );
+    assert_eq!(
+        gate.apply(&id, user(2)).await.unwrap(),
+        Outcome::Admitted { seq: 2 }
+    );
     assert_eq!(gate.apply(&id, user(3)).await.unwrap(), Outcome::SoldOut);
 
-    assert_eq!(gate.release(&id, user(1)).await.unwrap(), Release::Released { seq: 1 });
-    assert_eq!(gate.release(&id, user(1)).await.unwrap(), Release::NotAdmitted, "release is idempotent");
-    assert_eq!(gate.apply(&id, user(3)).await.unwrap(), Outcome::Admitted { seq: 1 }, "the freed slot is reused");
+    assert_eq!(
+        gate.release(&id, user(1)).await.unwrap(),
+        Release::Released { seq: 1 }
+    );
+    assert_eq!(
+        gate.release(&id, user(1)).await.unwrap(),
+        Release::NotAdmitted,
+        "release is idempotent"
+    );
+    assert_eq!(
+        gate.apply(&id, user(3)).await.unwrap(),
+        Outcome::Admitted { seq: 1 },
+        "the freed slot is reused"
+    );
     assert_eq!(gate.apply(&id, user(1)).await.unwrap(), Outcome::SoldOut);
-    assert_eq!(gate.release(&campaign("nope"), user(1)).await.unwrap(), Release::UnknownCampaign);
+    assert_eq!(
+        gate.release(&campaign("nope"), user(1)).await.unwrap(),
+        Release::UnknownCampaign
+    );
 }

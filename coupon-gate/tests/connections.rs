@@ -16,19 +16,36 @@ use support::{RedisServer, Scratch, campaign, redis_url, user};
 async fn exercise<C: ConnectionLike + Clone + Send + Sync>(gate: &Gate<C>) {
     let ids = [campaign("conn-a"), campaign("conn-b")];
     for id in &ids {
-        gate.create(&Campaign::new(id.clone(), NonZeroU32::new(2).unwrap())).await.unwrap();
-        assert_eq!(gate.apply(id, user(1)).await.unwrap(), Outcome::Admitted { seq: 1 });
+        gate.create(&Campaign::new(id.clone(), NonZeroU32::new(2).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(
+            gate.apply(id, user(1)).await.unwrap(),
+            Outcome::Admitted { seq: 1 }
+        );
         let batch = [user(2), user(3), user(1)];
         assert_eq!(
             gate.apply_many(id, &batch).await.unwrap(),
-            [Outcome::Admitted { seq: 2 }, Outcome::SoldOut, Outcome::Duplicate { seq: 1 }]
+            [
+                Outcome::Admitted { seq: 2 },
+                Outcome::SoldOut,
+                Outcome::Duplicate { seq: 1 }
+            ]
         );
-        assert_eq!(gate.release(id, user(2)).await.unwrap(), Release::Released { seq: 2 });
+        assert_eq!(
+            gate.release(id, user(2)).await.unwrap(),
+            Release::Released { seq: 2 }
+        );
         assert_eq!(gate.status(id).await.unwrap().unwrap().issued, 1);
         assert_eq!(gate.admission(id, user(1)).await.unwrap(), Some(1));
         let entries = gate.read_outbox(id, "c", 10).await.unwrap();
         assert_eq!(entries.len(), 3);
-        gate.ack_outbox(id, &entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>()).await.unwrap();
+        gate.ack_outbox(
+            id,
+            &entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
         assert_eq!(gate.outbox_len(id).await.unwrap(), 0);
     }
     assert_eq!(gate.campaigns().await.unwrap(), ids);
@@ -45,16 +62,30 @@ async fn over_a_connection_manager() {
 #[tokio::test]
 async fn over_a_redis_cluster() {
     let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]))
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+        })
         .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
     let status = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(&addrs)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
         .expect("redis-cli");
-    assert!(status.status.success(), "cluster create: {}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "cluster create: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
 
     // Every node must see every slot covered before the cluster takes commands.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -68,7 +99,11 @@ async fn over_a_redis_cluster() {
             if info.contains("cluster_state:ok") {
                 break;
             }
-            assert!(Instant::now() < deadline, "cluster on {} never reached state ok", node.url());
+            assert!(
+                Instant::now() < deadline,
+                "cluster on {} never reached state ok",
+                node.url()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -14,7 +14,9 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
     let id = campaign("outbox");
-    gate.create(&Campaign::new(id.clone(), NonZeroU32::new(10).unwrap())).await.unwrap();
+    gate.create(&Campaign::new(id.clone(), NonZeroU32::new(10).unwrap()))
+        .await
+        .unwrap();
     for u in 1..=5 {
         assert!(gate.apply(&id, user(u)).await.unwrap().is_admitted());
     }
@@ -22,34 +24,72 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
     // Relay A reads three and then "crashes"; relay B reads the rest.
     let a = gate.read_outbox(&id, "relay-a", 3).await.unwrap();
     let summary: Vec<_> = a.iter().map(|e| (e.kind, e.user.get(), e.seq)).collect();
-    assert_eq!(summary, [(EventKind::Admitted, 1, 1), (EventKind::Admitted, 2, 2), (EventKind::Admitted, 3, 3)]);
+    assert_eq!(
+        summary,
+        [
+            (EventKind::Admitted, 1, 1),
+            (EventKind::Admitted, 2, 2),
+            (EventKind::Admitted, 3, 3)
+        ]
+    );
     assert!(a.iter().all(|e| e.campaign == id));
     let b = gate.read_outbox(&id, "relay-b", 10).await.unwrap();
     assert_eq!(b.iter().map(|e| e.user.get()).collect::<Vec<_>>(), [4, 5]);
-    assert!(gate.read_outbox(&id, "relay-b", 10).await.unwrap().is_empty(), "nothing is read twice");
+    assert!(
+        gate.read_outbox(&id, "relay-b", 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is read twice"
+    );
 
     // Just read, so not idle long enough to be taken over yet.
-    assert!(gate.claim_outbox(&id, "relay-b", Duration::from_secs(60), 10).await.unwrap().is_empty());
-    gate.ack_outbox(&id, &b.iter().map(|e| e.id.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert!(
+        gate.claim_outbox(&id, "relay-b", Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    gate.ack_outbox(&id, &b.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
 
     // A's entries become claimable once idle for the timeout.
     let deadline = Instant::now() + Duration::from_secs(10);
     let claimed = loop {
-        let claimed = gate.claim_outbox(&id, "relay-b", Duration::from_millis(100), 10).await.unwrap();
+        let claimed = gate
+            .claim_outbox(&id, "relay-b", Duration::from_millis(100), 10)
+            .await
+            .unwrap();
         if !claimed.is_empty() {
             break claimed;
         }
-        assert!(Instant::now() < deadline, "pending entries were never claimable");
+        assert!(
+            Instant::now() < deadline,
+            "pending entries were never claimable"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(claimed, a, "the claimed entries are the ones A left pending");
+    assert_eq!(
+        claimed, a,
+        "the claimed entries are the ones A left pending"
+    );
     assert_eq!(gate.outbox_len(&id).await.unwrap(), 3);
 
     let ids: Vec<_> = claimed.iter().map(|e| e.id.clone()).collect();
     gate.ack_outbox(&id, &ids).await.unwrap();
     gate.ack_outbox(&id, &ids).await.unwrap();
-    assert_eq!(gate.outbox_len(&id).await.unwrap(), 0, "acknowledged entries are deleted");
-    assert!(gate.claim_outbox(&id, "relay-b", Duration::ZERO, 10).await.unwrap().is_empty());
+    assert_eq!(
+        gate.outbox_len(&id).await.unwrap(),
+        0,
+        "acknowledged entries are deleted"
+    );
+    assert!(
+        gate.claim_outbox(&id, "relay-b", Duration::ZERO, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -57,13 +97,24 @@ async fn a_release_is_recorded_in_the_outbox() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
     let id = campaign("released");
-    gate.create(&Campaign::new(id.clone(), NonZeroU32::new(3).unwrap())).await.unwrap();
+    gate.create(&Campaign::new(id.clone(), NonZeroU32::new(3).unwrap()))
+        .await
+        .unwrap();
     gate.apply(&id, user(9)).await.unwrap();
-    assert_eq!(gate.release(&id, user(9)).await.unwrap(), Release::Released { seq: 1 });
+    assert_eq!(
+        gate.release(&id, user(9)).await.unwrap(),
+        Release::Released { seq: 1 }
+    );
 
     let entries = gate.read_outbox(&id, "r", 10).await.unwrap();
-    let summary: Vec<_> = entries.iter().map(|e| (e.kind, e.user.get(), e.seq)).collect();
-    assert_eq!(summary, [(EventKind::Admitted, 9, 1), (EventKind::Released, 9, 1)]);
+    let summary: Vec<_> = entries
+        .iter()
+        .map(|e| (e.kind, e.user.get(), e.seq))
+        .collect();
+    assert_eq!(
+        summary,
+        [(EventKind::Admitted, 9, 1), (EventKind::Released, 9, 1)]
+    );
     assert!(entries[0].at <= entries[1].at);
 }
 
@@ -71,6 +122,9 @@ async fn a_release_is_recorded_in_the_outbox() {
 async fn reading_the_outbox_of_an_unknown_campaign_is_an_error() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
-    let err = gate.read_outbox(&campaign("never-created"), "r", 10).await.unwrap_err();
+    let err = gate
+        .read_outbox(&campaign("never-created"), "r", 10)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Redis(_)), "{err}");
 }
