@@ -2,7 +2,7 @@
 //! own, an HTTP client, snapshots of Redis state, a topic reader, and a Kafka-API broker of the
 //! test's own behind a TCP proxy the test can cut.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, unused_imports)]
 
 #[path = "../../../coupon-gate/tests/support/mod.rs"]
 pub mod gate;
