@@ -89,6 +89,26 @@ async fn every_admission_becomes_one_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_campaign_and_each_admission_is_relayed_once() {
+    let first = TestApp::start(Options::default()).await;
+    let second = first.sibling(Options::default()).await;
+    assert_eq!(
+        first.create(json!({"id": "shared", "quota": 60})).await.0,
+        StatusCode::CREATED
+    );
+    let (a, b) = tokio::join!(
+        burst(&first, "shared", (1..=100).step_by(2)),
+        burst(&second, "shared", (2..=100).step_by(2))
+    );
+    let admitted: BTreeMap<u64, u64> = a.into_iter().chain(b).collect();
+    assert_eq!(admitted.len(), 60);
+
+    let messages = read_topic(&brokers(), &first.topic, 60, Duration::from_secs(60)).await;
+    assert_topic_matches(&messages, "shared", &admitted);
+    first.drained("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_burst_loses_nothing() {
     let broker = Broker::start().await;
     // Short delivery timeouts, so that failed deliveries go back to the outbox and are

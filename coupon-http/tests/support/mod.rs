@@ -64,6 +64,7 @@ pub struct Options {
     pub message_timeout: Duration,
     pub redis_timeout: Duration,
     pub admin_token: Option<String>,
+    pub max_connections: usize,
 }
 
 impl Default for Options {
@@ -76,6 +77,7 @@ impl Default for Options {
             message_timeout: Duration::from_secs(30),
             redis_timeout: Duration::from_secs(2),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
+            max_connections: 1024,
         }
     }
 }
@@ -126,7 +128,7 @@ impl TestApp {
             key_prefix: prefix.clone(),
             default_quota: NonZeroU32::new(options.default_quota).unwrap(),
             admin_token: options.admin_token.clone(),
-            max_connections: 1024,
+            max_connections: options.max_connections,
             redis_timeout: options.redis_timeout,
             shutdown_grace: Duration::from_secs(10),
             relay: RelayConfig {
