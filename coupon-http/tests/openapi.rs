@@ -111,6 +111,9 @@ async fn every_documented_operation_is_served() {
     }
 }
 
+/// One request of the tour: method, documented path template, concrete path, headers, body.
+type Step<'a> = (Method, &'a str, String, Vec<(&'a str, &'a str)>, String);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_on_a_tour_is_documented() {
     let spec = spec();
@@ -124,7 +127,7 @@ async fn every_answer_on_a_tour_is_documented() {
     let admin = [json_type, ("authorization", auth.as_str())];
     let big = format!(r#"{{"userId":1,"pad":"{}"}}"#, "x".repeat(5000));
 
-    let tour: Vec<(Method, &str, String, Vec<(&str, &str)>, String)> = vec![
+    let tour: Vec<Step> = vec![
         (
             Method::GET,
             "/health",
