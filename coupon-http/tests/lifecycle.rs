@@ -10,7 +10,9 @@ use support::{Options, TestApp, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const HEAD: &str = "POST /api/coupons/apply HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n";
+/// `Expect: 100-continue` makes the server say when its handler starts reading the body: from
+/// then on the request is provably in flight.
+const HEAD: &str = "POST /api/coupons/apply HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 12\r\nexpect: 100-continue\r\n\r\n";
 
 async fn read_answer(stream: &mut TcpStream) -> String {
     let mut answer = vec![0; 4096];
@@ -26,17 +28,18 @@ async fn shutdown_finishes_a_request_in_flight_and_refuses_new_connections() {
     let app = TestApp::start(Options::default()).await;
     let addr = app.addr;
 
-    // A request whose body is only half sent when shutdown begins.
+    // A request the handler is reading when shutdown begins, its body not yet sent.
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(HEAD.as_bytes()).await.unwrap();
-    stream.write_all(br#"{"userI"#).await.unwrap();
+    let continue_ = read_answer(&mut stream).await;
+    assert!(continue_.starts_with("HTTP/1.1 100"), "{continue_}");
     let stopped = tokio::spawn(app.stop());
     eventually(Duration::from_secs(10), "the listener to close", || async {
         TcpStream::connect(addr).await.is_err()
     })
     .await;
 
-    stream.write_all(br#"d":7}"#).await.unwrap();
+    stream.write_all(br#"{"userId":7}"#).await.unwrap();
     let answer = read_answer(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
@@ -69,6 +72,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     }
 
     let waiting = tokio::spawn(support::call(app.addr, Method::GET, "/health", &[], ""));
+    // An observation window for something that must not happen; it cannot be waited for.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !waiting.is_finished(),

@@ -139,8 +139,29 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
         queued > 0,
         "the cut must leave admissions waiting in the outbox"
     );
-    // Long enough for deliveries to time out and go back to the outbox at least once.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait until a delivery has failed and its entry was taken over again (delivery count 2).
+    let mut conn = support::gate::connect(&redis_url()).await;
+    let outbox = format!("{}:{{outage}}:outbox", app.prefix);
+    eventually(
+        Duration::from_secs(30),
+        "a failed delivery to be re-claimed",
+        || {
+            let (mut conn, outbox) = (conn.clone(), outbox.clone());
+            async move {
+                let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                    .arg(&outbox)
+                    .arg("relay")
+                    .arg("-")
+                    .arg("+")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                pending.iter().any(|&(_, _, _, deliveries)| deliveries >= 2)
+            }
+        },
+    )
+    .await;
     broker.proxy.restore();
 
     let messages = read_topic(&broker.brokers(), &app.topic, 100, Duration::from_secs(90)).await;
