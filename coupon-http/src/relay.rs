@@ -31,7 +31,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::RelayConfig;
 
@@ -62,16 +62,7 @@ where
     ///
     /// A producer configuration librdkafka refuses.
     pub fn new(gate: Gate<C>, config: RelayConfig) -> anyhow::Result<Self> {
-        let producer = client_config(&config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().to_string(),
-            )
-            .create()
-            .context("cannot create the Kafka producer")?;
+        let producer = producer(&config)?;
         Ok(Self {
             gate,
             producer,
@@ -96,7 +87,7 @@ where
 
     /// Runs rounds until `shutdown` turns true, then finishes the round in progress, flushes the
     /// producer and returns. `running` is true while it runs.
-    pub async fn run(self, running: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, running: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
         running.store(true, Ordering::Relaxed);
         info!(topic = %self.config.topic, consumer = %self.config.consumer, "relay started");
         let mut campaigns: Vec<CampaignId> = Vec::new();
@@ -120,15 +111,21 @@ where
             }
             let mut moved = 0;
             let mut failed = false;
+            let mut rejected = false;
             for campaign in &campaigns {
                 match self.round(campaign, claim).await {
-                    Ok(n) => moved += n,
+                    Ok(sent) => {
+                        moved += sent.delivered;
+                        failed |= sent.failed > 0;
+                        rejected |= sent.producer_rejected;
+                    }
                     Err(err) => {
                         warn!(cause = %err, campaign = %campaign, "relay round failed; entries stay in the outbox");
                         failed = true;
                     }
                 }
             }
+            self.replace_failed_producer(rejected);
             let pause = if failed { ERROR_BACKOFF } else { IDLE_POLL };
             if moved == 0 || failed {
                 tokio::select! {
@@ -148,8 +145,8 @@ where
     }
 
     /// One round for one campaign: take over stale entries (when `claim`), read new ones,
-    /// deliver, acknowledge what was delivered. Returns how many were delivered.
-    async fn round(&self, campaign: &CampaignId, claim: bool) -> Result<usize, coupon_gate::Error> {
+    /// deliver, acknowledge what was delivered.
+    async fn round(&self, campaign: &CampaignId, claim: bool) -> Result<Sent, coupon_gate::Error> {
         let (consumer, batch) = (&self.config.consumer, self.config.batch);
         let mut entries = Vec::new();
         if claim {
@@ -163,16 +160,42 @@ where
         }
         entries.extend(self.gate.read_outbox(campaign, consumer, batch).await?);
         if entries.is_empty() {
-            return Ok(0);
+            return Ok(Sent::default());
         }
-        let delivered = self.deliver(&entries).await;
+        let (delivered, sent) = self.deliver(&entries).await;
         self.gate.ack_outbox(campaign, &delivered).await?;
         debug!(campaign = %campaign, read = entries.len(), delivered = delivered.len(), "relay round");
-        Ok(delivered.len())
+        Ok(sent)
     }
 
-    /// Produces every entry and returns the ids the broker confirmed.
-    async fn deliver(&self, entries: &[OutboxEntry]) -> Vec<String> {
+    /// Replaces the producer when librdkafka marked it fatally failed, or when the broker
+    /// `rejected` its identity.
+    ///
+    /// An idempotent producer whose messages timed out must reset its epoch with the broker.
+    /// When that goes wrong, the broker refuses every later message of this producer id
+    /// (`ProducerFenced`, `InvalidProducerEpoch`, ...), whether or not librdkafka calls the
+    /// state fatal, and the only way out is a new producer instance with a new id. Entries whose
+    /// delivery failed are still pending in the outbox; the new producer sends them again.
+    fn replace_failed_producer(&mut self, rejected: bool) {
+        let fatal = self.producer.client().fatal_error();
+        if fatal.is_none() && !rejected {
+            return;
+        }
+        let reason = fatal.map_or_else(
+            || "the broker rejected its producer id".to_owned(),
+            |(code, why)| format!("{code}: {why}"),
+        );
+        error!(%reason, "the Kafka producer cannot deliver any more; creating a new one");
+        match producer(&self.config) {
+            Ok(fresh) => self.producer = fresh,
+            Err(err) => {
+                error!(cause = %err, "cannot create a new Kafka producer; retrying next round")
+            }
+        }
+    }
+
+    /// Produces every entry; returns the ids the broker confirmed, and what happened.
+    async fn deliver(&self, entries: &[OutboxEntry]) -> (Vec<String>, Sent) {
         let topic = self.config.topic.as_str();
         let sends = entries.iter().map(|entry| async move {
             let key = format!("{}:{}", entry.campaign, entry.user);
@@ -185,16 +208,60 @@ where
             (entry, result)
         });
         let mut delivered = Vec::with_capacity(entries.len());
+        let mut sent = Sent::default();
+        let mut first_error = None;
         for (entry, result) in join_all(sends).await {
             match result {
                 Ok(_) => delivered.push(entry.id.clone()),
                 Err((err, _)) => {
-                    warn!(cause = %err, campaign = %entry.campaign, user = entry.user.get(), "delivery failed; the entry stays in the outbox")
+                    sent.failed += 1;
+                    sent.producer_rejected |= matches!(err.rdkafka_error_code(), Some(code) if PRODUCER_REJECTED.contains(&code));
+                    first_error.get_or_insert(err);
                 }
             }
         }
-        delivered
+        if let Some(err) = first_error {
+            let campaign = &entries[0].campaign;
+            warn!(cause = %err, campaign = %campaign, failed = sent.failed, "deliveries failed; the entries stay in the outbox");
+        }
+        sent.delivered = delivered.len();
+        (delivered, sent)
     }
+}
+
+/// What one round of sends came to.
+#[derive(Default)]
+struct Sent {
+    /// Entries the broker confirmed.
+    delivered: usize,
+    /// Entries it did not; they stay in the outbox.
+    failed: usize,
+    /// Whether the broker refused this producer's identity, so that it must be replaced.
+    producer_rejected: bool,
+}
+
+/// Broker answers that reject the producer's id or epoch: no later message of this producer
+/// instance can succeed.
+const PRODUCER_REJECTED: [RDKafkaErrorCode; 5] = [
+    RDKafkaErrorCode::ProducerFenced,
+    RDKafkaErrorCode::InvalidProducerEpoch,
+    RDKafkaErrorCode::UnknownProducerId,
+    RDKafkaErrorCode::OutOfOrderSequenceNumber,
+    RDKafkaErrorCode::InvalidProducerIdMapping,
+];
+
+/// The relay's idempotent producer.
+fn producer(config: &RelayConfig) -> anyhow::Result<FutureProducer> {
+    client_config(&config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set(
+            "message.timeout.ms",
+            config.message_timeout.as_millis().to_string(),
+        )
+        .create()
+        .context("cannot create the Kafka producer")
 }
 
 /// librdkafka configuration shared by the relay's clients.

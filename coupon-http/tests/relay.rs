@@ -65,9 +65,16 @@ fn assert_topic_matches(
             "user {user} with two seqs"
         );
     }
-    assert_eq!(
-        &seen, admitted,
-        "the topic holds exactly the admissions answered success"
+    let missing: Vec<_> = admitted.keys().filter(|u| !seen.contains_key(u)).collect();
+    let unexpected: Vec<_> = seen
+        .iter()
+        .filter(|(u, s)| admitted.get(u) != Some(s))
+        .collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "the topic must hold exactly the admissions answered success: missing users {missing:?}, \
+         unexpected (user, seq) {unexpected:?}, {} messages read",
+        messages.len()
     );
     let seqs: BTreeSet<u64> = seen.values().copied().collect();
     assert_eq!(seqs.len(), seen.len(), "no seq twice");
@@ -140,7 +147,7 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
         "the cut must leave admissions waiting in the outbox"
     );
     // Wait until a delivery has failed and its entry was taken over again (delivery count 2).
-    let mut conn = support::gate::connect(&redis_url()).await;
+    let conn = support::gate::connect(&redis_url()).await;
     let outbox = format!("{}:{{outage}}:outbox", app.prefix);
     eventually(
         Duration::from_secs(30),
@@ -165,6 +172,12 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
     broker.proxy.restore();
 
     let messages = read_topic(&broker.brokers(), &app.topic, 100, Duration::from_secs(90)).await;
+    let left = app
+        .gate
+        .outbox_len(&coupon_gate::CampaignId::new("outage").unwrap())
+        .await
+        .unwrap();
+    eprintln!("outbox entries left after reading the topic: {left}");
     assert_topic_matches(&messages, "outage", &admitted);
     app.drained("outage").await;
 }
@@ -216,14 +229,15 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
     }
     assert_eq!(admitted.len(), 40);
 
-    // A's relay has read every admission and is stuck delivering them: kill it there.
+    // A's relay has read admissions and is stuck delivering them: kill it there. Entries that
+    // arrived while it was stuck stay unread; B must deliver both kinds.
     let conn = support::gate::connect(&redis_url()).await;
     let outbox = format!("{}:{{default}}:outbox", scratch.prefix);
-    eventually(Duration::from_secs(30), "A to hold every entry pending", || {
+    eventually(Duration::from_secs(30), "A to hold entries pending", || {
         let (mut conn, outbox) = (conn.clone(), outbox.clone());
         async move {
             let pending: redis::Value = redis::cmd("XPENDING").arg(&outbox).arg("relay").query_async(&mut conn).await.unwrap();
-            matches!(pending, redis::Value::Array(ref v) if v.first() == Some(&redis::Value::Int(40)))
+            matches!(pending, redis::Value::Array(ref v) if matches!(v.first(), Some(&redis::Value::Int(n)) if n > 0))
         }
     })
     .await;

@@ -120,6 +120,14 @@ impl TestApp {
         scratch: Option<Scratch>,
         topic: String,
     ) -> Self {
+        // The app's logs, shown by the test harness when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "coupon_http=info,warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Config {
