@@ -1,0 +1,108 @@
+//! `coupon-sink`: reads configuration from flags and the environment, sets up logging, and
+//! either consumes the admissions topic into MySQL (the default) or replays failed events.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use coupon_sink::{Config, consumer, db, replay};
+use tracing_subscriber::EnvFilter;
+
+/// Writes coupon admissions from Kafka into MySQL/MariaDB, exactly one row per admission.
+///
+/// Every flag falls back to the environment variable named beside it. Logging follows RUST_LOG
+/// (default: info).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Database; created if missing. Migrations are applied at start.
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = Config::DEFAULT_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = Config::DEFAULT_BROKERS)]
+    kafka_brokers: String,
+    /// Topic of admissions.
+    #[arg(long, global = true, env = "COUPON_TOPIC", default_value = Config::DEFAULT_TOPIC)]
+    topic: String,
+    /// Consumer group.
+    #[arg(long, global = true, env = "COUPON_SINK_GROUP", default_value = Config::DEFAULT_GROUP)]
+    group: String,
+    /// Most messages written per transaction.
+    #[arg(long, global = true, env = "COUPON_SINK_BATCH", default_value_t = Config::DEFAULT_BATCH_SIZE as u32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch_size: u32,
+    /// Milliseconds a batch waits for more messages after its first.
+    #[arg(
+        long,
+        global = true,
+        env = "COUPON_SINK_LINGER_MS",
+        default_value_t = 20
+    )]
+    linger_ms: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Consume the topic into the database until SIGTERM or Ctrl-C (the default).
+    Run,
+    /// Write unresolved failed events again, after their cause was fixed; mark those written
+    /// as resolved. Exits 1 if some still fail.
+    Replay,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config {
+        database_url: args.database_url,
+        brokers: args.kafka_brokers,
+        topic: args.topic,
+        group: args.group,
+        batch_size: args.batch_size as usize,
+        linger: Duration::from_millis(args.linger_ms),
+        max_backoff: Config::DEFAULT_MAX_BACKOFF,
+    };
+    let pool = db::connect(&config.database_url).await?;
+    let code = match args.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            consumer::run(&config, &pool, shutdown_signal()).await?;
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Replay => {
+            let done = replay::replay(&pool, &mut std::io::stdout()).await?;
+            if done.still_failing == 0 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+    };
+    pool.disconnect().await.ok();
+    Ok(code)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(err) => {
+                tracing::warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the sink");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,39 @@
+//! Typed configuration of the sink, with documented defaults.
+
+use std::time::Duration;
+
+/// Everything `coupon-sink` needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The database; created if missing.
+    pub database_url: String,
+    /// Kafka bootstrap servers, comma separated.
+    pub brokers: String,
+    /// The topic of admissions.
+    pub topic: String,
+    /// The consumer group; sinks of one group share the partitions.
+    pub group: String,
+    /// Most messages written in one transaction.
+    pub batch_size: usize,
+    /// How long a batch waits for more messages after its first.
+    pub linger: Duration,
+    /// Longest wait between retries of a batch that failed transiently.
+    pub max_backoff: Duration,
+}
+
+impl Config {
+    /// Default database.
+    pub const DEFAULT_DATABASE_URL: &'static str = "mysql://root@127.0.0.1:3306/coupon";
+    /// Default bootstrap servers.
+    pub const DEFAULT_BROKERS: &'static str = "127.0.0.1:9092";
+    /// Default topic.
+    pub const DEFAULT_TOPIC: &'static str = "coupon_create";
+    /// Default consumer group.
+    pub const DEFAULT_GROUP: &'static str = "coupon-sink";
+    /// Default batch size.
+    pub const DEFAULT_BATCH_SIZE: usize = 500;
+    /// Default linger.
+    pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
+    /// Default cap on retry backoff.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+}
