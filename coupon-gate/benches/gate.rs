@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::ScratchGate;
+
 const CONCURRENCY: u64 = 64;
 
 struct Bench {

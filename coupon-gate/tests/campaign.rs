@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime};
 
 use coupon_gate::{Campaign, CampaignId, Create, Outcome, Release};
-use support::{Scratch, campaign, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, redis_url, user};
 
 fn quota(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
 use coupon_gate::{Campaign, EventKind, Outcome};
-use support::{Scratch, campaign, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, redis_url, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_distinct_users_on_quota_100_admit_exactly_100() {

@@ -12,7 +12,7 @@ use coupon_gate::{
 };
 use proptest::prelude::*;
 use redis::aio::MultiplexedConnection;
-use support::{Scratch, campaign, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, redis_url, user};
 
 const CAMPAIGNS: [&str; 2] = ["alpha", "beta"];
 const USERS: u64 = 6;

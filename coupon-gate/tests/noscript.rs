@@ -5,7 +5,7 @@ mod support;
 use std::num::NonZeroU32;
 
 use coupon_gate::{Campaign, Outcome, Release};
-use support::{RedisServer, Scratch, campaign, connect, user};
+use support::{RedisServer, Scratch, ScratchGate, campaign, connect, user};
 
 #[tokio::test]
 async fn apply_succeeds_after_script_flush() {

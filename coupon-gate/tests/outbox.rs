@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use coupon_gate::{Campaign, Error, EventKind, Release};
-use support::{Scratch, campaign, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, redis_url, user};
 
 #[tokio::test]
 async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {

@@ -5,7 +5,7 @@ mod support;
 use std::num::NonZeroU32;
 
 use coupon_gate::{Campaign, Outcome};
-use support::{RedisServer, Scratch, campaign, connect, info_field, user};
+use support::{RedisServer, Scratch, ScratchGate, campaign, connect, info_field, user};
 
 /// Redis's count of writes since the last save (`server.dirty`): every write command bumps it.
 async fn dirty(conn: &mut redis::aio::MultiplexedConnection) -> i64 {

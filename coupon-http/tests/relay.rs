@@ -147,7 +147,7 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
         "the cut must leave admissions waiting in the outbox"
     );
     // Wait until a delivery has failed and its entry was taken over again (delivery count 2).
-    let conn = support::gate::connect(&redis_url()).await;
+    let conn = support::connect(&redis_url()).await;
     let outbox = format!("{}:{{outage}}:outbox", app.prefix);
     eventually(
         Duration::from_secs(30),
@@ -231,7 +231,7 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
 
     // A's relay has read admissions and is stuck delivering them: kill it there. Entries that
     // arrived while it was stuck stay unread; B must deliver both kinds.
-    let conn = support::gate::connect(&redis_url()).await;
+    let conn = support::connect(&redis_url()).await;
     let outbox = format!("{}:{{default}}:outbox", scratch.prefix);
     eventually(Duration::from_secs(30), "A to hold entries pending", || {
         let (mut conn, outbox) = (conn.clone(), outbox.clone());

@@ -4,9 +4,6 @@
 
 #![allow(dead_code, missing_docs, unused_imports)]
 
-#[path = "../../../coupon-gate/tests/support/mod.rs"]
-pub mod gate;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -30,30 +27,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use gate::{RedisServer, Scratch, free_port, redis_url};
+pub use coupon_testkit::{
+    Broker, Proxy, RedisServer, Scratch, brokers, connect, eventually, free_port, read_topic,
+    redis_url,
+};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
-
-/// The machine's Kafka-API broker (`KAFKA_BROKERS`, default 127.0.0.1:9092).
-pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-/// Waits for `check` to be true, polling, for at most `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// How a test app is configured; `Options::default()` suits most tests.
 pub struct Options {
@@ -155,7 +134,7 @@ impl TestApp {
             let _ = stopped.await;
         }));
         let gate =
-            Gate::with_key_prefix(gate::connect(&options.redis_url).await, prefix.clone()).unwrap();
+            Gate::with_key_prefix(connect(&options.redis_url).await, prefix.clone()).unwrap();
         let app = Self {
             addr,
             prefix,
@@ -227,7 +206,7 @@ impl TestApp {
     /// are compared by their entries, since the relay's polling updates their consumer
     /// bookkeeping without changing any data.
     pub async fn snapshot(&self) -> BTreeMap<String, Value> {
-        let mut conn = gate::connect(&self.config.redis_url).await;
+        let mut conn = connect(&self.config.redis_url).await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query_async(&mut conn)
@@ -304,138 +283,4 @@ pub async fn call(
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| panic!("{path}: answer is not JSON: {bytes:?}"));
     (status, value)
-}
-
-/// Every message on `topic` from the start, read until at least `expected` distinct keys were
-/// seen (or `limit` passed), and then until the topic has been quiet for a second, so that
-/// extra messages are caught too. Returns (key, value) pairs in arrival order.
-pub async fn read_topic(
-    brokers: &str,
-    topic: &str,
-    expected: usize,
-    limit: Duration,
-) -> Vec<(String, Value)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{topic}-{}", free_port()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let deadline = Instant::now() + limit;
-    let mut messages = Vec::new();
-    let mut keys = std::collections::BTreeSet::new();
-    loop {
-        let wait = if keys.len() >= expected {
-            Duration::from_secs(1)
-        } else {
-            deadline.saturating_duration_since(Instant::now())
-        };
-        match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(message)) => {
-                let key = String::from_utf8(message.key().unwrap_or_default().to_vec()).unwrap();
-                let value: Value =
-                    serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
-                keys.insert(key.clone());
-                messages.push((key, value));
-            }
-            Ok(Err(err)) => panic!("reading {topic}: {err}"),
-            Err(_) => break,
-        }
-    }
-    messages
-}
-
-/// A Kafka-API broker (Tansu, in memory) of the test's own, reached through a [`Proxy`]: it
-/// advertises the proxy's port, so every client connection passes the proxy and a test can
-/// cut them all without killing the broker (whose memory engine would lose the topics).
-pub struct Broker {
-    pub proxy: Proxy,
-    child: Child,
-}
-
-impl Broker {
-    pub async fn start() -> Self {
-        let port = free_port();
-        let proxy = Proxy::start(port).await;
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-            ])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{}", proxy.port),
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu on PATH (scripts/services up installs it)");
-        let broker = Self { proxy, child };
-        eventually(
-            Duration::from_secs(20),
-            "the test broker to listen",
-            || async { TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
-        )
-        .await;
-        broker
-    }
-
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.proxy.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A TCP proxy on a free loopback port. While cut, it closes every connection through it and
-/// refuses new ones, as an unreachable broker would look to its clients.
-pub struct Proxy {
-    pub port: u16,
-    cut: watch::Sender<bool>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, cut_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if *cut_rx.borrow() {
-                    continue; // dropping the stream closes it
-                }
-                let mut cut_rx = cut_rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_rx.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        Self { port, cut }
-    }
-
-    pub fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-
-    pub fn restore(&self) {
-        self.cut.send_replace(false);
-    }
 }

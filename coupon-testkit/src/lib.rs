@@ -1,0 +1,17 @@
+//! Helpers shared by the workspace's integration tests and benches: real servers only.
+//!
+//! Keys, topics and databases of a test's own on the machine's servers, and servers a test
+//! starts itself (Redis, a Kafka-API broker) where it must kill, flush or cut them; never the
+//! machine's shared ones.
+
+mod kafka;
+mod mysql;
+mod net;
+mod redis;
+mod wait;
+
+pub use kafka::{Broker, brokers, produce, read_topic};
+pub use mysql::{ScratchDb, mysql_server_url};
+pub use net::{Proxy, free_port};
+pub use redis::{RedisServer, Scratch, connect, info_field, redis_url};
+pub use wait::eventually;

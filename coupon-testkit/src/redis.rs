@@ -1,0 +1,165 @@
+//! Redis for tests: the machine's server under a key prefix of the test's own, and servers a
+//! test starts (and kills) itself.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+
+use crate::free_port;
+
+/// The shared Redis the machine runs (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// An async connection to the Redis at `url`.
+pub async fn connect(url: &str) -> MultiplexedConnection {
+    let client = redis::Client::open(url).expect("valid redis url");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("redis at {url}: {e}"))
+}
+
+/// A key prefix no other test (or run) uses; its keys are deleted when it is dropped.
+pub struct Scratch {
+    /// The prefix: `test-<pid>-<nanos>-<n>`.
+    pub prefix: String,
+    url: String,
+}
+
+impl Scratch {
+    /// A fresh prefix on the Redis at `url`.
+    pub fn new(url: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("test-{}-{nanos}-{n}", std::process::id());
+        Self {
+            prefix,
+            url: url.to_owned(),
+        }
+    }
+}
+
+impl Scratch {
+    /// The Redis the prefix lives on.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+/// A Redis server of the test's own on a free loopback port, killed when dropped. For tests
+/// that flush scripts, count writes or kill the server: never done to the shared Redis.
+pub struct RedisServer {
+    /// The port the server listens on.
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence on a free port and waits until it answers.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`RedisServer::start`], with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("coupon-gate-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server on PATH (scripts/services up installs it)");
+        let server = Self { port, child, dir };
+        server.wait_ready();
+        server
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(self.url()).expect("valid url");
+        loop {
+            let pong: Option<String> = client
+                .get_connection()
+                .ok()
+                .and_then(|mut c| redis::cmd("PING").query(&mut c).ok());
+            if pong.as_deref() == Some("PONG") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not answer PING within 10s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A field of `INFO` as an integer.
+pub async fn info_field(conn: &mut MultiplexedConnection, section: &str, field: &str) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO {section} has no integer field {field}"))
+}
