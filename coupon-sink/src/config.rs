@@ -19,6 +19,13 @@ pub struct Config {
     pub linger: Duration,
     /// Longest wait between retries of a batch that failed transiently.
     pub max_backoff: Duration,
+    /// How long the group waits for a silent member (a crashed sink) before handing its
+    /// partitions to the others; until then they are not consumed.
+    pub session_timeout: Duration,
+    /// A stable name for this sink in the group (`group.instance.id`, static membership): a
+    /// sink restarted under the same name takes its partitions back at once instead of waiting
+    /// for the group to notice its predecessor is gone. `None` for dynamic membership.
+    pub instance_id: Option<String>,
 }
 
 impl Config {
@@ -36,4 +43,7 @@ impl Config {
     pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
     /// Default cap on retry backoff.
     pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+    /// Default session timeout: shorter than Kafka's 45 s, so a crashed sink's partitions move
+    /// on soon.
+    pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 }

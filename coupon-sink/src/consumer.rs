@@ -33,12 +33,20 @@ pub async fn run(
     pool: &Pool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    if let Some(instance) = &config.instance_id {
+        client.set("group.instance.id", instance);
+    }
+    let consumer: StreamConsumer = client
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
         .set("client.id", "coupon-sink")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
         .create()
         .context("cannot create the Kafka consumer")?;
     consumer

@@ -37,6 +37,13 @@ struct Args {
         default_value_t = 20
     )]
     linger_ms: u64,
+    /// Milliseconds the group waits for a silent member before moving its partitions.
+    #[arg(long, global = true, env = "COUPON_SINK_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=300_000))]
+    session_timeout_ms: u64,
+    /// Stable name of this sink in the group (static membership): a restart under the same
+    /// name takes its partitions back at once. Give each sink of a group its own.
+    #[arg(long, global = true, env = "COUPON_SINK_INSTANCE_ID")]
+    instance_id: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -67,6 +74,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         batch_size: args.batch_size as usize,
         linger: Duration::from_millis(args.linger_ms),
         max_backoff: Config::DEFAULT_MAX_BACKOFF,
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        instance_id: args.instance_id.filter(|id| !id.is_empty()),
     };
     let pool = db::connect(&config.database_url).await?;
     let code = match args.command.unwrap_or(Command::Run) {
