@@ -191,18 +191,20 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
 
     // Process A: the real binary, delivering patiently (it will not get the chance).
-    let mut process_a = Command::new(env!("CARGO_BIN_EXE_coupon-http"))
-        .env("COUPON_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("REDIS_URL", redis_url())
-        .env("COUPON_KEY_PREFIX", &scratch.prefix)
-        .env("KAFKA_BROKERS", broker.brokers())
-        .env("COUPON_TOPIC", &topic)
-        .env("COUPON_DEFAULT_QUOTA", "40")
-        .env("COUPON_RELAY_MESSAGE_TIMEOUT_MS", "120000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut process_a = coupon_testkit::Process(
+        Command::new(env!("CARGO_BIN_EXE_coupon-http"))
+            .env("COUPON_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis_url())
+            .env("COUPON_KEY_PREFIX", &scratch.prefix)
+            .env("KAFKA_BROKERS", broker.brokers())
+            .env("COUPON_TOPIC", &topic)
+            .env("COUPON_DEFAULT_QUOTA", "40")
+            .env("COUPON_RELAY_MESSAGE_TIMEOUT_MS", "120000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     eventually(Duration::from_secs(30), "process A to be ready", || async {
         tokio::net::TcpStream::connect(addr).await.is_ok()
             && call(addr, Method::GET, "/ready", &[], "").await.0 == StatusCode::OK
@@ -241,8 +243,7 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
         }
     })
     .await;
-    process_a.kill().unwrap(); // SIGKILL
-    process_a.wait().unwrap();
+    process_a.kill(); // SIGKILL
     broker.proxy.restore();
 
     // Process B takes over what A left pending.

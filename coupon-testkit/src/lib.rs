@@ -12,6 +12,6 @@ mod wait;
 
 pub use kafka::{Broker, brokers, produce, read_topic};
 pub use mysql::{ScratchDb, mysql_server_url};
-pub use net::{Proxy, free_port};
+pub use net::{Process, Proxy, free_port};
 pub use redis::{RedisServer, Scratch, connect, info_field, redis_url};
 pub use wait::eventually;

@@ -44,6 +44,23 @@ impl ScratchDb {
         format!("{}/{}", self.server.trim_end_matches('/'), self.name)
     }
 
+    /// Whether the database exists yet.
+    pub async fn exists(&self) -> bool {
+        let pool = mysql_async::Pool::new(self.server.as_str());
+        let found: Option<String> = match pool.get_conn().await {
+            Ok(mut conn) => conn
+                .exec_first(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                    (&self.name,),
+                )
+                .await
+                .unwrap_or_default(),
+            Err(_) => None,
+        };
+        pool.disconnect().await.ok();
+        found.is_some()
+    }
+
     /// Runs `sql` and returns the rows, for checks.
     pub async fn query<T: FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
         let pool = mysql_async::Pool::new(self.url().as_str());

@@ -1,7 +1,10 @@
-//! Loopback ports, and a TCP proxy a test can cut to make a server unreachable without
-//! stopping it.
+//! Loopback ports, a TCP proxy a test can cut to make a server unreachable without stopping
+//! it, and child processes that never outlive their test.
 
 use std::net::TcpListener as StdListener;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -20,6 +23,8 @@ pub struct Proxy {
     /// The port clients connect to.
     pub port: u16,
     cut: watch::Sender<bool>,
+    /// Connections refused while cut: proof that a client tried to get through.
+    refused: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -28,12 +33,15 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, cut_rx) = watch::channel(false);
+        let refused = Arc::new(AtomicUsize::new(0));
+        let counter = refused.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
                 if *cut_rx.borrow() {
+                    counter.fetch_add(1, Ordering::Relaxed);
                     continue; // dropping the stream closes it
                 }
                 let mut cut_rx = cut_rx.clone();
@@ -48,7 +56,7 @@ impl Proxy {
                 });
             }
         });
-        Self { port, cut }
+        Self { port, cut, refused }
     }
 
     /// Closes every connection and refuses new ones until [`Proxy::restore`].
@@ -56,8 +64,33 @@ impl Proxy {
         self.cut.send_replace(true);
     }
 
+    /// How many connections were refused while cut.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Forwards new connections again.
     pub fn restore(&self) {
         self.cut.send_replace(false);
+    }
+}
+
+/// A child process that is killed (SIGKILL) when dropped, also when a test fails early.
+pub struct Process(
+    /// The child.
+    pub Child,
+);
+
+impl Process {
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -17,8 +17,7 @@ pub trait ScratchGate {
 
 impl ScratchGate for Scratch {
     async fn gate(&self) -> Gate<MultiplexedConnection> {
-        Gate::with_key_prefix(connect(self.url()).await, self.prefix.clone())
-            .expect("valid prefix")
+        Gate::with_key_prefix(connect(self.url()).await, self.prefix.clone()).expect("valid prefix")
     }
 }
 
