@@ -26,6 +26,10 @@ pub struct Config {
     /// sink restarted under the same name takes its partitions back at once instead of waiting
     /// for the group to notice its predecessor is gone. `None` for dynamic membership.
     pub instance_id: Option<String>,
+    /// Longest time the broker may hold a fetch open waiting for new messages
+    /// (`fetch.wait.max.ms`). Brokers that answer as soon as data arrives make this an idle
+    /// timeout only; with one that waits it out, it is added to every admission's way to MySQL.
+    pub fetch_wait: Duration,
 }
 
 impl Config {
@@ -46,4 +50,7 @@ impl Config {
     /// Default session timeout: shorter than Kafka's 45 s, so a crashed sink's partitions move
     /// on soon.
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default fetch wait: short enough not to delay a flash sale's rows, long enough that an
+    /// idle sink asks the broker only about ten times a second.
+    pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(100);
 }

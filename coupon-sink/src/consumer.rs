@@ -47,6 +47,10 @@ pub async fn run(
             "session.timeout.ms",
             config.session_timeout.as_millis().to_string(),
         )
+        .set(
+            "fetch.wait.max.ms",
+            config.fetch_wait.as_millis().to_string(),
+        )
         .create()
         .context("cannot create the Kafka consumer")?;
     consumer

@@ -44,6 +44,9 @@ struct Args {
     /// name takes its partitions back at once. Give each sink of a group its own.
     #[arg(long, global = true, env = "COUPON_SINK_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Milliseconds the broker may hold a fetch open waiting for new messages.
+    #[arg(long, global = true, env = "COUPON_SINK_FETCH_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    fetch_wait_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -76,6 +79,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         max_backoff: Config::DEFAULT_MAX_BACKOFF,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         instance_id: args.instance_id.filter(|id| !id.is_empty()),
+        fetch_wait: Duration::from_millis(args.fetch_wait_ms),
     };
     let pool = db::connect(&config.database_url).await?;
     let code = match args.command.unwrap_or(Command::Run) {

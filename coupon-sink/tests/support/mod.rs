@@ -6,7 +6,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub use coupon_testkit::{Process, Proxy, ScratchDb, brokers, eventually, free_port, produce};
+pub use coupon_testkit::{
+    Process, Proxy, ScratchDb, brokers, eventually, free_port, produce, produce_unbatched,
+};
 
 use coupon_sink::{Config, consumer, db};
 use serde_json::json;
@@ -47,6 +49,7 @@ pub fn config(database_url: &str, topic: &str, group: &str) -> Config {
         max_backoff: Duration::from_millis(200),
         session_timeout: Duration::from_secs(10),
         instance_id: None,
+        fetch_wait: Config::DEFAULT_FETCH_WAIT,
     }
 }
 

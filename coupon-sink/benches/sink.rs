@@ -1,0 +1,136 @@
+//! Rows per second into MariaDB (`TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`).
+//!
+//! - `write_batch/500`: the sink's batch write: one transaction with a 500-row `INSERT … ON
+//!   DUPLICATE KEY UPDATE`, the read-back that tells redeliveries from conflicts, and commit.
+//! - `plain_insert/500` (reference, same run): the same 500 rows as one plain multi-row
+//!   `INSERT` in autocommit, with no checks: what the server does for the rows alone.
+//! - `drain/20000`: 20,000 admissions waiting on a fresh topic, consumed by a fresh sink
+//!   (`consumer::run`); the time is from the first row's `created_at` to the last one's, so
+//!   neither producing nor the consumer group join is in it.
+
+use std::time::Duration;
+
+use coupon_sink::db::{self, Item};
+use coupon_sink::{Config, consumer};
+use coupon_testkit::{ScratchDb, brokers, produce};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mysql_async::prelude::*;
+use tokio::runtime::Runtime;
+
+const BATCH: u64 = 500;
+const DRAIN: u64 = 20_000;
+
+fn payload(campaign: &str, user: u64) -> Vec<u8> {
+    format!(r#"{{"event":"admitted","campaignId":"{campaign}","userId":{user},"seq":{user},"admittedAt":"2026-11-24T06:00:00Z"}}"#).into_bytes()
+}
+
+fn sink(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let db = ScratchDb::new();
+    let pool = rt.block_on(db::connect(&db.url())).expect("database");
+    let mut group = c.benchmark_group("sink");
+
+    group.throughput(Throughput::Elements(BATCH));
+    let mut next = 1u64;
+    group.bench_function("write_batch/500", |b| {
+        b.iter(|| {
+            let items: Vec<Item> = (next..next + BATCH)
+                .map(|u| Item::new("bench", 0, u as i64, &payload("batch", u)))
+                .collect();
+            next += BATCH;
+            let written = rt.block_on(db::write_batch(&pool, &items)).expect("write");
+            assert_eq!(written.admitted, BATCH as usize);
+        })
+    });
+
+    let mut next = 1u64;
+    group.bench_function("plain_insert/500", |b| {
+        b.iter(|| {
+            let rows = vec!["(?, ?, ?, ?)"; BATCH as usize].join(", ");
+            let mut params: Vec<mysql_async::Value> = Vec::new();
+            for u in next..next + BATCH {
+                params.extend([
+                    "plain".into(),
+                    u.into(),
+                    u.into(),
+                    "2026-11-24 06:00:00.000".into(),
+                ]);
+            }
+            next += BATCH;
+            rt.block_on(async {
+                let mut conn = pool.get_conn().await.expect("conn");
+                conn.exec_drop(
+                    format!(
+                        "INSERT INTO coupon (campaign_id, user_id, seq, admitted_at) VALUES {rows}"
+                    ),
+                    params,
+                )
+                .await
+                .expect("insert");
+            })
+        })
+    });
+
+    // Each sample: a fresh topic filled with 20,000 admissions and a fresh sink group (neither
+    // timed), then the drain rate from the rows' own timestamps, first row to last, so that the
+    // group join and the producer are not in the figure.
+    group.throughput(Throughput::Elements(DRAIN));
+    group.sample_size(10);
+    let mut round = 0u32;
+    group.bench_function("drain/20000", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                round += 1;
+                let campaign = format!("drain{round}");
+                let topic = format!("bench_{}_{round}", db.name);
+                let events: Vec<(String, Vec<u8>)> = (1..=DRAIN).map(|u| (format!("{campaign}:{u}"), payload(&campaign, u))).collect();
+                total += rt.block_on(async {
+                    coupon_http::relay::ensure_topic(&brokers(), &topic, 3, 1).await.expect("topic");
+                    produce(&brokers(), &topic, &events).await;
+                    let config = Config {
+                        database_url: db.url(),
+                        brokers: brokers(),
+                        topic: topic.clone(),
+                        group: format!("{topic}-sink"),
+                        batch_size: Config::DEFAULT_BATCH_SIZE,
+                        linger: Config::DEFAULT_LINGER,
+                        max_backoff: Config::DEFAULT_MAX_BACKOFF,
+                        session_timeout: Config::DEFAULT_SESSION_TIMEOUT,
+                        instance_id: None,
+                        fetch_wait: Config::DEFAULT_FETCH_WAIT,
+                    };
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    let run_pool = pool.clone();
+                    let task = tokio::spawn(async move {
+                        consumer::run(&config, &run_pool, async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                    });
+                    let count = format!("SELECT COUNT(*) FROM coupon WHERE campaign_id = '{campaign}'");
+                    loop {
+                        let n: Option<u64> = pool.get_conn().await.expect("conn").query_first(count.as_str()).await.expect("count");
+                        if n == Some(DRAIN) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let _ = stop.send(());
+                    task.await.expect("task").expect("sink");
+                    let span = format!(
+                        "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(created_at), MAX(created_at)) FROM coupon WHERE campaign_id = '{campaign}'"
+                    );
+                    let micros: Option<u64> = pool.get_conn().await.expect("conn").query_first(span).await.expect("span");
+                    Duration::from_micros(micros.unwrap_or_default())
+                });
+            }
+            total
+        })
+    });
+    group.finish();
+    rt.block_on(pool.disconnect()).ok();
+}
+
+criterion_group!(benches, sink);
+criterion_main!(benches);
