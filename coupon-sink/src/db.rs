@@ -204,15 +204,16 @@ async fn insert_run<'a>(
     )
     .await?;
 
-    // Read back what each (campaign, user) holds now.
-    let mut by_campaign: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for (_, c) in run.iter() {
+    // Read back what each (campaign, user) holds now. Keys borrow the batch's own campaign ids,
+    // so the check allocates nothing per row.
+    let mut by_campaign: BTreeMap<&'a str, Vec<u64>> = BTreeMap::new();
+    for &(_, c) in run.iter() {
         by_campaign
             .entry(c.campaign.as_str())
             .or_default()
             .push(c.user.get());
     }
-    let mut held: BTreeMap<(String, u64), u32> = BTreeMap::new();
+    let mut held: BTreeMap<(&'a str, u64), u32> = BTreeMap::new();
     for (campaign, users) in by_campaign {
         let marks = vec!["?"; users.len()].join(", ");
         let mut params: Vec<Value> = vec![campaign.into()];
@@ -225,14 +226,10 @@ async fn insert_run<'a>(
                 params,
             )
             .await?;
-        held.extend(
-            found
-                .into_iter()
-                .map(|(user, seq)| ((campaign.to_owned(), user), seq)),
-        );
+        held.extend(found.into_iter().map(|(user, seq)| ((campaign, user), seq)));
     }
     for (item, c) in run.drain(..) {
-        match held.get(&(c.campaign.as_str().to_owned(), c.user.get())) {
+        match held.get(&(c.campaign.as_str(), c.user.get())) {
             Some(&seq) if seq == c.seq => written.admitted += 1,
             Some(&seq) => failures.push((
                 item,
