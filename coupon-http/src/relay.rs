@@ -115,7 +115,7 @@ where
             for campaign in &campaigns {
                 match self.round(campaign, claim).await {
                     Ok(sent) => {
-                        moved += sent.delivered;
+                        moved += sent.delivered.len();
                         failed |= sent.failed > 0;
                         rejected |= sent.producer_rejected;
                     }
@@ -162,9 +162,9 @@ where
         if entries.is_empty() {
             return Ok(Sent::default());
         }
-        let (delivered, sent) = self.deliver(&entries).await;
-        self.gate.ack_outbox(campaign, &delivered).await?;
-        debug!(campaign = %campaign, read = entries.len(), delivered = delivered.len(), "relay round");
+        let sent = self.deliver(&entries).await;
+        self.gate.ack_outbox(campaign, &sent.delivered).await?;
+        debug!(campaign = %campaign, read = entries.len(), delivered = sent.delivered.len(), "relay round");
         Ok(sent)
     }
 
@@ -194,8 +194,8 @@ where
         }
     }
 
-    /// Produces every entry; returns the ids the broker confirmed, and what happened.
-    async fn deliver(&self, entries: &[OutboxEntry]) -> (Vec<String>, Sent) {
+    /// Produces every entry and says which the broker confirmed.
+    async fn deliver(&self, entries: &[OutboxEntry]) -> Sent {
         let topic = self.config.topic.as_str();
         let sends = entries.iter().map(|entry| async move {
             let key = format!("{}:{}", entry.campaign, entry.user);
@@ -207,12 +207,14 @@ where
                 .await;
             (entry, result)
         });
-        let mut delivered = Vec::with_capacity(entries.len());
-        let mut sent = Sent::default();
+        let mut sent = Sent {
+            delivered: Vec::with_capacity(entries.len()),
+            ..Sent::default()
+        };
         let mut first_error = None;
         for (entry, result) in join_all(sends).await {
             match result {
-                Ok(_) => delivered.push(entry.id.clone()),
+                Ok(_) => sent.delivered.push(entry.id.clone()),
                 Err((err, _)) => {
                     sent.failed += 1;
                     sent.producer_rejected |= matches!(err.rdkafka_error_code(), Some(code) if PRODUCER_REJECTED.contains(&code));
@@ -224,16 +226,15 @@ where
             let campaign = &entries[0].campaign;
             warn!(cause = %err, campaign = %campaign, failed = sent.failed, "deliveries failed; the entries stay in the outbox");
         }
-        sent.delivered = delivered.len();
-        (delivered, sent)
+        sent
     }
 }
 
 /// What one round of sends came to.
 #[derive(Default)]
 struct Sent {
-    /// Entries the broker confirmed.
-    delivered: usize,
+    /// Ids of the entries the broker confirmed, to acknowledge.
+    delivered: Vec<String>,
     /// Entries it did not; they stay in the outbox.
     failed: usize,
     /// Whether the broker refused this producer's identity, so that it must be replaced.
