@@ -113,14 +113,22 @@ impl Drop for Broker {
     }
 }
 
-/// Produces `messages` (key, payload) to `topic` and waits until the broker has every one.
-pub async fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
-    let producer: FutureProducer = ClientConfig::new()
+/// An idempotent producer (acks=all) on `brokers`, as the relay produces; `extra` settings on top.
+fn producer(brokers: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
+        .set("acks", "all");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config.create().expect("producer")
+}
+
+/// Produces `messages` (key, payload) to `topic` and waits until the broker has every one.
+pub async fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    let producer = producer(brokers, &[]);
     // All sent at once (one key keeps its order within its partition), then awaited.
     let sends = messages.iter().map(|(key, payload)| {
         producer.send(
@@ -140,14 +148,7 @@ pub async fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)])
 /// committed offset falls inside a multi-record batch stalls there (Apache Kafka returns the
 /// batch and the client skips the records before the offset).
 pub async fn produce_unbatched(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .expect("producer");
+    let producer = producer(brokers, &[("linger.ms", "0"), ("batch.num.messages", "1")]);
     for (key, payload) in messages {
         producer
             .send(
