@@ -1,0 +1,128 @@
+//! The few calls around a sale: wait until a `coupon-http` is ready, create a campaign, and
+//! read its quota.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+/// A `coupon-http` server, by base URL.
+#[derive(Clone)]
+pub struct Server {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Server {
+    /// A server at `base`, such as `http://127.0.0.1:8080`.
+    ///
+    /// # Errors
+    ///
+    /// `base` is not an `http://` URL.
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        let uri: hyper::Uri = base.parse().with_context(|| format!("bad URL {base:?}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http") && uri.host().is_some(),
+            "expected http://host[:port], not {base:?}"
+        );
+        Ok(Self {
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// Waits until `GET /ready` answers 200 (Redis reachable and the relay running).
+    ///
+    /// # Errors
+    ///
+    /// Not ready within `limit`; the error carries the last answer or failure.
+    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let last = match self.call(Method::GET, "/ready", None, None).await {
+                Ok((StatusCode::OK, _)) => return Ok(()),
+                Ok((code, body)) => format!("{code} {body}"),
+                Err(err) => format!("{err:#}"),
+            };
+            if started.elapsed() >= limit {
+                anyhow::bail!("{} not ready within {limit:?}: {last}", self.base);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates campaign `id` with `quota` coupons, open now and without end; an existing one
+    /// with the same quota is fine.
+    ///
+    /// # Errors
+    ///
+    /// The server refused (a wrong token, a quota below what is already issued) or failed.
+    pub async fn create_campaign(
+        &self,
+        id: &str,
+        quota: u32,
+        token: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let body = json!({ "id": id, "quota": quota });
+        let (code, answer) = self
+            .call(Method::POST, "/api/campaigns", Some(body), token)
+            .await?;
+        anyhow::ensure!(
+            code == StatusCode::CREATED || code == StatusCode::OK,
+            "creating campaign {id}: {code} {answer}"
+        );
+        Ok(())
+    }
+
+    /// The quota of campaign `id`.
+    ///
+    /// # Errors
+    ///
+    /// No such campaign, or the server failed.
+    pub async fn quota(&self, id: &str) -> anyhow::Result<u64> {
+        let (code, answer) = self
+            .call(Method::GET, &format!("/api/campaigns/{id}"), None, None)
+            .await?;
+        anyhow::ensure!(code == StatusCode::OK, "campaign {id}: {code} {answer}");
+        answer["quota"]
+            .as_u64()
+            .with_context(|| format!("campaign {id}: no quota in {answer}"))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let response = self
+            .client
+            .request(request.body(Full::new(body))?)
+            .await
+            .with_context(|| format!("{}{path}", self.base))?;
+        let code = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((code, value))
+    }
+}

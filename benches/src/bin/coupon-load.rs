@@ -1,0 +1,228 @@
+//! `coupon-load`: fires a flash sale at a running `coupon-http`, waits until the sink has written
+//! every coupon into MySQL, and prints a report with a PASS/FAIL verdict on the guarantees.
+//! Exit code: 0 PASS, 1 FAIL, 2 the sale could not be run.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use coupon_bench::admin::Server;
+use coupon_bench::check::{self, Stored};
+use coupon_bench::sale::{self, Crowd, Tally, Target};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Fires a flash sale at coupon-http: distinct users, some clicking several times, arriving
+/// concurrently; then checks the coupons in MySQL against the answers.
+///
+/// Every flag falls back to the environment variable named beside it.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Base URL of coupon-http.
+    #[arg(long, env = "COUPON_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Campaign to apply to (default: a new one, `flash-<unix time>`).
+    #[arg(long)]
+    campaign: Option<String>,
+    /// Create the campaign with this quota first (needs --admin-token); without it the
+    /// campaign must exist.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    quota: Option<u32>,
+    /// Bearer token of coupon-http's admin endpoints.
+    #[arg(long, env = "COUPON_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Distinct users in the crowd.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    users: u64,
+    /// Id of the first user; the others follow it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    first_user: u64,
+    /// Share of users (0 to 1) who click more than once.
+    #[arg(long, default_value_t = 0.2)]
+    repeat_share: f64,
+    /// Most clicks one repeating user makes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_clicks: u32,
+    /// Connections sending at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// Seed of the clicks and their order (default: from the clock; printed, to repeat a run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// MySQL database the sink writes to.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/coupon"
+    )]
+    database_url: String,
+    /// Only fire the sale and report the answers; do not check MySQL.
+    #[arg(long)]
+    no_verify: bool,
+    /// Seconds to wait for MySQL to hold every coupon after the last answer.
+    #[arg(long, default_value_t = 120)]
+    drain_timeout_secs: u64,
+    /// Seconds to wait for coupon-http to be ready before the sale.
+    #[arg(long, default_value_t = 60)]
+    ready_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("coupon-load: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.repeat_share),
+        "--repeat-share must be between 0 and 1"
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("clock before 1970")?;
+    let campaign = args
+        .campaign
+        .clone()
+        .unwrap_or_else(|| format!("flash-{}", now.as_secs()));
+    let server = Server::new(&args.url)?;
+    server
+        .wait_ready(Duration::from_secs(args.ready_timeout_secs))
+        .await?;
+    if let Some(quota) = args.quota {
+        server
+            .create_campaign(&campaign, quota, args.admin_token.as_deref())
+            .await?;
+    }
+    let quota = server.quota(&campaign).await?;
+    let crowd = Crowd {
+        users: args.users,
+        first_user: args.first_user,
+        repeat_share: args.repeat_share,
+        max_clicks: args.max_clicks,
+        seed: args.seed.unwrap_or(now.as_nanos() as u64),
+    };
+    let clicks = crowd.clicks();
+    println!(
+        "flash sale: campaign {campaign} (quota {quota}) at {}",
+        args.url
+    );
+    println!(
+        "  {} users, {} clicks ({} repeats), {} connections, seed {}",
+        group(args.users),
+        group(clicks.len() as u64),
+        group(clicks.len() as u64 - args.users),
+        args.concurrency,
+        crowd.seed
+    );
+
+    let target = Target::resolve(&args.url, &campaign).await?;
+    let bar = ProgressBar::new(clicks.len() as u64).with_style(
+        ProgressStyle::with_template(
+            "  {bar:40.cyan/blue} {pos:>9}/{len} requests {per_sec:>12} {elapsed}",
+        )
+        .expect("valid template"),
+    );
+    let tally = sale::run(&target, clicks, args.concurrency as usize, &bar).await;
+    bar.finish_and_clear();
+    print_answers(&tally);
+
+    if args.no_verify {
+        return Ok(tally.errors() == 0);
+    }
+    let pool = mysql_async::Pool::new(
+        mysql_async::Opts::from_url(&args.database_url)
+            .with_context(|| format!("bad --database-url {:?}", args.database_url))?,
+    );
+    let winners = tally
+        .winners
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    let spinner = ProgressBar::new_spinner().with_message(format!(
+        "waiting for {winners} coupons in MySQL (up to {} s)",
+        args.drain_timeout_secs
+    ));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let (stored, took) = check::wait_for_rows(
+        &pool,
+        &campaign,
+        winners,
+        Duration::from_secs(args.drain_timeout_secs),
+    )
+    .await?;
+    spinner.finish_and_clear();
+    print_stored(&stored, took, args.drain_timeout_secs);
+    pool.disconnect().await.ok();
+
+    let verdict = check::verdict(quota, args.users, &tally, &stored);
+    println!("checks\n{verdict}");
+    Ok(verdict.passed())
+}
+
+fn print_answers(tally: &Tally) {
+    println!("answers");
+    for (answer, n) in &tally.answers {
+        println!(
+            "  {:>3} {:<16} {:>10}",
+            answer.code,
+            answer.status,
+            group(*n)
+        );
+    }
+    println!(
+        "requests  {} in {:.2} s = {}/s",
+        group(tally.requests()),
+        tally.elapsed.as_secs_f64(),
+        group(tally.rate() as u64)
+    );
+    let l = &tally.latency;
+    println!(
+        "latency   p50 {}  p90 {}  p99 {}  max {}",
+        ms(l.value_at_quantile(0.5)),
+        ms(l.value_at_quantile(0.9)),
+        ms(l.value_at_quantile(0.99)),
+        ms(l.max())
+    );
+}
+
+fn print_stored(stored: &Stored, took: Option<Duration>, limit: u64) {
+    match took {
+        Some(took) => println!(
+            "MySQL     every coupon stored {:.2} s after the last answer",
+            took.as_secs_f64()
+        ),
+        None => println!("MySQL     not every coupon stored within {limit} s"),
+    }
+    println!(
+        "          {} coupons, {} duplicate users, {} failed events",
+        group(stored.rows),
+        stored.duplicate_users(),
+        stored.failed_events
+    );
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2} ms", micros as f64 / 1000.0)
+}
+
+/// `12345` as `12,345`.
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,361 @@
+//! A flash sale fired at a running `coupon-http`: a crowd of distinct users, some of whom click
+//! several times, arriving in shuffled order over `concurrency` keep-alive connections. Every
+//! answer is counted by HTTP code and by the `status` word of its JSON body, the users answered
+//! `success` are kept for the checks against MySQL, and every latency goes into a histogram.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use tokio::net::TcpStream;
+
+/// Who applies, and how often.
+#[derive(Debug, Clone)]
+pub struct Crowd {
+    /// Distinct users; their ids are `first_user..first_user + users`.
+    pub users: u64,
+    /// The first user id, so that several crowds can share a campaign without sharing users.
+    pub first_user: u64,
+    /// Share of the users (0.0 to 1.0) who click more than once, as impatient users do.
+    pub repeat_share: f64,
+    /// Most clicks one repeating user makes; each of them makes 2 to this many.
+    pub max_clicks: u32,
+    /// Seed of the clicks and their order, so that a run can be repeated exactly.
+    pub seed: u64,
+}
+
+impl Crowd {
+    /// `users` distinct users who click once each, from id 1.
+    pub fn once_each(users: u64) -> Self {
+        Self {
+            users,
+            first_user: 1,
+            repeat_share: 0.0,
+            max_clicks: 1,
+            seed: 0,
+        }
+    }
+
+    /// Every click as the user id it carries, in the order they arrive.
+    pub fn clicks(&self) -> Vec<u64> {
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut clicks = Vec::with_capacity(self.users as usize);
+        for user in self.first_user..self.first_user + self.users {
+            let times = if self.max_clicks > 1 && rng.random_bool(self.repeat_share.clamp(0.0, 1.0))
+            {
+                rng.random_range(2..=self.max_clicks)
+            } else {
+                1
+            };
+            clicks.extend(std::iter::repeat_n(user, times as usize));
+        }
+        clicks.shuffle(&mut rng);
+        clicks
+    }
+}
+
+/// One kind of answer: the HTTP code and the `status` word of the body. A request that got no
+/// answer at all (connection refused or reset) is code 0, status `transport_error`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Answer {
+    /// HTTP status code, 0 for no answer.
+    pub code: u16,
+    /// The body's `status` field (`success`, `sold_out`, ...), or what stood in its place.
+    pub status: String,
+}
+
+/// What a sale got back.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// How many times each kind of answer came.
+    pub answers: BTreeMap<Answer, u64>,
+    /// Users answered `success`, once per such answer (a user twice here is a broken guarantee).
+    pub winners: Vec<u64>,
+    /// Latency of every request, in microseconds.
+    pub latency: Histogram<u64>,
+    /// From the first request sent to the last answer received.
+    pub elapsed: Duration,
+}
+
+impl Tally {
+    /// No answers yet.
+    pub fn empty() -> Self {
+        Self {
+            answers: BTreeMap::new(),
+            winners: Vec::new(),
+            latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Requests answered (or failed) in all.
+    pub fn requests(&self) -> u64 {
+        self.answers.values().sum()
+    }
+
+    /// Answers with this status word.
+    pub fn count(&self, status: &str) -> u64 {
+        self.answers
+            .iter()
+            .filter(|(answer, _)| answer.status == status)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Answers that were server errors (5xx) or no answer at all.
+    pub fn errors(&self) -> u64 {
+        self.answers
+            .iter()
+            .filter(|(answer, _)| answer.code == 0 || answer.code >= 500)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Requests per second over the whole sale.
+    pub fn rate(&self) -> f64 {
+        self.requests() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// Adds the answers of another sale, e.g. one fired at a sibling server.
+    pub fn merge(&mut self, other: Tally) {
+        for (answer, n) in other.answers {
+            *self.answers.entry(answer).or_default() += n;
+        }
+        self.winners.extend(other.winners);
+        self.latency
+            .add(&other.latency)
+            .expect("histograms with the same bounds");
+    }
+}
+
+/// Where the sale goes: a `coupon-http` address and one of its campaigns.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The `Host` header to send.
+    pub host: String,
+    /// The campaign applied to.
+    pub campaign: String,
+}
+
+impl Target {
+    /// Resolves a base URL such as `http://127.0.0.1:8080`.
+    ///
+    /// # Errors
+    ///
+    /// The URL is not `http://host[:port]`, or the host does not resolve.
+    pub async fn resolve(url: &str, campaign: &str) -> anyhow::Result<Self> {
+        let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http"),
+            "only http:// URLs are supported, not {url:?}"
+        );
+        let host = uri
+            .host()
+            .with_context(|| format!("no host in {url:?}"))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("cannot resolve {host}"))?
+            .next()
+            .with_context(|| format!("{host} has no address"))?;
+        Ok(Self {
+            addr,
+            host: format!("{host}:{port}"),
+            campaign: campaign.to_owned(),
+        })
+    }
+
+    /// A target on a local address.
+    pub fn local(addr: SocketAddr, campaign: &str) -> Self {
+        Self {
+            addr,
+            host: addr.to_string(),
+            campaign: campaign.to_owned(),
+        }
+    }
+}
+
+/// Sends every click to `target` over `concurrency` connections, each click as soon as a
+/// connection is free, and tallies the answers. `progress` advances once per answer; pass
+/// `ProgressBar::hidden()` for none.
+pub async fn run(
+    target: &Target,
+    clicks: Vec<u64>,
+    concurrency: usize,
+    progress: &ProgressBar,
+) -> Tally {
+    let shared = Arc::new(Shared {
+        addr: target.addr,
+        host: HeaderValue::from_str(&target.host).expect("host:port is a valid header"),
+        path: format!("/api/campaigns/{}/apply", target.campaign),
+        clicks,
+        next: AtomicUsize::new(0),
+    });
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| tokio::spawn(worker(shared.clone(), progress.clone())))
+        .collect();
+    let mut tally = Tally::empty();
+    for worker in workers {
+        tally.merge(worker.await.expect("a load worker panicked"));
+    }
+    tally.elapsed = started.elapsed();
+    tally
+}
+
+/// What every worker reads: where to send, and the next click to take.
+struct Shared {
+    addr: SocketAddr,
+    host: HeaderValue,
+    path: String,
+    clicks: Vec<u64>,
+    /// Index of the next click not yet taken by a worker.
+    next: AtomicUsize,
+}
+
+async fn worker(shared: Arc<Shared>, progress: ProgressBar) -> Tally {
+    let mut tally = Tally::empty();
+    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+    // Draw in steps, so that a million answers do not each touch the bar.
+    let mut unreported = 0;
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        let Some(&user) = shared.clicks.get(i) else {
+            break;
+        };
+        let started = Instant::now();
+        let answer = match apply(&shared, &mut connection, user).await {
+            Ok((code, body)) => Answer {
+                code,
+                status: status_word(&body),
+            },
+            Err(_) => {
+                connection = None;
+                Answer {
+                    code: 0,
+                    status: "transport_error".to_owned(),
+                }
+            }
+        };
+        tally
+            .latency
+            .saturating_record(started.elapsed().as_micros() as u64);
+        if answer.status == "success" {
+            tally.winners.push(user);
+        }
+        *tally.answers.entry(answer).or_default() += 1;
+        unreported += 1;
+        if unreported == 64 {
+            progress.inc(unreported);
+            unreported = 0;
+        }
+    }
+    progress.inc(unreported);
+    tally
+}
+
+/// One apply over the worker's connection, opening a new one if it has none or it was closed.
+async fn apply(
+    shared: &Shared,
+    connection: &mut Option<SendRequest<Full<Bytes>>>,
+    user: u64,
+) -> anyhow::Result<(u16, Bytes)> {
+    if let Some(sender) = connection
+        && sender.ready().await.is_err()
+    {
+        *connection = None;
+    }
+    let sender = match connection {
+        Some(sender) => sender,
+        None => connection.insert(connect(shared.addr).await?),
+    };
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(shared.path.as_str())
+        .header(HOST, shared.host.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(format!("{{\"userId\":{user}}}"))))
+        .expect("a valid request");
+    let response = sender.send_request(request).await?;
+    let code = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((code, body))
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// The `status` word of a JSON answer, `non_json` where the body is not such an answer.
+fn status_word(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| value.get("status")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "non_json".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_user_clicks_at_least_once_and_repeaters_up_to_the_maximum() {
+        let crowd = Crowd {
+            users: 1000,
+            first_user: 501,
+            repeat_share: 0.3,
+            max_clicks: 4,
+            seed: 7,
+        };
+        let clicks = crowd.clicks();
+        let mut per_user = BTreeMap::new();
+        for user in &clicks {
+            *per_user.entry(*user).or_insert(0) += 1;
+        }
+        assert_eq!(per_user.len(), 1000);
+        assert_eq!(per_user.keys().next(), Some(&501));
+        assert_eq!(per_user.keys().last(), Some(&1500));
+        assert!(per_user.values().all(|&n| (1..=4).contains(&n)));
+        let repeaters = per_user.values().filter(|&&n| n > 1).count();
+        assert!((200..400).contains(&repeaters), "{repeaters} repeaters");
+        assert_eq!(crowd.clicks(), clicks, "the same seed gives the same sale");
+    }
+
+    #[test]
+    fn without_repeaters_each_user_clicks_once() {
+        let mut clicks = Crowd::once_each(100).clicks();
+        clicks.sort_unstable();
+        assert_eq!(clicks, (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn status_words() {
+        assert_eq!(
+            status_word(br#"{"status":"sold_out","message":"x"}"#),
+            "sold_out"
+        );
+        assert_eq!(status_word(b"<html>"), "non_json");
+        assert_eq!(status_word(br#"{"status":3}"#), "non_json");
+    }
+}
