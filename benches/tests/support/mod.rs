@@ -1,0 +1,187 @@
+//! The whole pipeline as in production, for end-to-end tests: the real `coupon-http` and
+//! `coupon-sink` binaries as child processes, on a key prefix, a topic and a database of the
+//! test's own, over the machine's Redis, Kafka-API broker and MariaDB.
+
+#![allow(dead_code, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use coupon_bench::admin::Server;
+use coupon_bench::check::{self, Stored};
+use coupon_bench::sale::{self, Tally, Target};
+use indicatif::ProgressBar;
+
+pub use coupon_testkit::{Process, Scratch, ScratchDb, brokers, free_port, redis_url};
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// How long the pipeline may take to bring every coupon into MySQL.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The path of a workspace binary, built once per test process with the same profile as the
+/// tests, so that the processes run the code under test and not an older build.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the test binary lives in target/<profile>/deps")
+            .to_owned();
+        let mut build = Command::new(env!("CARGO"));
+        build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+            "build",
+            "--bins",
+            "-p",
+            "coupon-http",
+            "-p",
+            "coupon-sink",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let out = build.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building the binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir
+    });
+    dir.join(name)
+}
+
+/// A child process whose output goes to a log file in the temp directory, named in the test's
+/// output so that a failure can be read up.
+fn spawn(name: &str, tag: &str, envs: &[(&str, String)]) -> Process {
+    let log = std::env::temp_dir().join(format!("{name}-{tag}.log"));
+    eprintln!("{name} log: {}", log.display());
+    let file = std::fs::File::create(&log).expect("log file");
+    Command::new(binary(name))
+        .envs(envs.iter().map(|(k, v)| (k, v.as_str())))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file)
+        .spawn()
+        .map(Process)
+        .unwrap_or_else(|err| panic!("cannot start {name}: {err}"))
+}
+
+/// One `coupon-http` process.
+pub struct Http {
+    pub process: Process,
+    pub addr: SocketAddr,
+    pub server: Server,
+}
+
+/// The pipeline: `coupon-http` processes sharing one key prefix and topic, and one
+/// `coupon-sink`. Fields drop in order: processes first, then the keys and the database.
+pub struct Pipeline {
+    pub http: Vec<Http>,
+    pub sink: Process,
+    pub scratch: Scratch,
+    pub db: ScratchDb,
+    pub topic: String,
+    pool: mysql_async::Pool,
+}
+
+impl Pipeline {
+    /// Starts `servers` coupon-http processes and a sink, and waits until every server is ready.
+    pub async fn start(servers: usize) -> Self {
+        let scratch = Scratch::new(&redis_url());
+        let db = ScratchDb::new();
+        let topic = format!("e2e_{}", db.name);
+        let mut http = Vec::new();
+        for i in 0..servers {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let process = spawn(
+                "coupon-http",
+                &format!("{topic}-{i}"),
+                &[
+                    ("COUPON_HTTP_ADDR", addr.to_string()),
+                    ("REDIS_URL", redis_url()),
+                    ("COUPON_KEY_PREFIX", scratch.prefix.clone()),
+                    ("KAFKA_BROKERS", brokers()),
+                    ("COUPON_TOPIC", topic.clone()),
+                    ("COUPON_TOPIC_PARTITIONS", "3".to_owned()),
+                    ("COUPON_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+                    ("COUPON_RELAY_CONSUMER", format!("http-{i}")),
+                ],
+            );
+            let server = Server::new(&format!("http://{addr}")).expect("a valid URL");
+            // The first server creates the topic before it is ready; the sink needs the topic.
+            server
+                .wait_ready(Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|err| panic!("coupon-http {i}: {err:#}"));
+            http.push(Http {
+                process,
+                addr,
+                server,
+            });
+        }
+        let sink = spawn(
+            "coupon-sink",
+            &topic,
+            &[
+                ("DATABASE_URL", db.url()),
+                ("KAFKA_BROKERS", brokers()),
+                ("COUPON_TOPIC", topic.clone()),
+                ("COUPON_SINK_GROUP", format!("{topic}-sink")),
+                ("COUPON_SINK_INSTANCE_ID", "sink-1".to_owned()),
+            ],
+        );
+        let pool = mysql_async::Pool::new(db.url().as_str());
+        Self {
+            http,
+            sink,
+            scratch,
+            db,
+            topic,
+            pool,
+        }
+    }
+
+    /// A campaign of `quota` coupons, created through the first server's admin endpoint.
+    pub async fn campaign(&self, id: &str, quota: u32) -> String {
+        self.http[0]
+            .server
+            .create_campaign(id, quota, Some(ADMIN_TOKEN))
+            .await
+            .expect("create the campaign");
+        id.to_owned()
+    }
+
+    /// Fires `clicks` (user ids, in arrival order) at server `i` over `concurrency` connections.
+    pub async fn fire(
+        &self,
+        i: usize,
+        campaign: &str,
+        clicks: Vec<u64>,
+        concurrency: usize,
+    ) -> Tally {
+        let target = Target::local(self.http[i].addr, campaign);
+        sale::run(&target, clicks, concurrency, &ProgressBar::hidden()).await
+    }
+
+    /// Waits, with [`DRAIN_LIMIT`], until MySQL holds `rows` coupons of `campaign`, and returns
+    /// them. Fails the test if they never come.
+    pub async fn wait_for_rows(&self, campaign: &str, rows: u64) -> Stored {
+        let (stored, took) = check::wait_for_rows(&self.pool, campaign, rows, DRAIN_LIMIT)
+            .await
+            .expect("read the coupons");
+        assert!(
+            took.is_some(),
+            "MySQL holds {} of {rows} coupons after {DRAIN_LIMIT:?}; see the logs named above",
+            stored.rows
+        );
+        stored
+    }
+}
