@@ -12,15 +12,42 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mysql_async::Pool;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::Config;
 use crate::db::{self, Item, Written};
+
+type SinkConsumer = StreamConsumer<Rebalances>;
+
+/// Logs every partition assignment and revocation: when a sink starts consuming, and when it
+/// hands partitions over to another.
+struct Rebalances;
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| {
+            list.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => info!(partitions = %partitions(list), "partitions assigned"),
+            Rebalance::Revoke(list) => info!(partitions = %partitions(list), "partitions revoked"),
+            Rebalance::Error(err) => warn!(cause = %err, "rebalance failed"),
+        }
+    }
+}
 
 /// Consumes `config.topic` into the database at `pool` until `shutdown` resolves; then finishes
 /// the batch in hand, commits, and leaves the group.
@@ -37,7 +64,7 @@ pub async fn run(
     if let Some(instance) = &config.instance_id {
         client.set("group.instance.id", instance);
     }
-    let consumer: StreamConsumer = client
+    let consumer: SinkConsumer = client
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
         .set("client.id", "coupon-sink")
@@ -51,7 +78,7 @@ pub async fn run(
             "fetch.wait.max.ms",
             config.fetch_wait.as_millis().to_string(),
         )
-        .create()
+        .create_with_context(Rebalances)
         .context("cannot create the Kafka consumer")?;
     consumer
         .subscribe(&[config.topic.as_str()])
@@ -96,7 +123,7 @@ pub async fn run(
 /// Waits for a first message, then gathers more for up to `config.linger` or until the batch
 /// is full. Returns `None` when shutdown came before any message.
 async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &SinkConsumer,
     config: &Config,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Vec<Item>> {
@@ -204,7 +231,7 @@ where
 }
 
 /// Commits, for each partition of `batch`, the offset after its last message.
-fn commit(consumer: &StreamConsumer, batch: &[Item]) {
+fn commit(consumer: &SinkConsumer, batch: &[Item]) {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for item in batch {
         let offset = next
