@@ -1,6 +1,7 @@
 //! `coupon-http`: reads configuration from flags and the environment, sets up logging, binds,
 //! and runs the server and relay until SIGTERM or Ctrl-C.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -103,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let listener = TcpListener::bind(config.addr)
         .await

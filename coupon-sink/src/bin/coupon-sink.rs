@@ -1,6 +1,7 @@
 //! `coupon-sink`: reads configuration from flags and the environment, sets up logging, and
 //! either consumes the admissions topic into MySQL (the default) or replays failed events.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -68,6 +69,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = Config {
         database_url: args.database_url,
