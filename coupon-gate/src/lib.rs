@@ -60,3 +60,8 @@ pub use error::Error;
 pub use gate::Gate;
 pub use outbox::{EventKind, OutboxEntry};
 pub use outcome::{Create, Outcome, Release};
+
+// The workspace README's embedding example compiles as a doctest of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct WorkspaceReadme;
