@@ -10,7 +10,7 @@ use std::fmt;
 /// timeout may hide a success. Such an application must be reported as "try again" (a retry
 /// answers [`crate::Outcome::Duplicate`] if it did run), never as a rejection, and must not be
 /// compensated with [`crate::Gate::release`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// Redis could not be reached, refused the command, or the connection broke.

@@ -48,6 +48,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod campaign;
 mod error;
 mod gate;
@@ -55,6 +56,7 @@ mod keys;
 mod outbox;
 mod outcome;
 
+pub use batch::{BatchConfig, Batcher};
 pub use campaign::{Campaign, CampaignId, CampaignStatus, InvalidInput, UserId};
 pub use error::Error;
 pub use gate::Gate;

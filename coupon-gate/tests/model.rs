@@ -8,8 +8,10 @@ use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use coupon_gate::{
-    Campaign, CampaignId, CampaignStatus, Create, EventKind, Gate, Outcome, Release,
+    BatchConfig, Batcher, Campaign, CampaignId, CampaignStatus, Create, EventKind, Gate, Outcome,
+    Release,
 };
+use futures_util::future::join_all;
 use proptest::prelude::*;
 use redis::aio::MultiplexedConnection;
 use support::{Scratch, ScratchGate, campaign, redis_url, user};
@@ -43,6 +45,12 @@ enum Op {
         c: usize,
         users: Vec<u64>,
     },
+    /// Concurrent applications through a `Batcher` that takes at most 3 users per call, queued
+    /// in this order: several batches, decided as if each user had applied alone in turn.
+    Batched {
+        c: usize,
+        users: Vec<u64>,
+    },
     Release {
         c: usize,
         u: u64,
@@ -65,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (c.clone(), 1..=4u32, window).prop_map(|(c, quota, window)| Op::Create { c, quota, window }),
         6 => (c.clone(), u.clone()).prop_map(|(c, u)| Op::Apply { c, u }),
         3 => (c.clone(), prop::collection::vec(u.clone(), 1..=5)).prop_map(|(c, users)| Op::ApplyMany { c, users }),
+        3 => (c.clone(), prop::collection::vec(u.clone(), 1..=8)).prop_map(|(c, users)| Op::Batched { c, users }),
         3 => (c.clone(), u).prop_map(|(c, u)| Op::Release { c, u }),
         1 => c.prop_map(|c| Op::Status { c }),
     ]
@@ -193,6 +202,13 @@ fn definition(id: &CampaignId, quota: u32, window: Window, now: SystemTime) -> C
 }
 
 async fn run(gate: &Gate<MultiplexedConnection>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let batcher = Batcher::new(
+        gate.clone(),
+        BatchConfig {
+            max_batch: 3,
+            ..BatchConfig::default()
+        },
+    );
     // One "now" per case, in whole milliseconds, so that re-creating a window reproduces it
     // exactly, as a user re-sending the same definition would.
     let now = SystemTime::UNIX_EPOCH
@@ -226,6 +242,14 @@ async fn run(gate: &Gate<MultiplexedConnection>, ops: &[Op]) -> Result<(), TestC
             Op::ApplyMany { c, users } => {
                 let batch: Vec<_> = users.iter().map(|&u| user(u)).collect();
                 let real = gate.apply_many(&ids[*c], &batch).await.unwrap();
+                let expected: Vec<_> = users.iter().map(|&u| model.apply(*c, u)).collect();
+                prop_assert_eq!(real, expected, "step {}: {:?}", step, op);
+            }
+            Op::Batched { c, users } => {
+                // join_all polls each future once, in order, before any batch is taken: that
+                // first poll queues the application.
+                let real = join_all(users.iter().map(|&u| batcher.apply(&ids[*c], user(u)))).await;
+                let real: Vec<_> = real.into_iter().map(Result::unwrap).collect();
                 let expected: Vec<_> = users.iter().map(|&u| model.apply(*c, u)).collect();
                 prop_assert_eq!(real, expected, "step {}: {:?}", step, op);
             }
