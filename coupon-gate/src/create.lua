@@ -7,6 +7,8 @@
 -- ARGV[2]  opens (ms since the Unix epoch, 0 = no bound)
 -- ARGV[3]  closes (ms since the Unix epoch, 0 = no bound)
 -- ARGV[4]  name of the outbox consumer group
+-- ARGV[5]  changes channel      ARGV[6] is published here after a creation or update, so that
+-- ARGV[6]  campaign id          servers that remember the campaign as sold out forget it
 --
 -- Returns {code, issued}:
 --   1 created    the campaign did not exist; meta and the outbox consumer group now do
@@ -26,6 +28,7 @@ if not meta[1] then
     return redis.error_reply(ok.err)
   end
   redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3], 'next', 0)
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
   return {1, issued}
 end
 
@@ -36,4 +39,5 @@ if tonumber(ARGV[1]) < issued then
   return {4, issued}
 end
 redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {3, issued}

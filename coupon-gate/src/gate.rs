@@ -167,6 +167,8 @@ where
             .key(&keys.free)
             .key(&keys.outbox)
             .arg(user.get())
+            .arg(self.changes_channel())
+            .arg(campaign.as_str())
             .invoke_async(&mut self.conn.clone())
             .await?;
         match code {
@@ -201,6 +203,8 @@ where
             .arg(opens)
             .arg(closes)
             .arg(Self::OUTBOX_GROUP)
+            .arg(self.changes_channel())
+            .arg(campaign.id().as_str())
             .invoke_async(&mut conn)
             .await?;
         let outcome = match code {
@@ -292,6 +296,14 @@ where
             .collect::<Result<Vec<_>, _>>()?;
         ids.sort();
         Ok(ids)
+    }
+
+    /// The pub/sub channel on which the id of a campaign is published whenever it may have
+    /// stopped being sold out: after a release, and after a creation or a change of definition
+    /// (a raised quota, another window). A server that answers `SoldOut` from memory subscribes
+    /// to it to forget such campaigns.
+    pub fn changes_channel(&self) -> String {
+        Keys::changes(&self.shared.prefix)
     }
 
     pub(crate) fn keys(&self, campaign: &CampaignId) -> Keys {

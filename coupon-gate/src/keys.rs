@@ -29,6 +29,11 @@ impl Keys {
         }
     }
 
+    /// The pub/sub channel of campaign changes under `prefix`.
+    pub(crate) fn changes(prefix: &str) -> String {
+        format!("{prefix}:changes")
+    }
+
     /// The set of all campaign ids under `prefix`, read by relays to find outboxes.
     pub(crate) fn registry(prefix: &str) -> String {
         format!("{prefix}:campaigns")

@@ -5,6 +5,8 @@
 -- KEYS[3]  free sorted set      seqs returned by release, score = seq
 -- KEYS[4]  outbox stream
 -- ARGV[1]  user id (decimal, validated by the caller)
+-- ARGV[2]  changes channel      ARGV[3] is published here after a release, so that servers
+-- ARGV[3]  campaign id          that remember the campaign as sold out forget it
 --
 -- Returns {code, seq}:
 --   1 released          the user is removed, seq is free for the next admission, and a
@@ -27,4 +29,5 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('XADD', KEYS[4], '*', 'kind', 'release', 'user', ARGV[1], 'seq', seq, 'at', now)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {1, tonumber(seq)}
