@@ -134,12 +134,21 @@ async fn apply(
     let campaign = campaign_id(id)?;
     let body: ApplyBody = read_json(req).await?;
     let user = user_id_from_json(body.user_id)?;
-    let outcome = match state
-        .within_timeout(state.gate().apply(&campaign, user))
-        .await
-    {
-        Ok(outcome) => outcome,
-        Err(err) => return Ok(unavailable(&err)),
+    let outcome = if state.sold_out().is_sold_out(&campaign) {
+        Outcome::SoldOut
+    } else {
+        let generation = state.sold_out().generation();
+        match state
+            .within_timeout(state.batcher().apply(&campaign, user))
+            .await
+        {
+            Ok(Outcome::SoldOut) => {
+                state.sold_out().remember(&campaign, generation);
+                Outcome::SoldOut
+            }
+            Ok(outcome) => outcome,
+            Err(err) => return Ok(unavailable(&err)),
+        }
     };
     let (code, status, message, seq) = match outcome {
         Outcome::Admitted { seq } => (StatusCode::OK, "success", "coupon issued", Some(seq)),

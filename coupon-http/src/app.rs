@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::relay::Relay;
-use crate::{AppState, Config, server};
+use crate::{AppState, Config, server, sold_out};
 
 /// Connects to Redis, makes sure the topic exists, then serves the API on `listener` and runs
 /// the relay until `shutdown` resolves. On shutdown: stop accepting, finish requests in flight,
@@ -27,6 +27,12 @@ pub async fn serve(
     relay.ensure_topic().await?;
 
     let (stop_relay, relay_stopped) = watch::channel(false);
+    tokio::spawn(sold_out::watch(
+        state.sold_out().clone(),
+        state.client().clone(),
+        state.gate().changes_channel(),
+        relay_stopped.clone(),
+    ));
     let relay_task = tokio::spawn(relay.run(state.relay_flag(), relay_stopped));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
     server::run(

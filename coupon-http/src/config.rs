@@ -26,6 +26,11 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// How long shutdown waits for requests in flight and the relay's last batch.
     pub shutdown_grace: Duration,
+    /// Most applications to one campaign decided in one script call (1: one call each).
+    pub apply_batch: usize,
+    /// How long a campaign that Redis answered sold out is answered so from memory, unless a
+    /// change message says otherwise first (zero: always ask Redis).
+    pub sold_out_ttl: Duration,
     /// The relay from the outbox to Kafka.
     pub relay: RelayConfig,
 }
@@ -43,6 +48,10 @@ impl Config {
     pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default shutdown grace.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// Default of [`Config::apply_batch`].
+    pub const DEFAULT_APPLY_BATCH: usize = coupon_gate::BatchConfig::DEFAULT_MAX_BATCH;
+    /// Default of [`Config::sold_out_ttl`].
+    pub const DEFAULT_SOLD_OUT_TTL: Duration = Duration::from_secs(1);
 }
 
 /// Where and how the relay delivers admissions.

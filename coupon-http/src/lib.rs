@@ -13,6 +13,7 @@ pub mod config;
 pub mod relay;
 mod response;
 pub mod server;
+pub mod sold_out;
 
 pub use app::serve;
 pub use config::{Config, RelayConfig};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use coupon_gate::{Campaign, CampaignId, Gate};
+use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignId, Gate};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,12 +18,19 @@ use tracing::{debug, info, warn};
 
 use crate::Config;
 use crate::api::{self, DEFAULT_CAMPAIGN};
+use crate::sold_out::SoldOutCache;
 
 /// What every request handler shares; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// The admission rules, over a connection that reconnects by itself.
     gate: Gate<ConnectionManager>,
+    /// Applications go through it, coalesced per campaign.
+    batcher: Batcher<ConnectionManager>,
+    /// Campaigns answered `sold_out` without asking Redis.
+    sold_out: SoldOutCache,
+    /// For connections of their own (the changes subscription).
+    client: redis::Client,
     /// The same connection, for `/ready`'s `PING`.
     redis: ConnectionManager,
     /// The admin bearer token; `None` disables the admin endpoints.
@@ -47,7 +54,7 @@ impl AppState {
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.redis_timeout))
             .set_response_timeout(Some(config.redis_timeout));
-        let redis = ConnectionManager::new_with_config(client, manager_config)
+        let redis = ConnectionManager::new_with_config(client.clone(), manager_config)
             .await
             .with_context(|| format!("cannot connect to redis at {}", config.redis_url))?;
         let gate = Gate::with_key_prefix(redis.clone(), config.key_prefix.clone())
@@ -60,8 +67,18 @@ impl AppState {
                 .await?;
             info!(quota = config.default_quota.get(), outcome = ?created, "default campaign");
         }
+        let batcher = Batcher::new(
+            gate.clone(),
+            BatchConfig {
+                max_batch: config.apply_batch,
+                ..BatchConfig::default()
+            },
+        );
         Ok(Self {
             gate,
+            batcher,
+            sold_out: SoldOutCache::new(config.sold_out_ttl),
+            client,
             redis,
             admin_token: config.admin_token.as_deref().map(Arc::from),
             redis_timeout: config.redis_timeout,
@@ -72,6 +89,21 @@ impl AppState {
     /// The gate the handlers call; the relay shares it.
     pub fn gate(&self) -> &Gate<ConnectionManager> {
         &self.gate
+    }
+
+    /// Applications, coalesced per campaign.
+    pub(crate) fn batcher(&self) -> &Batcher<ConnectionManager> {
+        &self.batcher
+    }
+
+    /// Campaigns known to be sold out.
+    pub(crate) fn sold_out(&self) -> &SoldOutCache {
+        &self.sold_out
+    }
+
+    /// The Redis client, for connections of their own.
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// The flag the relay keeps set while it runs.

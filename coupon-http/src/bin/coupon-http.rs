@@ -56,6 +56,13 @@ struct Args {
     /// Seconds shutdown waits for requests in flight and the relay.
     #[arg(long, env = "COUPON_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// Most applications to one campaign decided in one Redis script call (1: one call each).
+    #[arg(long, env = "COUPON_APPLY_BATCH", default_value_t = Config::DEFAULT_APPLY_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    apply_batch: usize,
+    /// Milliseconds a sold-out campaign is answered from memory unless a change message comes
+    /// first (0: always ask Redis).
+    #[arg(long, env = "COUPON_SOLD_OUT_TTL_MS", default_value_t = Config::DEFAULT_SOLD_OUT_TTL.as_millis() as u64)]
+    sold_out_ttl_ms: u64,
     /// Outbox entries relayed per round.
     #[arg(long, env = "COUPON_RELAY_BATCH", default_value_t = RelayConfig::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     relay_batch: usize,
@@ -81,6 +88,8 @@ impl Args {
             max_connections: self.max_connections,
             redis_timeout: Duration::from_millis(self.redis_timeout_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            apply_batch: self.apply_batch,
+            sold_out_ttl: Duration::from_millis(self.sold_out_ttl_ms),
             relay: RelayConfig {
                 brokers: self.kafka_brokers,
                 topic: self.topic,

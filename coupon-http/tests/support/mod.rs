@@ -44,6 +44,8 @@ pub struct Options {
     pub redis_timeout: Duration,
     pub admin_token: Option<String>,
     pub max_connections: usize,
+    pub apply_batch: usize,
+    pub sold_out_ttl: Duration,
 }
 
 impl Default for Options {
@@ -57,6 +59,8 @@ impl Default for Options {
             redis_timeout: Duration::from_secs(2),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             max_connections: 1024,
+            apply_batch: Config::DEFAULT_APPLY_BATCH,
+            sold_out_ttl: Config::DEFAULT_SOLD_OUT_TTL,
         }
     }
 }
@@ -118,6 +122,8 @@ impl TestApp {
             max_connections: options.max_connections,
             redis_timeout: options.redis_timeout,
             shutdown_grace: Duration::from_secs(10),
+            apply_batch: options.apply_batch,
+            sold_out_ttl: options.sold_out_ttl,
             relay: RelayConfig {
                 brokers: options.brokers.clone(),
                 topic: topic.clone(),
