@@ -30,8 +30,8 @@ async fn a_sink_killed_mid_drain_and_restarted_writes_everything_once() {
         let mut sink = spawn_binary(&db.url(), &topic, "sink");
         eventually(
             Duration::from_secs(30),
-            "the sink to create its database",
-            || db.exists(),
+            "the sink to create and migrate its database",
+            || db.has_tables(&["coupon", "failed_event"]),
         )
         .await;
         // After a kill the group waits out the session timeout (10 s) before it hands the dead

@@ -44,21 +44,26 @@ impl ScratchDb {
         format!("{}/{}", self.server.trim_end_matches('/'), self.name)
     }
 
-    /// Whether the database exists yet.
-    pub async fn exists(&self) -> bool {
+    /// Whether the database exists and holds every table of `tables`: a sink that has just
+    /// created the database may not have migrated it yet.
+    pub async fn has_tables(&self, tables: &[&str]) -> bool {
         let pool = mysql_async::Pool::new(self.server.as_str());
-        let found: Option<String> = match pool.get_conn().await {
-            Ok(mut conn) => conn
-                .exec_first(
-                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-                    (&self.name,),
-                )
-                .await
-                .unwrap_or_default(),
-            Err(_) => None,
-        };
+        let mut found = 0;
+        if let Ok(mut conn) = pool.get_conn().await {
+            for table in tables {
+                let hit: Option<String> = conn
+                    .exec_first(
+                        "SELECT TABLE_NAME FROM information_schema.TABLES \
+                         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                        (&self.name, table),
+                    )
+                    .await
+                    .unwrap_or_default();
+                found += usize::from(hit.is_some());
+            }
+        }
         pool.disconnect().await.ok();
-        found.is_some()
+        found == tables.len()
     }
 
     /// Runs `sql` and returns the rows, for checks.
