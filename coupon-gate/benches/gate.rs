@@ -7,11 +7,13 @@
 //! - `admit`: distinct users on a campaign that never sells out (every call writes).
 //! - `sold_out`: distinct users on a sold-out campaign (reads only).
 //! - `duplicate`: one admitted user applying again (reads only).
+//! - `batched`: `BATCHED` distinct users at once through a `Batcher`, which coalesces them into
+//!   script calls of up to 128 users (every user writes).
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use coupon_gate::{Campaign, CampaignId, Gate, Outcome, UserId};
+use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignId, Gate, Outcome, UserId};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use redis::aio::MultiplexedConnection;
 use tokio::runtime::Runtime;
@@ -23,6 +25,8 @@ mod support;
 use support::ScratchGate;
 
 const CONCURRENCY: u64 = 64;
+/// Applications in flight at once in the `batched` bench: an HTTP server's crowd.
+const BATCHED: u64 = 1024;
 
 struct Bench {
     rt: Runtime,
@@ -44,6 +48,25 @@ impl Bench {
             rt,
             gate,
             _scratch: scratch,
+        }
+    }
+
+    /// `BATCHED` distinct users at once through `batcher`, each of whom must be admitted.
+    async fn batched_burst(
+        &self,
+        batcher: &Batcher<MultiplexedConnection>,
+        id: &CampaignId,
+        users: &AtomicU64,
+    ) {
+        let mut set = JoinSet::new();
+        for _ in 0..BATCHED {
+            let (batcher, id) = (batcher.clone(), id.clone());
+            let u = users.fetch_add(1, Ordering::Relaxed);
+            set.spawn(async move { batcher.apply(&id, UserId::new(u).expect("user")).await });
+        }
+        while let Some(joined) = set.join_next().await {
+            let outcome = joined.expect("task").expect("apply");
+            assert!(outcome.is_admitted(), "unexpected {outcome:?}");
         }
     }
 
@@ -117,6 +140,19 @@ fn gate(c: &mut Criterion) {
             bench.rt.block_on(bench.burst(&full, &same_user, true, |o| {
                 matches!(o, Outcome::Duplicate { .. })
             }))
+        })
+    });
+
+    let batched = bench.campaign("batched", u32::MAX);
+    // A batcher's tasks live on the runtime that first uses it.
+    let batcher = Batcher::new(bench.gate.clone(), BatchConfig::default());
+    let next_user = AtomicU64::new(1);
+    group.throughput(Throughput::Elements(BATCHED));
+    group.bench_function("batched", |b| {
+        b.iter(|| {
+            bench
+                .rt
+                .block_on(bench.batched_burst(&batcher, &batched, &next_user))
         })
     });
     group.finish();

@@ -1,0 +1,113 @@
+//! `gate-memory`: Redis memory per admitted user. Admits `--users` distinct users to one
+//! campaign through the gate (in `apply_many` batches), relays the outbox away as a relay would
+//! (read, then acknowledge and delete), and reports `MEMORY USAGE` of the campaign's keys and the
+//! growth of `used_memory`, per user. Works under a key prefix of its own, deleted afterwards.
+//!
+//! Usage: `gate-memory [--users N] [--redis-url URL]`.
+
+use std::num::NonZeroU32;
+
+use anyhow::Context;
+use clap::Parser;
+use coupon_gate::{Campaign, CampaignId, Gate, UserId};
+use redis::AsyncCommands;
+
+/// Measures Redis memory per admitted user.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Users to admit.
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u64,
+    /// Redis to measure on.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let prefix = format!("memory-{}", std::process::id());
+    let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
+    let result = measure(&gate, &mut conn, &prefix, args.users).await;
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await?;
+    if !keys.is_empty() {
+        let _: () = conn.del(keys).await?;
+    }
+    result
+}
+
+async fn measure(
+    gate: &Gate<redis::aio::MultiplexedConnection>,
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    users: u64,
+) -> anyhow::Result<()> {
+    let id = CampaignId::new("memory")?;
+    let quota = NonZeroU32::new(u32::try_from(users).context("--users fits in u32")?)
+        .context("--users must be positive")?;
+    let before = used_memory(conn).await?;
+    gate.create(&Campaign::new(id.clone(), quota)).await?;
+    let batch = 1000;
+    let mut next = 1;
+    while next <= users {
+        let chunk: Vec<UserId> = (next..=(next + batch - 1).min(users))
+            .map(UserId::new)
+            .collect::<Result<_, _>>()?;
+        next += chunk.len() as u64;
+        let outcomes = gate.apply_many(&id, &chunk).await?;
+        anyhow::ensure!(
+            outcomes.iter().all(|o| o.is_admitted()),
+            "not every user admitted"
+        );
+        // Relay as the relay does, so that the outbox is measured after delivery.
+        let entries = gate.read_outbox(&id, "memory", chunk.len()).await?;
+        let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
+        gate.ack_outbox(&id, &ids).await?;
+    }
+    let after = used_memory(conn).await?;
+    println!("{users} users admitted and relayed (key prefix {prefix})");
+    let mut total = 0;
+    for suffix in ["meta", "users", "free", "outbox"] {
+        let key = format!("{prefix}:{{memory}}:{suffix}");
+        let bytes: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(conn)
+            .await?;
+        let bytes = bytes.unwrap_or(0);
+        total += bytes;
+        let encoding: Option<String> = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap_or(None);
+        println!(
+            "  {suffix:<7} {bytes:>12} bytes  {:>7.1} B/user  {}",
+            bytes as f64 / users as f64,
+            encoding.unwrap_or_else(|| "absent".into())
+        );
+    }
+    println!(
+        "  keys    {total:>12} bytes  {:>7.1} B/user",
+        total as f64 / users as f64
+    );
+    println!(
+        "  used_memory grew {} bytes: {:.1} B/user",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / users as f64
+    );
+    Ok(())
+}
+
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("INFO memory has no used_memory")
+}
