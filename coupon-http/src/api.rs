@@ -24,13 +24,13 @@ use coupon_gate::{Campaign, CampaignId, CampaignStatus, Create, Outcome, UserId}
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::body::read_json;
-use crate::response::{Body, Rejection, json, unavailable};
+use crate::response::{Body, Rejection, json, json_bytes, unavailable};
 use crate::server::AppState;
 
 /// The campaign `POST /api/coupons/apply` applies to.
@@ -183,11 +183,32 @@ async fn apply(
             None,
         ),
     };
-    let mut answer = json!({ "status": status, "message": message, "campaignId": campaign.as_str(), "userId": user.get() });
-    if let Some(seq) = seq {
-        answer["seq"] = seq.into();
-    }
-    Ok(json(code, &answer))
+    let answer = ApplyAnswer {
+        campaign_id: campaign.as_str(),
+        message,
+        seq,
+        status,
+        user_id: user.get(),
+    };
+    Ok(json_bytes(
+        code,
+        serde_json::to_vec(&answer).expect("plain fields serialize"),
+    ))
+}
+
+/// The answer to an application: written straight from borrowed fields, as this is the answer
+/// a crowd gets thousands of times a second. Fields in alphabetical order, as every other
+/// answer's.
+#[derive(Serialize)]
+struct ApplyAnswer<'a> {
+    #[serde(rename = "campaignId")]
+    campaign_id: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u32>,
+    status: &'a str,
+    #[serde(rename = "userId")]
+    user_id: u64,
 }
 
 async fn campaign_status(state: &AppState, id: &str) -> Result<Response<Body>, Rejection> {

@@ -11,7 +11,12 @@ pub(crate) type Body = Full<Bytes>;
 
 /// `value` as a JSON answer with `status`.
 pub(crate) fn json(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    json_bytes(status, value.to_string().into_bytes())
+}
+
+/// A JSON answer already serialized.
+pub(crate) fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
