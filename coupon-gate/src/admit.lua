@@ -1,8 +1,12 @@
 -- admit.lua: decide admission for one or more users of one campaign, atomically.
 --
 -- KEYS[1]  campaign meta hash   fields: quota, opens (ms, 0 = no bound), closes (ms, 0 = no bound),
---                               next (highest seq ever handed out)
--- KEYS[2]  users hash           user id -> seq
+--                               next (highest seq ever handed out), issued (users holding a
+--                               seq), digits (see KEYS[2])
+-- KEYS[2]  users                base name of the user buckets: user id -> seq lives in the hash
+--                               KEYS[2]:<the user id's last `digits` decimal digits> (KEYS[2]:0
+--                               when digits is 0). Small buckets stay in Redis's compact
+--                               listpack encoding; they share KEYS[2]'s hash tag, so one slot
 -- KEYS[3]  free sorted set      seqs returned by release, score = seq
 -- KEYS[4]  outbox stream        one entry per admission: kind=admit user seq at
 -- ARGV[1..n] user ids (decimal, validated by the caller), in arrival order
@@ -31,7 +35,7 @@ local function all(code)
   return out
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next')
+local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next', 'issued', 'digits')
 if not meta[1] then
   return all(6)
 end
@@ -49,7 +53,15 @@ end
 
 local quota = tonumber(meta[1])
 local next_seq = tonumber(meta[4])
-local issued = redis.call('HLEN', KEYS[2])
+local issued = tonumber(meta[5])
+local digits = tonumber(meta[6])
+
+local function bucket(user)
+  if digits == 0 then
+    return KEYS[2] .. ':0'
+  end
+  return KEYS[2] .. ':' .. string.sub(user, -digits)
+end
 
 -- Phase one: decide.
 local decided = {}  -- user -> seq taken earlier in this batch
@@ -58,7 +70,7 @@ local free = nil    -- released seqs <= quota, ascending, loaded on first need
 local free_used = 0
 for i = 1, n do
   local user = ARGV[i]
-  local held = decided[user] or redis.call('HGET', KEYS[2], user)
+  local held = decided[user] or redis.call('HGET', bucket(user), user)
   if held then
     out[2 * i - 1] = 2
     out[2 * i] = tonumber(held)
@@ -93,10 +105,10 @@ if #admitted > 0 then
   for j = 1, free_used do
     redis.call('ZREM', KEYS[3], free[j])
   end
-  redis.call('HSET', KEYS[1], 'next', next_seq)
+  redis.call('HSET', KEYS[1], 'next', next_seq, 'issued', issued)
   for j = 1, #admitted do
     local a = admitted[j]
-    redis.call('HSET', KEYS[2], a[1], a[2])
+    redis.call('HSET', bucket(a[1]), a[1], a[2])
     redis.call('XADD', KEYS[4], '*', 'kind', 'admit', 'user', a[1], 'seq', a[2], 'at', now)
   end
 end

@@ -1,14 +1,15 @@
 -- create.lua: create a campaign, or update its definition, atomically.
 --
--- KEYS[1]  campaign meta hash   fields: quota, opens, closes, next (see admit.lua)
--- KEYS[2]  users hash           user id -> seq
--- KEYS[3]  outbox stream
+-- KEYS[1]  campaign meta hash   fields: quota, opens, closes, next, issued, digits (see admit.lua)
+-- KEYS[2]  outbox stream
 -- ARGV[1]  quota (positive integer)
 -- ARGV[2]  opens (ms since the Unix epoch, 0 = no bound)
 -- ARGV[3]  closes (ms since the Unix epoch, 0 = no bound)
 -- ARGV[4]  name of the outbox consumer group
 -- ARGV[5]  changes channel      ARGV[6] is published here after a creation or update, so that
 -- ARGV[6]  campaign id          servers that remember the campaign as sold out forget it
+-- ARGV[7]  digits               of a new campaign: user buckets are keyed by this many last
+--                               digits of the user id (kept when the definition changes)
 --
 -- Returns {code, issued}:
 --   1 created    the campaign did not exist; meta and the outbox consumer group now do
@@ -18,16 +19,17 @@
 --
 -- Every check comes before the first write.
 
-local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes')
-local issued = redis.call('HLEN', KEYS[2])
+local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'issued')
+local issued = tonumber(meta[4] or 0)
 
 if not meta[1] then
   -- The stream may outlive an earlier campaign of the same id; its group is then reused.
-  local ok = redis.pcall('XGROUP', 'CREATE', KEYS[3], ARGV[4], '0', 'MKSTREAM')
+  local ok = redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[4], '0', 'MKSTREAM')
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP', 1, true) then
     return redis.error_reply(ok.err)
   end
-  redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3], 'next', 0)
+  redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3], 'next', 0,
+    'issued', 0, 'digits', ARGV[7])
   redis.call('PUBLISH', ARGV[5], ARGV[6])
   return {1, issued}
 end

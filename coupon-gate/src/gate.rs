@@ -197,7 +197,6 @@ where
             .shared
             .create
             .key(&keys.meta)
-            .key(&keys.users)
             .key(&keys.outbox)
             .arg(campaign.quota().get())
             .arg(opens)
@@ -205,6 +204,7 @@ where
             .arg(Self::OUTBOX_GROUP)
             .arg(self.changes_channel())
             .arg(campaign.id().as_str())
+            .arg(Keys::bucket_digits(campaign.quota().get()))
             .invoke_async(&mut conn)
             .await?;
         let outcome = match code {
@@ -234,21 +234,18 @@ where
     /// A Redis or protocol failure.
     pub async fn status(&self, campaign: &CampaignId) -> Result<Option<CampaignStatus>, Error> {
         let keys = self.keys(campaign);
-        let (meta, issued): (Vec<Option<u64>>, u64) = redis::pipe()
-            .atomic()
-            .cmd("HMGET")
+        let meta: Vec<Option<u64>> = redis::cmd("HMGET")
             .arg(&keys.meta)
-            .arg(&["quota", "opens", "closes"][..])
-            .cmd("HLEN")
-            .arg(&keys.users)
+            .arg(&["quota", "opens", "closes", "issued"][..])
             .query_async(&mut self.conn.clone())
             .await?;
-        let [quota, opens, closes] = meta[..] else {
+        let [quota, opens, closes, issued] = meta[..] else {
             return Err(Error::protocol(
-                "HMGET of campaign meta did not answer 3 fields",
+                "HMGET of campaign meta did not answer 4 fields",
             ));
         };
         let Some(quota) = quota else { return Ok(None) };
+        let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
         let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
         Ok(Some(CampaignStatus {
             quota: to_seq(quota)?,
@@ -269,10 +266,21 @@ where
         user: UserId,
     ) -> Result<Option<u32>, Error> {
         let keys = self.keys(campaign);
+        let mut conn = self.conn.clone();
+        // The bucket layout is fixed when the campaign is created, so reading it first and the
+        // bucket second is as good as one atomic read.
+        let digits: Option<usize> = redis::cmd("HGET")
+            .arg(&keys.meta)
+            .arg("digits")
+            .query_async(&mut conn)
+            .await?;
+        let Some(digits) = digits else {
+            return Ok(None);
+        };
         let seq: Option<u64> = redis::cmd("HGET")
-            .arg(&keys.users)
+            .arg(keys.user_bucket(digits, user.get()))
             .arg(user.get())
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
         seq.map(to_seq).transpose()
     }

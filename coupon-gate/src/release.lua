@@ -1,7 +1,7 @@
 -- release.lua: give back the slot of a user whose admission was definitely abandoned.
 --
--- KEYS[1]  campaign meta hash
--- KEYS[2]  users hash           user id -> seq
+-- KEYS[1]  campaign meta hash   (see admit.lua)
+-- KEYS[2]  users                base name of the user buckets (see admit.lua)
 -- KEYS[3]  free sorted set      seqs returned by release, score = seq
 -- KEYS[4]  outbox stream
 -- ARGV[1]  user id (decimal, validated by the caller)
@@ -16,17 +16,21 @@
 --
 -- Every check comes before the first write.
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local digits = redis.call('HGET', KEYS[1], 'digits')
+if not digits then
   return {6, 0}
 end
-local seq = redis.call('HGET', KEYS[2], ARGV[1])
+digits = tonumber(digits)
+local users = KEYS[2] .. ':' .. (digits == 0 and '0' or string.sub(ARGV[1], -digits))
+local seq = redis.call('HGET', users, ARGV[1])
 if not seq then
   return {0, 0}
 end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', users, ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'issued', -1)
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('XADD', KEYS[4], '*', 'kind', 'release', 'user', ARGV[1], 'seq', seq, 'at', now)
 redis.call('PUBLISH', ARGV[2], ARGV[3])

@@ -62,7 +62,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     let c = 0..CAMPAIGNS.len();
-    let u = 1..=USERS;
+    // Ids 6, 11, 16, ...: with the one-digit buckets of a quota above 100 they fall into
+    // buckets 6 and 1, several users to a bucket.
+    let u = (1..=USERS).prop_map(|u| u * 5 + 1);
     let window = prop_oneof![
         4 => Just(Window::Unbounded),
         2 => Just(Window::Open),
@@ -70,7 +72,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Window::Past),
     ];
     prop_oneof![
-        2 => (c.clone(), 1..=4u32, window).prop_map(|(c, quota, window)| Op::Create { c, quota, window }),
+        2 => (c.clone(), 1..=4u32, window.clone()).prop_map(|(c, quota, window)| Op::Create { c, quota, window }),
+        // Above 100 the users are spread over buckets (a layout fixed at creation).
+        1 => (c.clone(), prop_oneof![Just(101u32), Just(5000u32)], window).prop_map(|(c, quota, window)| Op::Create { c, quota, window }),
         6 => (c.clone(), u.clone()).prop_map(|(c, u)| Op::Apply { c, u }),
         3 => (c.clone(), prop::collection::vec(u.clone(), 1..=5)).prop_map(|(c, users)| Op::ApplyMany { c, users }),
         3 => (c.clone(), prop::collection::vec(u.clone(), 1..=8)).prop_map(|(c, users)| Op::Batched { c, users }),

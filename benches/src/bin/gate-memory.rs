@@ -68,30 +68,36 @@ async fn measure(
     }
     let after = used_memory(conn).await?;
     println!("{users} users admitted and relayed (key prefix {prefix})");
+    let base = format!("{prefix}:{{memory}}");
     let mut total = 0;
-    for suffix in ["meta", "users", "free", "outbox"] {
-        let key = format!("{prefix}:{{memory}}:{suffix}");
-        let bytes: Option<u64> = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(&key)
-            .arg("SAMPLES")
-            .arg(0)
-            .query_async(conn)
-            .await?;
-        let bytes = bytes.unwrap_or(0);
+    for suffix in ["meta", "free", "outbox"] {
+        let key = format!("{base}:{suffix}");
+        let bytes = memory_usage(conn, &key).await?;
         total += bytes;
-        let encoding: Option<String> = redis::cmd("OBJECT")
-            .arg("ENCODING")
-            .arg(&key)
-            .query_async(conn)
-            .await
-            .unwrap_or(None);
         println!(
-            "  {suffix:<7} {bytes:>12} bytes  {:>7.1} B/user  {}",
-            bytes as f64 / users as f64,
-            encoding.unwrap_or_else(|| "absent".into())
+            "  {suffix:<7} {bytes:>12} bytes  {:>7.1} B/user",
+            bytes as f64 / users as f64
         );
     }
+    // The user buckets: hashes of about a hundred users each, in the compact listpack encoding
+    // while they stay within Redis's hash-max-listpack-entries.
+    let buckets: Vec<String> = conn.keys(format!("{base}:users:*")).await?;
+    let (mut bytes, mut listpack) = (0, 0);
+    for key in &buckets {
+        bytes += memory_usage(conn, key).await?;
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(key)
+            .query_async(conn)
+            .await?;
+        listpack += usize::from(encoding == "listpack");
+    }
+    total += bytes;
+    println!(
+        "  users   {bytes:>12} bytes  {:>7.1} B/user  ({} buckets, {listpack} of them listpack)",
+        bytes as f64 / users as f64,
+        buckets.len()
+    );
     println!(
         "  keys    {total:>12} bytes  {:>7.1} B/user",
         total as f64 / users as f64
@@ -102,6 +108,20 @@ async fn measure(
         after.saturating_sub(before) as f64 / users as f64
     );
     Ok(())
+}
+
+async fn memory_usage(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> anyhow::Result<u64> {
+    let bytes: Option<u64> = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(conn)
+        .await?;
+    Ok(bytes.unwrap_or(0))
 }
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
