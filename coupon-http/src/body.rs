@@ -68,18 +68,15 @@ fn check_content_type<B>(req: &Request<B>) -> Result<(), Rejection> {
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match media_type.as_deref() {
-        Some("application/json") => Ok(()),
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    match media_type {
+        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
         Some(other) => Err(Rejection::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content type {other:?} is not accepted; send application/json"),
+            format!(
+                "content type {:?} is not accepted; send application/json",
+                other.to_ascii_lowercase()
+            ),
         )),
         None => Err(Rejection::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
