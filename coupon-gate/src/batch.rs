@@ -49,6 +49,8 @@ impl Default for BatchConfig {
 }
 
 type Reply = oneshot::Sender<Result<Outcome, Error>>;
+/// One application waiting in a campaign's queue.
+type Job = (UserId, Reply);
 
 /// A [`Gate`] whose applications are coalesced per campaign. Cheap to clone; clones share the
 /// queues. Needs a Tokio runtime.
@@ -57,7 +59,7 @@ pub struct Batcher<C> {
     gate: Gate<C>,
     config: Arc<BatchConfig>,
     /// The queue of every campaign with a running task.
-    queues: Arc<Mutex<HashMap<CampaignId, mpsc::UnboundedSender<(UserId, Reply)>>>>,
+    queues: Arc<Mutex<HashMap<CampaignId, mpsc::UnboundedSender<Job>>>>,
 }
 
 impl<C> Batcher<C>
@@ -107,7 +109,7 @@ where
             .unwrap_or_else(|_| Err(Error::protocol("the batch task of the campaign ended")))
     }
 
-    fn queue(&self, campaign: &CampaignId) -> mpsc::UnboundedSender<(UserId, Reply)> {
+    fn queue(&self, campaign: &CampaignId) -> mpsc::UnboundedSender<Job> {
         let mut queues = self.queues.lock().expect("queues lock");
         if let Some(queue) = queues.get(campaign).filter(|q| !q.is_closed()) {
             return queue.clone();
@@ -123,7 +125,7 @@ where
 async fn drain<C>(
     batcher: Batcher<C>,
     campaign: CampaignId,
-    mut jobs: mpsc::UnboundedReceiver<(UserId, Reply)>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
 ) where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
