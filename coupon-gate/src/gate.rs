@@ -314,6 +314,10 @@ where
         Keys::changes(&self.shared.prefix)
     }
 
+    pub(crate) fn registry_key(&self) -> String {
+        Keys::registry(&self.shared.prefix)
+    }
+
     pub(crate) fn keys(&self, campaign: &CampaignId) -> Keys {
         Keys::new(&self.shared.prefix, campaign)
     }

@@ -55,6 +55,7 @@ mod gate;
 mod keys;
 mod outbox;
 mod outcome;
+mod restore;
 
 pub use batch::{BatchConfig, Batcher};
 pub use campaign::{Campaign, CampaignId, CampaignStatus, InvalidInput, UserId};

@@ -79,6 +79,27 @@ where
         ids.map(|entry| decode_entry(campaign, &entry)).collect()
     }
 
+    /// Every entry still in `campaign`'s outbox (read or not, not yet acknowledged), oldest
+    /// first, without reading them as a relay: for audits and rebuilds.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Gate::read_outbox`].
+    pub async fn peek_outbox(&self, campaign: &CampaignId) -> Result<Vec<OutboxEntry>, Error> {
+        let keys = self.keys(campaign);
+        let entries: Vec<StreamId> = redis::cmd("XRANGE")
+            .arg(&keys.outbox)
+            .arg("-")
+            .arg("+")
+            .query_async::<redis::streams::StreamRangeReply>(&mut self.conn())
+            .await?
+            .ids;
+        entries
+            .iter()
+            .map(|entry| decode_entry(campaign, entry))
+            .collect()
+    }
+
     /// Takes over up to `count` entries of `campaign`'s outbox that another consumer read but
     /// has not acknowledged for at least `min_idle`, as `consumer`, and returns them.
     ///
