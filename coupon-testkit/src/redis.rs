@@ -80,6 +80,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Child,
     dir: PathBuf,
+    /// The extra arguments it was started with, for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -88,33 +90,41 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// As [`RedisServer::start`], with extra `redis-server` arguments.
+    /// As [`RedisServer::start`], with extra `redis-server` arguments (e.g. `--appendonly yes`).
     pub fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("coupon-gate-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server on PATH (scripts/services up installs it)");
-        let server = Self { port, child, dir };
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = spawn_redis(port, &dir, &extra);
+        let server = Self {
+            port,
+            child,
+            dir,
+            extra,
+        };
         server.wait_ready();
         server
+    }
+
+    /// Kills the server (SIGKILL, as a crash) and starts it again on the same port. With
+    /// `keep_data` it finds its data directory as it left it (and recovers what it persisted);
+    /// without, the directory is emptied and it starts with nothing.
+    pub fn restart(&mut self, keep_data: bool) {
+        self.kill();
+        if !keep_data {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            std::fs::create_dir_all(&self.dir).expect("temp dir");
+        }
+        self.child = spawn_redis(self.port, &self.dir, &self.extra);
+        self.wait_ready();
+    }
+
+    /// Kills the server (SIGKILL) and leaves it down until [`RedisServer::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The server's URL.
@@ -145,10 +155,30 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("redis-server on PATH (scripts/services up installs it)")
 }
 
 /// A field of `INFO` as an integer.
