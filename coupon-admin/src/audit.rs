@@ -1,0 +1,286 @@
+//! Audit: the gate's holders in Redis against the coupon rows in MySQL, with what is still on
+//! its way (outbox, topic) and what failed, named one by one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use coupon_gate::OutboxEntry;
+use coupon_sink::event::Event;
+
+use crate::rebuild;
+
+/// What the audit compares.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The campaign's issued count in Redis; `None` when Redis does not know the campaign.
+    pub issued: Option<u32>,
+    /// Users holding a seq in Redis, as (user, seq).
+    pub holders: &'a [(u64, u32)],
+    /// Entries still in the outbox.
+    pub outbox: &'a [OutboxEntry],
+    /// The campaign's events on the topic; `None` when the topic was not read.
+    pub topic: Option<&'a [Event]>,
+    /// Coupon rows in MySQL, as (user, seq).
+    pub rows: &'a [(u64, u32)],
+    /// Unresolved failed events of the campaign.
+    pub failed_events: u64,
+}
+
+/// One difference between the stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// On its way to MySQL: normal while traffic flows, a problem if it stays.
+    InFlight {
+        /// The user.
+        user: u64,
+        /// The seq.
+        seq: u32,
+        /// Where it is: `outbox` or `topic`.
+        place: &'static str,
+        /// An admission (else a release).
+        admitted: bool,
+    },
+    /// Admitted in Redis but neither in MySQL nor on its way there.
+    NotPersisted {
+        /// The user.
+        user: u64,
+        /// The seq.
+        seq: u32,
+    },
+    /// A coupon row whose user holds nothing in Redis, and no release on its way.
+    NotAdmitted {
+        /// The user.
+        user: u64,
+        /// The seq of the row.
+        seq: u32,
+    },
+    /// The user holds another seq in Redis than in MySQL, and nothing on its way explains it.
+    SeqMismatch {
+        /// The user.
+        user: u64,
+        /// Seq in Redis.
+        redis: u32,
+        /// Seq in MySQL.
+        mysql: u32,
+    },
+    /// The issued count in the campaign's meta differs from the holders counted.
+    IssuedCount {
+        /// The meta's count.
+        meta: u32,
+        /// Holders counted.
+        holders: usize,
+    },
+    /// Redis does not know the campaign, but MySQL has its coupons: Redis lost its state.
+    UnknownInRedis {
+        /// Rows in MySQL.
+        rows: usize,
+    },
+    /// Events of the campaign that the sink could not write.
+    FailedEvents(u64),
+}
+
+impl Finding {
+    /// Whether it needs an operator (anything but an admission or release on its way).
+    pub fn is_problem(&self) -> bool {
+        !matches!(self, Self::InFlight { .. })
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InFlight {
+                user,
+                seq,
+                place,
+                admitted,
+            } => write!(
+                f,
+                "in flight      user {user} seq {seq}: {} in the {place}, not yet in MySQL",
+                if *admitted { "admission" } else { "release" }
+            ),
+            Self::NotPersisted { user, seq } => write!(
+                f,
+                "NOT PERSISTED  user {user} seq {seq}: admitted in Redis, not in MySQL, outbox or topic"
+            ),
+            Self::NotAdmitted { user, seq } => write!(
+                f,
+                "NOT ADMITTED   user {user} seq {seq}: a row in MySQL, no holder in Redis"
+            ),
+            Self::SeqMismatch { user, redis, mysql } => write!(
+                f,
+                "SEQ MISMATCH   user {user}: seq {redis} in Redis, {mysql} in MySQL"
+            ),
+            Self::IssuedCount { meta, holders } => write!(
+                f,
+                "ISSUED COUNT   meta says {meta}, {holders} holders counted"
+            ),
+            Self::UnknownInRedis { rows } => write!(
+                f,
+                "UNKNOWN        Redis has no such campaign but MySQL has {rows} coupons: run `coupon-admin rebuild`"
+            ),
+            Self::FailedEvents(n) => write!(
+                f,
+                "FAILED EVENTS  {n} unresolved: fix their cause, then `coupon-sink replay`"
+            ),
+        }
+    }
+}
+
+/// Every finding, in user order, then the campaign-wide ones.
+pub fn audit(inputs: &Inputs<'_>) -> Vec<Finding> {
+    let redis: BTreeMap<u64, u32> = inputs.holders.iter().copied().collect();
+    let mysql: BTreeMap<u64, u32> = inputs.rows.iter().copied().collect();
+    // Downstream's view once everything on its way has arrived; seqs shared by two users are
+    // a conflict the rebuild would refuse, and show here as mismatches.
+    let topic = inputs.topic.unwrap_or(&[]);
+    let downstream = match rebuild::plan(inputs.rows, topic, inputs.outbox) {
+        Ok(plan) => plan.holders,
+        Err(_) => mysql.clone(),
+    };
+    let place = |user: u64| {
+        if inputs.outbox.iter().any(|e| e.user.get() == user) {
+            "outbox"
+        } else {
+            "topic"
+        }
+    };
+    let mut findings = Vec::new();
+    if inputs.issued.is_none() && !mysql.is_empty() {
+        findings.push(Finding::UnknownInRedis { rows: mysql.len() });
+    }
+    let users: std::collections::BTreeSet<u64> =
+        redis.keys().chain(mysql.keys()).copied().collect();
+    for user in users {
+        match (redis.get(&user), mysql.get(&user)) {
+            (Some(r), Some(m)) if r == m => {}
+            (Some(&r), m) => {
+                if downstream.get(&user) == Some(&r) {
+                    findings.push(Finding::InFlight {
+                        user,
+                        seq: r,
+                        place: place(user),
+                        admitted: true,
+                    });
+                } else if let Some(&m) = m {
+                    findings.push(Finding::SeqMismatch {
+                        user,
+                        redis: r,
+                        mysql: m,
+                    });
+                } else {
+                    findings.push(Finding::NotPersisted { user, seq: r });
+                }
+            }
+            (None, Some(&m)) => {
+                if inputs.issued.is_none() {
+                    continue; // reported once, as UnknownInRedis
+                }
+                if downstream.get(&user) != Some(&m) {
+                    findings.push(Finding::InFlight {
+                        user,
+                        seq: m,
+                        place: place(user),
+                        admitted: false,
+                    });
+                } else {
+                    findings.push(Finding::NotAdmitted { user, seq: m });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    if let Some(meta) = inputs.issued
+        && meta as usize != redis.len()
+    {
+        findings.push(Finding::IssuedCount {
+            meta,
+            holders: redis.len(),
+        });
+    }
+    if inputs.failed_events > 0 {
+        findings.push(Finding::FailedEvents(inputs.failed_events));
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coupon_gate::{CampaignId, UserId};
+    use coupon_sink::event::Coupon;
+
+    fn inputs<'a>(
+        holders: &'a [(u64, u32)],
+        rows: &'a [(u64, u32)],
+        topic: &'a [Event],
+    ) -> Inputs<'a> {
+        Inputs {
+            issued: Some(holders.len() as u32),
+            holders,
+            outbox: &[],
+            topic: Some(topic),
+            rows,
+            failed_events: 0,
+        }
+    }
+
+    fn admitted(user: u64, seq: u32) -> Event {
+        Event::Admitted(Coupon {
+            campaign: CampaignId::new("c").unwrap(),
+            user: UserId::new(user).unwrap(),
+            seq,
+            at: String::new(),
+        })
+    }
+
+    #[test]
+    fn agreeing_stores_have_no_findings() {
+        assert!(audit(&inputs(&[(1, 1), (2, 2)], &[(1, 1), (2, 2)], &[])).is_empty());
+    }
+
+    #[test]
+    fn an_admission_on_the_topic_is_in_flight_and_one_nowhere_is_not_persisted() {
+        let topic = [admitted(2, 2)];
+        let found = audit(&inputs(&[(1, 1), (2, 2), (3, 3)], &[(1, 1)], &topic));
+        assert_eq!(
+            found,
+            [
+                Finding::InFlight {
+                    user: 2,
+                    seq: 2,
+                    place: "topic",
+                    admitted: true
+                },
+                Finding::NotPersisted { user: 3, seq: 3 },
+            ]
+        );
+        assert!(!found[0].is_problem() && found[1].is_problem());
+    }
+
+    #[test]
+    fn rows_without_holders_mismatches_counts_and_failures_are_problems() {
+        let mut i = inputs(&[(1, 2)], &[(1, 1), (5, 5)], &[]);
+        i.issued = Some(3);
+        i.failed_events = 2;
+        assert_eq!(
+            audit(&i),
+            [
+                Finding::SeqMismatch {
+                    user: 1,
+                    redis: 2,
+                    mysql: 1
+                },
+                Finding::NotAdmitted { user: 5, seq: 5 },
+                Finding::IssuedCount {
+                    meta: 3,
+                    holders: 1
+                },
+                Finding::FailedEvents(2),
+            ]
+        );
+        let mut lost = inputs(&[], &[(1, 1)], &[]);
+        lost.issued = None;
+        assert_eq!(audit(&lost), [Finding::UnknownInRedis { rows: 1 }]);
+    }
+}

@@ -1,0 +1,332 @@
+//! `coupon-admin`: operator tools for one campaign. `audit` compares Redis, the topic and MySQL
+//! and names every discrepancy (exit 0: none, 1: some, 2: could not audit); `rebuild` restores
+//! the gate state in Redis from MySQL, the topic and the outbox after Redis lost it (exit 0:
+//! rebuilt, 1: refused, 2: failed).
+
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use coupon_admin::{audit, rebuild, sources};
+use coupon_gate::{Campaign, CampaignId, Gate, UserId};
+use redis::aio::MultiplexedConnection;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Operator tools for one campaign of coupon-gate. Every flag falls back to the environment
+/// variable named beside it, the same ones coupon-http and coupon-sink read.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Redis URL.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// Prefix of every Redis key.
+    #[arg(
+        long,
+        global = true,
+        env = "COUPON_KEY_PREFIX",
+        default_value = "coupon"
+    )]
+    key_prefix: String,
+    /// MySQL database the sink writes to.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/coupon"
+    )]
+    database_url: String,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    kafka_brokers: String,
+    /// Topic of admissions.
+    #[arg(
+        long,
+        global = true,
+        env = "COUPON_TOPIC",
+        default_value = "coupon_create"
+    )]
+    topic: String,
+    /// Reading the topic stops after this many milliseconds without a message.
+    #[arg(long, global = true, default_value_t = 2000)]
+    topic_idle_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compare the campaign in Redis, its outbox, the topic and MySQL; list every discrepancy.
+    Audit {
+        /// The campaign.
+        #[arg(long)]
+        campaign: String,
+        /// Do not read the topic (admissions on it then show as not persisted).
+        #[arg(long)]
+        no_topic: bool,
+    },
+    /// Restore the campaign's gate state in Redis (holders, issued count, next seq, free seqs)
+    /// from MySQL rows, the topic and the outbox. Refused while the campaign is open to
+    /// traffic, unless --force.
+    Rebuild {
+        /// The campaign.
+        #[arg(long)]
+        campaign: String,
+        /// Quota (default: the campaign's, if Redis still knows it).
+        #[arg(long)]
+        quota: Option<NonZeroU32>,
+        /// Window start, RFC 3339 (default: the campaign's, if Redis still knows it; else none).
+        #[arg(long)]
+        opens_at: Option<String>,
+        /// Window end, RFC 3339 (default as for --opens-at).
+        #[arg(long)]
+        closes_at: Option<String>,
+        /// Rebuild even though the campaign is open to traffic.
+        #[arg(long)]
+        force: bool,
+        /// Work out and print the state, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("coupon-admin: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let conn = redis::Client::open(args.redis_url.as_str())
+        .context("invalid REDIS_URL")?
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("cannot connect to redis at {}", args.redis_url))?;
+    let gate =
+        Gate::with_key_prefix(conn, args.key_prefix.clone()).context("invalid key prefix")?;
+    let pool = mysql_async::Pool::new(
+        mysql_async::Opts::from_url(&args.database_url).context("invalid DATABASE_URL")?,
+    );
+    let idle = Duration::from_millis(args.topic_idle_ms);
+    let code = match &args.command {
+        Command::Audit { campaign, no_topic } => {
+            let id = CampaignId::new(campaign.as_str())?;
+            audit(&args, &gate, &pool, &id, (!no_topic).then_some(idle)).await?
+        }
+        Command::Rebuild {
+            campaign,
+            quota,
+            opens_at,
+            closes_at,
+            force,
+            dry_run,
+        } => {
+            let id = CampaignId::new(campaign.as_str())?;
+            let window = (
+                time_arg(opens_at.as_deref())?,
+                time_arg(closes_at.as_deref())?,
+            );
+            rebuild(
+                &args, &gate, &pool, &id, *quota, window, *force, *dry_run, idle,
+            )
+            .await?
+        }
+    };
+    pool.disconnect().await.ok();
+    Ok(code)
+}
+
+async fn audit(
+    args: &Args,
+    gate: &Gate<MultiplexedConnection>,
+    pool: &mysql_async::Pool,
+    id: &CampaignId,
+    topic_idle: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let status = gate.status(id).await?;
+    let holders: Vec<(u64, u32)> = gate
+        .holders(id)
+        .await?
+        .into_iter()
+        .map(|(u, s)| (u.get(), s))
+        .collect();
+    let outbox = gate.peek_outbox(id).await?;
+    let topic = match topic_idle {
+        Some(idle) => {
+            Some(sources::topic_events(&args.kafka_brokers, &args.topic, id, idle).await?)
+        }
+        None => None,
+    };
+    let rows = sources::coupon_rows(pool, id).await?;
+    let failed_events = sources::unresolved_failures(pool, id).await?;
+    println!("campaign {id}");
+    match &status {
+        Some(s) => println!(
+            "  redis   quota {}, issued {}, {} holders, {} in the outbox",
+            s.quota,
+            s.issued,
+            holders.len(),
+            outbox.len()
+        ),
+        None => println!("  redis   no such campaign"),
+    }
+    match &topic {
+        Some(events) => println!(
+            "  topic   {} events of the campaign on {}",
+            events.len(),
+            args.topic
+        ),
+        None => println!("  topic   not read"),
+    }
+    println!(
+        "  mysql   {} coupons, {failed_events} unresolved failed events",
+        rows.len()
+    );
+    let findings = audit::audit(&audit::Inputs {
+        issued: status.map(|s| s.issued),
+        holders: &holders,
+        outbox: &outbox,
+        topic: topic.as_deref(),
+        rows: &rows,
+        failed_events,
+    });
+    for finding in &findings {
+        println!("  {finding}");
+    }
+    let problems = findings.iter().filter(|f| f.is_problem()).count();
+    let in_flight = findings.len() - problems;
+    if problems == 0 {
+        println!("OK: Redis and MySQL agree ({in_flight} on their way)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("DISCREPANCIES: {problems} ({in_flight} more on their way)");
+        Ok(ExitCode::from(1))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rebuild(
+    args: &Args,
+    gate: &Gate<MultiplexedConnection>,
+    pool: &mysql_async::Pool,
+    id: &CampaignId,
+    quota: Option<NonZeroU32>,
+    window: (Option<SystemTime>, Option<SystemTime>),
+    force: bool,
+    dry_run: bool,
+    idle: Duration,
+) -> anyhow::Result<ExitCode> {
+    let status = gate.status(id).await?;
+    if let Some(s) = &status {
+        let now = SystemTime::now();
+        let open = s.opens_at.is_none_or(|t| t <= now) && s.closes_at.is_none_or(|t| now < t);
+        if open && !force {
+            println!(
+                "refused: campaign {id} is open to traffic in Redis (issued {} of {}). Close its \
+                 window first (POST /api/campaigns with closesAt in the past) and rebuild with \
+                 --closes-at, or pass --force.",
+                s.issued, s.quota
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let Some(quota) = quota.or_else(|| status.as_ref().and_then(|s| NonZeroU32::new(s.quota)))
+    else {
+        println!("refused: Redis does not know campaign {id}; give its --quota");
+        return Ok(ExitCode::from(1));
+    };
+    let (opens, closes) = match (&status, window) {
+        (Some(s), (None, None)) => (s.opens_at, s.closes_at),
+        (_, window) => window,
+    };
+    let definition = Campaign::new(id.clone(), quota).with_window(opens, closes)?;
+
+    let rows = sources::coupon_rows(pool, id).await?;
+    eprintln!(
+        "reading topic {} (until {} ms without a message)…",
+        args.topic,
+        idle.as_millis()
+    );
+    let topic = sources::topic_events(&args.kafka_brokers, &args.topic, id, idle).await?;
+    let outbox = gate.peek_outbox(id).await?;
+    let plan = match rebuild::plan(&rows, &topic, &outbox) {
+        Ok(plan) => plan,
+        Err(conflict) => {
+            println!("refused: {conflict}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!(
+        "campaign {id}: {} rows in MySQL, {} events on the topic, {} in the outbox",
+        plan.rows, plan.topic_events, plan.outbox_entries
+    );
+    println!(
+        "  → {} holders ({} not yet in MySQL, {} rows released since), highest seq {}",
+        plan.holders.len(),
+        plan.not_yet_in_mysql,
+        plan.released,
+        plan.holders.values().max().copied().unwrap_or(0)
+    );
+    if plan.holders.len() > quota.get() as usize {
+        println!(
+            "refused: {} holders exceed the quota {quota}",
+            plan.holders.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if dry_run {
+        println!("dry run: nothing written");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let holders: Vec<(UserId, u32)> = plan
+        .holders
+        .iter()
+        .map(|(&u, &s)| Ok((UserId::new(u)?, s)))
+        .collect::<Result<_, coupon_gate::InvalidInput>>()?;
+    gate.restore(&definition, &holders).await?;
+    let now = gate
+        .status(id)
+        .await?
+        .context("the campaign after restoring")?;
+    println!(
+        "rebuilt: quota {}, issued {}, remaining {}",
+        now.quota,
+        now.issued,
+        now.remaining()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time_arg(text: Option<&str>) -> anyhow::Result<Option<SystemTime>> {
+    text.map(|t| {
+        OffsetDateTime::parse(t, &Rfc3339)
+            .map(SystemTime::from)
+            .with_context(|| format!("{t:?} is not an RFC 3339 time"))
+    })
+    .transpose()
+}

@@ -1,0 +1,10 @@
+//! Operator tools for one campaign, across every store it lives in.
+//!
+//! [`sources`] reads what each store says: the gate's holders and outbox in Redis, the events on
+//! the topic, the coupon rows and unresolved failed events in MySQL. [`audit`] compares them and
+//! names every discrepancy; [`rebuild`] works out the gate state those sources imply and writes
+//! it back into Redis, for when Redis lost its data. The `coupon-admin` binary runs both.
+
+pub mod audit;
+pub mod rebuild;
+pub mod sources;

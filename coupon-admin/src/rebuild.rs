@@ -1,0 +1,165 @@
+//! Rebuild: the gate state the other stores imply, for a campaign whose Redis state was lost.
+//!
+//! The holders are worked out from what outlived Redis: the coupon rows in MySQL, then every
+//! event on the topic replayed over them in order (an admission adds its user, a release
+//! removes exactly its coupon), then whatever the outbox still holds. MySQL covers events the
+//! topic no longer retains; the topic covers admissions the sink has not written yet. The
+//! result goes back into Redis with [`coupon_gate::Gate::restore`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use coupon_gate::{EventKind, OutboxEntry};
+use coupon_sink::event::Event;
+
+/// The holders implied by the sources, and how each source contributed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// User -> seq.
+    pub holders: BTreeMap<u64, u32>,
+    /// Rows read from MySQL.
+    pub rows: usize,
+    /// Events replayed from the topic.
+    pub topic_events: usize,
+    /// Entries replayed from the outbox.
+    pub outbox_entries: usize,
+    /// Holders not in MySQL: admissions on their way there.
+    pub not_yet_in_mysql: usize,
+    /// MySQL rows dropped because a later release removed them.
+    pub released: usize,
+}
+
+/// Why the sources cannot be turned into a gate state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// Two users would hold the same seq.
+    SharedSeq {
+        /// The seq.
+        seq: u32,
+        /// Its holders.
+        users: (u64, u64),
+    },
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SharedSeq { seq, users } => write!(
+                f,
+                "users {} and {} would both hold seq {seq}; fix the rows in MySQL first",
+                users.0, users.1
+            ),
+        }
+    }
+}
+
+/// Works out the holders: MySQL rows, then topic events, then outbox entries, each in order.
+///
+/// # Errors
+///
+/// The result would give one seq to two users.
+pub fn plan(
+    rows: &[(u64, u32)],
+    topic: &[Event],
+    outbox: &[OutboxEntry],
+) -> Result<Plan, Conflict> {
+    let mut plan = Plan {
+        rows: rows.len(),
+        topic_events: topic.len(),
+        outbox_entries: outbox.len(),
+        ..Plan::default()
+    };
+    plan.holders.extend(rows.iter().copied());
+    let mut apply = |admitted: bool, user: u64, seq: u32| {
+        if admitted {
+            plan.holders.insert(user, seq);
+        } else if plan.holders.get(&user) == Some(&seq) {
+            plan.holders.remove(&user);
+        }
+    };
+    for event in topic {
+        match event {
+            Event::Admitted(c) => apply(true, c.user.get(), c.seq),
+            Event::Released(c) => apply(false, c.user.get(), c.seq),
+        }
+    }
+    for entry in outbox {
+        apply(
+            entry.kind == EventKind::Admitted,
+            entry.user.get(),
+            entry.seq,
+        );
+    }
+    let in_mysql: BTreeMap<u64, u32> = rows.iter().copied().collect();
+    plan.not_yet_in_mysql = plan
+        .holders
+        .iter()
+        .filter(|(u, s)| in_mysql.get(u) != Some(s))
+        .count();
+    plan.released = in_mysql
+        .iter()
+        .filter(|(u, s)| plan.holders.get(u) != Some(s))
+        .count();
+    let mut by_seq: BTreeMap<u32, u64> = BTreeMap::new();
+    for (&user, &seq) in &plan.holders {
+        if let Some(&other) = by_seq.get(&seq) {
+            return Err(Conflict::SharedSeq {
+                seq,
+                users: (other, user),
+            });
+        }
+        by_seq.insert(seq, user);
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coupon_gate::{CampaignId, UserId};
+    use coupon_sink::event::Coupon;
+
+    fn coupon(user: u64, seq: u32) -> Coupon {
+        Coupon {
+            campaign: CampaignId::new("c").unwrap(),
+            user: UserId::new(user).unwrap(),
+            seq,
+            at: "2026-11-24 00:00:00.000".into(),
+        }
+    }
+
+    #[test]
+    fn rows_then_topic_then_outbox() {
+        let rows = [(1, 1), (2, 2), (3, 3)];
+        let topic = [
+            Event::Admitted(coupon(1, 1)), // already a row
+            Event::Released(coupon(2, 2)),
+            Event::Admitted(coupon(4, 2)), // the released seq, reused
+            Event::Admitted(coupon(5, 4)), // not written by the sink yet
+        ];
+        let plan = plan(&rows, &topic, &[]).unwrap();
+        assert_eq!(
+            plan.holders,
+            BTreeMap::from([(1, 1), (3, 3), (4, 2), (5, 4)])
+        );
+        assert_eq!((plan.not_yet_in_mysql, plan.released), (2, 1));
+    }
+
+    #[test]
+    fn a_release_removes_only_its_own_coupon() {
+        let plan = plan(&[(1, 5)], &[Event::Released(coupon(1, 4))], &[]).unwrap();
+        assert_eq!(plan.holders, BTreeMap::from([(1, 5)]));
+    }
+
+    #[test]
+    fn one_seq_for_two_users_is_refused() {
+        let err = plan(&[(1, 1)], &[Event::Admitted(coupon(2, 1))], &[]).unwrap_err();
+        assert_eq!(
+            err,
+            Conflict::SharedSeq {
+                seq: 1,
+                users: (1, 2)
+            }
+        );
+    }
+}
