@@ -97,6 +97,28 @@ impl Server {
             .with_context(|| format!("campaign {id}: no quota in {answer}"))
     }
 
+    /// The seq `user` holds in campaign `id`, if any: the definitive answer for a user whose
+    /// application got no decision.
+    ///
+    /// # Errors
+    ///
+    /// No such campaign, or the server failed.
+    pub async fn admission(&self, id: &str, user: u64) -> anyhow::Result<Option<u64>> {
+        let (code, answer) = self
+            .call(
+                Method::GET,
+                &format!("/api/campaigns/{id}/users/{user}"),
+                None,
+                None,
+            )
+            .await?;
+        anyhow::ensure!(
+            code == StatusCode::OK,
+            "user {user} of {id}: {code} {answer}"
+        );
+        Ok(answer["seq"].as_u64())
+    }
+
     async fn call(
         &self,
         method: Method,

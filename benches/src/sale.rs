@@ -85,6 +85,11 @@ pub struct Tally {
     pub answers: BTreeMap<Answer, u64>,
     /// Users answered `success`, once per such answer (a user twice here is a broken guarantee).
     pub winners: Vec<u64>,
+    /// Users answered `duplicate`: they hold a coupon too (told so by a retry, say).
+    pub duplicates: Vec<u64>,
+    /// Users whose request got no decision: a 5xx or no answer. The gate may or may not have
+    /// admitted them; a retry tells.
+    pub undecided: Vec<u64>,
     /// Latency of every request, in microseconds.
     pub latency: Histogram<u64>,
     /// From the first request sent to the last answer received.
@@ -97,6 +102,8 @@ impl Tally {
         Self {
             answers: BTreeMap::new(),
             winners: Vec::new(),
+            duplicates: Vec::new(),
+            undecided: Vec::new(),
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             elapsed: Duration::ZERO,
         }
@@ -136,6 +143,8 @@ impl Tally {
             *self.answers.entry(answer).or_default() += n;
         }
         self.winners.extend(other.winners);
+        self.duplicates.extend(other.duplicates);
+        self.undecided.extend(other.undecided);
         self.latency
             .add(&other.latency)
             .expect("histograms with the same bounds");
@@ -257,8 +266,11 @@ async fn worker(shared: Arc<Shared>, progress: ProgressBar) -> Tally {
         tally
             .latency
             .saturating_record(started.elapsed().as_micros() as u64);
-        if answer.status == "success" {
-            tally.winners.push(user);
+        match answer.status.as_str() {
+            "success" => tally.winners.push(user),
+            "duplicate" => tally.duplicates.push(user),
+            _ if answer.code == 0 || answer.code >= 500 => tally.undecided.push(user),
+            _ => {}
         }
         *tally.answers.entry(answer).or_default() += 1;
         unreported += 1;

@@ -81,6 +81,24 @@ pub struct Http {
     pub server: Server,
 }
 
+/// How a pipeline is set up; `Setup::default()` is one server on the machine's Redis.
+pub struct Setup {
+    pub servers: usize,
+    pub redis_url: String,
+    /// More environment for every `coupon-http`.
+    pub http_env: Vec<(&'static str, String)>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            servers: 1,
+            redis_url: redis_url(),
+            http_env: Vec::new(),
+        }
+    }
+}
+
 /// The pipeline: `coupon-http` processes sharing one key prefix and topic, and one
 /// `coupon-sink`. Fields drop in order: processes first, then the keys and the database.
 pub struct Pipeline {
@@ -89,32 +107,44 @@ pub struct Pipeline {
     pub scratch: Scratch,
     pub db: ScratchDb,
     pub topic: String,
+    pub redis_url: String,
     pool: mysql_async::Pool,
 }
 
 impl Pipeline {
     /// Starts `servers` coupon-http processes and a sink, and waits until every server is ready.
     pub async fn start(servers: usize) -> Self {
-        let scratch = Scratch::new(&redis_url());
+        Self::start_with(Setup {
+            servers,
+            ..Setup::default()
+        })
+        .await
+    }
+
+    /// Starts the pipeline as `setup` says.
+    pub async fn start_with(setup: Setup) -> Self {
+        let servers = setup.servers;
+        let scratch = Scratch::new(&setup.redis_url);
         let db = ScratchDb::new();
         let topic = format!("e2e_{}", db.name);
         let mut http = Vec::new();
         for i in 0..servers {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let process = spawn(
-                "coupon-http",
-                &format!("{topic}-{i}"),
-                &[
-                    ("COUPON_HTTP_ADDR", addr.to_string()),
-                    ("REDIS_URL", redis_url()),
-                    ("COUPON_KEY_PREFIX", scratch.prefix.clone()),
-                    ("KAFKA_BROKERS", brokers()),
-                    ("COUPON_TOPIC", topic.clone()),
-                    ("COUPON_TOPIC_PARTITIONS", "3".to_owned()),
-                    ("COUPON_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
-                    ("COUPON_RELAY_CONSUMER", format!("http-{i}")),
-                ],
-            );
+            let mut env = vec![
+                ("COUPON_HTTP_ADDR", addr.to_string()),
+                ("REDIS_URL", setup.redis_url.clone()),
+                ("COUPON_KEY_PREFIX", scratch.prefix.clone()),
+                ("KAFKA_BROKERS", brokers()),
+                ("COUPON_TOPIC", topic.clone()),
+                ("COUPON_TOPIC_PARTITIONS", "3".to_owned()),
+                ("COUPON_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+                ("COUPON_RELAY_CONSUMER", format!("http-{i}")),
+                // A killed server's unacknowledged outbox entries are taken over within a second.
+                ("COUPON_RELAY_CLAIM_IDLE_MS", "1000".to_owned()),
+                ("COUPON_REDIS_TIMEOUT_MS", "1000".to_owned()),
+            ];
+            env.extend(setup.http_env.iter().cloned());
+            let process = spawn("coupon-http", &format!("{topic}-{i}"), &env);
             let server = Server::new(&format!("http://{addr}")).expect("a valid URL");
             // The first server creates the topic before it is ready; the sink needs the topic.
             server
@@ -145,8 +175,30 @@ impl Pipeline {
             scratch,
             db,
             topic,
+            redis_url: setup.redis_url,
             pool,
         }
+    }
+
+    /// Runs `coupon-admin` with `args` against this pipeline's stores; returns its exit code and
+    /// standard output.
+    pub fn admin(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(binary("coupon-admin"))
+            .args(args)
+            .env("REDIS_URL", &self.redis_url)
+            .env("COUPON_KEY_PREFIX", &self.scratch.prefix)
+            .env("DATABASE_URL", self.db.url())
+            .env("KAFKA_BROKERS", brokers())
+            .env("COUPON_TOPIC", &self.topic)
+            .output()
+            .expect("run coupon-admin");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "coupon-admin {}:\n{stdout}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), stdout)
     }
 
     /// A campaign of `quota` coupons, created through the first server's admin endpoint.
@@ -167,8 +219,22 @@ impl Pipeline {
         clicks: Vec<u64>,
         concurrency: usize,
     ) -> Tally {
+        self.fire_with(i, campaign, clicks, concurrency, &ProgressBar::hidden())
+            .await
+    }
+
+    /// As [`Pipeline::fire`], advancing `progress` as answers come, so that a test can strike
+    /// mid-burst.
+    pub async fn fire_with(
+        &self,
+        i: usize,
+        campaign: &str,
+        clicks: Vec<u64>,
+        concurrency: usize,
+        progress: &ProgressBar,
+    ) -> Tally {
         let target = Target::local(self.http[i].addr, campaign);
-        sale::run(&target, clicks, concurrency, &ProgressBar::hidden()).await
+        sale::run(&target, clicks, concurrency, progress).await
     }
 
     /// Waits, with [`DRAIN_LIMIT`], until MySQL holds `rows` coupons of `campaign`, and returns

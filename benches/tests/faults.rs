@@ -1,0 +1,288 @@
+//! The fault suite: a concurrent burst through the whole pipeline, a fault injected mid-burst,
+//! recovery, and then the set check Jepsen-style: every user told `success` (or `duplicate`)
+//! has exactly one row, nobody else has one, never more rows than the quota, no 5xx but 503.
+//! Users whose request got no decision (503, or a connection that died) retry, as clients are
+//! told to. Every fault hits servers the test started itself. Each scenario prints one line.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use coupon_bench::sale::{Crowd, Tally};
+use coupon_testkit::{RedisServer, eventually};
+use indicatif::ProgressBar;
+use support::{Pipeline, Setup};
+
+const USERS: u64 = 20_000;
+const QUOTA: u32 = 3_000;
+/// Answers before the fault strikes: while coupons are still being issued.
+const STRIKE_AT: u64 = 1_500;
+
+fn crowd(seed: u64) -> Vec<u64> {
+    Crowd {
+        users: USERS,
+        first_user: 1,
+        repeat_share: 0.1,
+        max_clicks: 3,
+        seed,
+    }
+    .clicks()
+}
+
+/// Waits until `bar` counted `answers` answers (the burst is under way).
+async fn strike_when(bar: &ProgressBar, answers: u64) {
+    eventually(
+        Duration::from_secs(60),
+        "the burst to get under way",
+        || async { bar.position() >= answers },
+    )
+    .await;
+}
+
+/// Settles every undecided user at server `i` as a client is told to: retry (a retry answers
+/// `duplicate` if the first attempt had worked), and where the retry meets a campaign the server
+/// already knows to be sold out, ask `GET /api/campaigns/{id}/users/{userId}`, the definitive
+/// answer. Holders found so are added to `tally.duplicates`.
+async fn settle(pipeline: &Pipeline, i: usize, campaign: &str, tally: &mut Tally) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut asked = BTreeSet::new();
+    loop {
+        let undecided: BTreeSet<u64> = std::mem::take(&mut tally.undecided).into_iter().collect();
+        if undecided.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} users still undecided after 60 s of retries",
+            undecided.len()
+        );
+        asked.extend(undecided.iter().copied());
+        let retry = pipeline
+            .fire(i, campaign, undecided.into_iter().collect(), 16)
+            .await;
+        tally.merge(retry);
+    }
+    let holders: BTreeSet<u64> = tally
+        .winners
+        .iter()
+        .chain(&tally.duplicates)
+        .copied()
+        .collect();
+    for user in asked.difference(&holders) {
+        if pipeline.http[i]
+            .server
+            .admission(campaign, *user)
+            .await
+            .expect("user lookup")
+            .is_some()
+        {
+            tally.duplicates.push(*user);
+        }
+    }
+}
+
+/// The checks of every scenario, once the pipeline has drained; prints the verdict line.
+async fn judge(
+    name: &str,
+    pipeline: &Pipeline,
+    campaign: &str,
+    tally: &Tally,
+    transport_errors_allowed: bool,
+) {
+    let winners: BTreeSet<u64> = tally.winners.iter().copied().collect();
+    assert_eq!(
+        winners.len(),
+        tally.winners.len(),
+        "{name}: a user was told success twice"
+    );
+    let holders: BTreeSet<u64> = winners
+        .union(&tally.duplicates.iter().copied().collect())
+        .copied()
+        .collect();
+    let stored = pipeline.wait_for_rows(campaign, holders.len() as u64).await;
+    let rows: BTreeSet<u64> = stored.users.iter().copied().collect();
+    let seqs: BTreeSet<u64> = stored.seqs.iter().copied().collect();
+    let server_errors: u64 = tally
+        .answers
+        .iter()
+        .filter(|(a, _)| a.code >= 500 && a.code != 503)
+        .map(|(_, n)| n)
+        .sum();
+    let unavailable = tally.count("unavailable");
+    let transport = tally.count("transport_error");
+    println!(
+        "fault {name}: rows={} told={} quota={QUOTA} success={} 503={unavailable} transport_errors={transport} failed_events={}",
+        stored.rows,
+        holders.len(),
+        winners.len(),
+        stored.failed_events
+    );
+    assert_eq!(
+        rows.len() as u64,
+        stored.rows,
+        "{name}: a user has two rows"
+    );
+    assert_eq!(
+        rows, holders,
+        "{name}: rows and the users told they hold a coupon differ"
+    );
+    assert!(
+        stored.rows <= u64::from(QUOTA),
+        "{name}: more rows than the quota"
+    );
+    assert_eq!(seqs.len() as u64, stored.rows, "{name}: a seq given twice");
+    assert!(seqs.iter().all(|&s| (1..=u64::from(QUOTA)).contains(&s)));
+    assert_eq!(stored.failed_events, 0, "{name}: failed events");
+    assert_eq!(
+        server_errors, 0,
+        "{name}: a 5xx other than 503: {:?}",
+        tally.answers
+    );
+    if !transport_errors_allowed {
+        assert_eq!(transport, 0, "{name}: requests without an answer");
+    }
+    // With every undecided user retried, the crowd must have filled the quota.
+    assert_eq!(
+        holders.len(),
+        QUOTA as usize,
+        "{name}: the quota was not filled"
+    );
+    println!("fault {name}: PASS");
+}
+
+/// SIGKILL to a process the test started, by pid: the process stays borrowed by the burst.
+fn sigkill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -KILL {pid}");
+}
+
+/// 1. Two coupon-http processes share the campaign; one is SIGKILLed mid-burst. Its users retry
+///    at the other; its unacknowledged outbox entries are taken over by the other's relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_burst() {
+    let pipeline = Pipeline::start(2).await;
+    let campaign = pipeline.campaign("kill-http", QUOTA).await;
+    let clicks = crowd(1);
+    let bar = ProgressBar::hidden();
+    let victim = pipeline.http[1].process.0.id();
+    let ((mut tally, other), ()) = tokio::join!(
+        async {
+            tokio::join!(
+                pipeline.fire_with(0, &campaign, clicks.clone(), 32, &bar),
+                pipeline.fire(1, &campaign, clicks.clone(), 32),
+            )
+        },
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            sigkill(victim);
+        },
+    );
+    tally.merge(other);
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("server-killed", &pipeline, &campaign, &tally, true).await;
+}
+
+/// 5. Redis (the test's own, AOF with `appendfsync always`) is SIGKILLed mid-burst and restarted:
+///    it recovers every acknowledged admission from its AOF; meanwhile the server answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_burst_recovers_from_its_aof() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let pipeline = Pipeline::start_with(Setup {
+        redis_url: redis.url(),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("kill-redis", QUOTA).await;
+    let bar = ProgressBar::hidden();
+    let (mut tally, ()) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(5), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            tokio::task::block_in_place(|| redis.restart(true));
+        },
+    );
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("redis-killed-aof", &pipeline, &campaign, &tally, false).await;
+}
+
+/// 6. Redis loses everything (restarted without persistence) after a burst: the campaign is
+///    unknown until the operator rebuilds it from MySQL and the topic; then the users admitted
+///    before the loss are duplicates, and the rest of the quota goes to new users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_state_lost_and_rebuilt() {
+    let mut redis = RedisServer::start();
+    let pipeline = Pipeline::start_with(Setup {
+        redis_url: redis.url(),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("lost", QUOTA).await;
+    // A first burst that leaves part of the quota.
+    let first: Vec<u64> = (1..=1_000).collect();
+    let mut tally = pipeline.fire(0, &campaign, first.clone(), 32).await;
+    assert_eq!(tally.count("success"), 1_000);
+    pipeline.wait_for_rows(&campaign, 1_000).await;
+
+    tokio::task::block_in_place(|| redis.restart(false));
+    let answer = pipeline.fire(0, &campaign, vec![1], 1).await;
+    assert_eq!(answer.count("unknown_campaign"), 1, "{:?}", answer.answers);
+    let (code, out) = pipeline.admin(&["audit", "--campaign", &campaign]);
+    assert_eq!(code, 1, "the audit reports the loss");
+    assert!(out.contains("UNKNOWN"), "{out}");
+    let (code, out) = pipeline.admin(&[
+        "rebuild",
+        "--campaign",
+        &campaign,
+        "--quota",
+        &QUOTA.to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rebuilt: quota 3000, issued 1000"), "{out}");
+
+    // Everyone again, and new users: none of the first thousand is admitted again (they are
+    // duplicates, or told sold out once the server knows the campaign is), seqs continue.
+    let second = pipeline.fire(0, &campaign, crowd(6), 32).await;
+    assert!(first.iter().all(|u| !second.winners.contains(u)));
+    assert!(
+        second.duplicates.iter().any(|u| first.contains(u)),
+        "the gate knows the earlier holders"
+    );
+    tally.merge(second);
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("redis-lost-rebuilt", &pipeline, &campaign, &tally, false).await;
+    let (code, out) = pipeline.admin(&["audit", "--campaign", &campaign]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// 7. `SCRIPT FLUSH` mid-burst: the gate reloads its scripts; no answer is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_mid_burst() {
+    let redis = RedisServer::start();
+    let pipeline = Pipeline::start_with(Setup {
+        redis_url: redis.url(),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("flush", QUOTA).await;
+    let bar = ProgressBar::hidden();
+    let mut admin = coupon_testkit::connect(&redis.url()).await;
+    let (tally, ()) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(7), 32, &bar),
+        async {
+            for strike in [STRIKE_AT, STRIKE_AT + 500, STRIKE_AT + 1000] {
+                strike_when(&bar, strike).await;
+                let () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(&mut admin)
+                    .await
+                    .unwrap();
+            }
+        },
+    );
+    assert_eq!(tally.errors(), 0, "{:?}", tally.answers);
+    judge("script-flush", &pipeline, &campaign, &tally, false).await;
+}
