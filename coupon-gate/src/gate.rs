@@ -128,7 +128,7 @@ where
         for user in users {
             call.arg(user.get());
         }
-        let reply: Vec<i64> = call.invoke_async(&mut self.conn.clone()).await?;
+        let reply: Vec<i64> = run_script(&call, &mut self.conn.clone()).await?;
         if reply.len() != users.len() * 2 {
             return Err(Error::protocol(format!(
                 "admit answered {} values for {} users",
@@ -159,18 +159,14 @@ where
     /// again is safe.
     pub async fn release(&self, campaign: &CampaignId, user: UserId) -> Result<Release, Error> {
         let keys = self.keys(campaign);
-        let (code, seq): (i64, i64) = self
-            .shared
-            .release
-            .key(&keys.meta)
-            .key(&keys.users)
+        let mut call = self.shared.release.key(&keys.meta);
+        call.key(&keys.users)
             .key(&keys.free)
             .key(&keys.outbox)
             .arg(user.get())
             .arg(self.changes_channel())
-            .arg(campaign.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(campaign.as_str());
+        let (code, seq): (i64, i64) = run_script(&call, &mut self.conn.clone()).await?;
         match code {
             1 => Ok(Release::Released { seq: to_seq(seq)? }),
             0 => Ok(Release::NotAdmitted),
@@ -193,20 +189,16 @@ where
         let keys = self.keys(campaign.id());
         let (opens, closes) = campaign.window_millis();
         let mut conn = self.conn.clone();
-        let (code, issued): (i64, i64) = self
-            .shared
-            .create
-            .key(&keys.meta)
-            .key(&keys.outbox)
+        let mut call = self.shared.create.key(&keys.meta);
+        call.key(&keys.outbox)
             .arg(campaign.quota().get())
             .arg(opens)
             .arg(closes)
             .arg(Self::OUTBOX_GROUP)
             .arg(self.changes_channel())
             .arg(campaign.id().as_str())
-            .arg(Keys::bucket_digits(campaign.quota().get()))
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(Keys::bucket_digits(campaign.quota().get()));
+        let (code, issued): (i64, i64) = run_script(&call, &mut conn).await?;
         let outcome = match code {
             1 => Create::Created,
             2 => Create::Unchanged,
@@ -362,5 +354,27 @@ mod tests {
         assert_eq!(decode_outcome(6, 0).unwrap(), Outcome::UnknownCampaign);
         assert!(matches!(decode_outcome(9, 0), Err(Error::Protocol(_))));
         assert!(matches!(decode_outcome(1, -1), Err(Error::Protocol(_))));
+    }
+}
+
+/// Runs a script call. On NOSCRIPT, redis-rs loads the script and sends the call once more; if
+/// the scripts were flushed again in between (a repeated `SCRIPT FLUSH`, a second failover),
+/// that retry fails too, so it is repeated here, a few times. A NOSCRIPT answer means the script
+/// did not run, so repeating the call is safe.
+async fn run_script<C: ConnectionLike, T: redis::FromRedisValue>(
+    call: &redis::ScriptInvocation<'_>,
+    conn: &mut C,
+) -> Result<T, Error> {
+    let mut retries = 3;
+    loop {
+        match call.invoke_async(conn).await {
+            Err(err)
+                if retries > 0
+                    && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                retries -= 1;
+            }
+            result => return result.map_err(Error::from),
+        }
     }
 }
