@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use coupon_bench::sale::{Crowd, Tally};
-use coupon_testkit::{RedisServer, eventually};
+use coupon_testkit::{Broker, Proxy, RedisServer, eventually};
 use indicatif::ProgressBar;
 use support::{Pipeline, Setup};
 
@@ -285,4 +285,139 @@ async fn script_flush_mid_burst() {
     );
     assert_eq!(tally.errors(), 0, "{:?}", tally.answers);
     judge("script-flush", &pipeline, &campaign, &tally, false).await;
+}
+
+/// 2. The Kafka-API broker (the test's own, behind a proxy the test cuts) becomes unreachable
+///    mid-burst and comes back: admissions wait in the outbox, then flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_unreachable_mid_burst() {
+    let broker = Broker::start().await;
+    let pipeline = Pipeline::start_with(Setup {
+        brokers: broker.brokers(),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("cut-broker", QUOTA).await;
+    let bar = ProgressBar::hidden();
+    let (mut tally, ()) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(2), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            broker.proxy.cut();
+        },
+    );
+    // Answers went on while the broker was away; nothing reached MySQL that had not before.
+    eventually(
+        Duration::from_secs(30),
+        "a client to knock on the cut broker",
+        || async { broker.proxy.refused() > 0 },
+    )
+    .await;
+    broker.proxy.restore();
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("broker-unreachable", &pipeline, &campaign, &tally, false).await;
+}
+
+/// 4. MariaDB becomes unreachable for the sink (through a proxy the test owns) mid-drain and
+///    comes back: the sink retries its batch and commits nothing until it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_unreachable_mid_drain() {
+    let proxy = Proxy::start(mysql_port()).await;
+    let pipeline = Pipeline::start_with(Setup {
+        sink_mysql_port: Some(proxy.port),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("cut-mysql", QUOTA).await;
+    let bar = ProgressBar::hidden();
+    let (mut tally, ()) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(4), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            proxy.cut();
+        },
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the sink to knock on the cut database",
+        || async { proxy.refused() > 0 },
+    )
+    .await;
+    proxy.restore();
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("mariadb-unreachable", &pipeline, &campaign, &tally, false).await;
+}
+
+/// 8. A poison message produced to the topic mid-drain: it lands in `failed_event`, everything
+///    else flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_mid_drain() {
+    let pipeline = Pipeline::start(1).await;
+    let campaign = pipeline.campaign("poison", QUOTA).await;
+    let bar = ProgressBar::hidden();
+    let (tally, ()) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(8), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            coupon_testkit::produce(
+                &pipeline.brokers,
+                &pipeline.topic,
+                &[("poison".to_owned(), b"{not an event".to_vec())],
+            )
+            .await;
+        },
+    );
+    judge("poison-message", &pipeline, &campaign, &tally, false).await;
+    eventually(
+        Duration::from_secs(30),
+        "the poison in failed_event",
+        || async {
+            pipeline
+                .db
+                .query::<u64>("SELECT COUNT(*) FROM failed_event")
+                .await
+                == [1]
+        },
+    )
+    .await;
+}
+
+/// 9. Redis unreachable from coupon-http (its connections cut by a proxy the test owns) mid-burst:
+///    requests answer 503 within the timeout, never a false `success`, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_mid_burst() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port).await;
+    let pipeline = Pipeline::start_with(Setup {
+        redis_url: format!("redis://127.0.0.1:{}", proxy.port),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("cut-redis", QUOTA).await;
+    let bar = ProgressBar::hidden();
+    let (mut tally, ()) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(9), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            proxy.cut();
+            strike_when(&bar, STRIKE_AT + 500).await;
+            proxy.restore();
+        },
+    );
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    assert!(
+        tally.count("unavailable") > 0,
+        "the cut was felt: {:?}",
+        tally.answers
+    );
+    judge("redis-unreachable", &pipeline, &campaign, &tally, false).await;
+}
+
+/// The machine's MariaDB port, from `TEST_MYSQL_URL` (default 3306).
+fn mysql_port() -> u16 {
+    coupon_testkit::mysql_server_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(3306)
 }

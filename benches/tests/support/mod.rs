@@ -85,6 +85,11 @@ pub struct Http {
 pub struct Setup {
     pub servers: usize,
     pub redis_url: String,
+    /// Bootstrap servers for every process (a broker of the test's own, say).
+    pub brokers: String,
+    /// The sink reaches MariaDB through this port (a proxy of the test's) instead of the
+    /// server's own.
+    pub sink_mysql_port: Option<u16>,
     /// More environment for every `coupon-http`.
     pub http_env: Vec<(&'static str, String)>,
 }
@@ -94,6 +99,8 @@ impl Default for Setup {
         Self {
             servers: 1,
             redis_url: redis_url(),
+            brokers: brokers(),
+            sink_mysql_port: None,
             http_env: Vec::new(),
         }
     }
@@ -108,6 +115,7 @@ pub struct Pipeline {
     pub db: ScratchDb,
     pub topic: String,
     pub redis_url: String,
+    pub brokers: String,
     pool: mysql_async::Pool,
 }
 
@@ -134,7 +142,7 @@ impl Pipeline {
                 ("COUPON_HTTP_ADDR", addr.to_string()),
                 ("REDIS_URL", setup.redis_url.clone()),
                 ("COUPON_KEY_PREFIX", scratch.prefix.clone()),
-                ("KAFKA_BROKERS", brokers()),
+                ("KAFKA_BROKERS", setup.brokers.clone()),
                 ("COUPON_TOPIC", topic.clone()),
                 ("COUPON_TOPIC_PARTITIONS", "3".to_owned()),
                 ("COUPON_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
@@ -161,8 +169,13 @@ impl Pipeline {
             "coupon-sink",
             &topic,
             &[
-                ("DATABASE_URL", db.url()),
-                ("KAFKA_BROKERS", brokers()),
+                (
+                    "DATABASE_URL",
+                    setup
+                        .sink_mysql_port
+                        .map_or_else(|| db.url(), |port| db.url_via(port)),
+                ),
+                ("KAFKA_BROKERS", setup.brokers.clone()),
                 ("COUPON_TOPIC", topic.clone()),
                 ("COUPON_SINK_GROUP", format!("{topic}-sink")),
                 ("COUPON_SINK_INSTANCE_ID", "sink-1".to_owned()),
@@ -176,6 +189,7 @@ impl Pipeline {
             db,
             topic,
             redis_url: setup.redis_url,
+            brokers: setup.brokers,
             pool,
         }
     }
@@ -188,7 +202,7 @@ impl Pipeline {
             .env("REDIS_URL", &self.redis_url)
             .env("COUPON_KEY_PREFIX", &self.scratch.prefix)
             .env("DATABASE_URL", self.db.url())
-            .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_BROKERS", &self.brokers)
             .env("COUPON_TOPIC", &self.topic)
             .output()
             .expect("run coupon-admin");
