@@ -122,11 +122,8 @@ where
 }
 
 /// The task of one campaign: batches from its queue, one in flight while the next gathers.
-async fn drain<C>(
-    batcher: Batcher<C>,
-    campaign: CampaignId,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-) where
+async fn drain<C>(batcher: Batcher<C>, campaign: CampaignId, mut jobs: mpsc::UnboundedReceiver<Job>)
+where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     let config = batcher.config.clone();

@@ -340,23 +340,6 @@ fn to_seq<T: TryInto<u32> + Copy + std::fmt::Display>(n: T) -> Result<u32, Error
         .map_err(|_| Error::protocol(format!("{n} is not a 32-bit count")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_script_code_decodes() {
-        assert_eq!(decode_outcome(1, 7).unwrap(), Outcome::Admitted { seq: 7 });
-        assert_eq!(decode_outcome(2, 3).unwrap(), Outcome::Duplicate { seq: 3 });
-        assert_eq!(decode_outcome(3, 0).unwrap(), Outcome::SoldOut);
-        assert_eq!(decode_outcome(4, 0).unwrap(), Outcome::NotOpen);
-        assert_eq!(decode_outcome(5, 0).unwrap(), Outcome::Closed);
-        assert_eq!(decode_outcome(6, 0).unwrap(), Outcome::UnknownCampaign);
-        assert!(matches!(decode_outcome(9, 0), Err(Error::Protocol(_))));
-        assert!(matches!(decode_outcome(1, -1), Err(Error::Protocol(_))));
-    }
-}
-
 /// Runs a script call. On NOSCRIPT, redis-rs loads the script and sends the call once more; if
 /// the scripts were flushed again in between (a repeated `SCRIPT FLUSH`, a second failover),
 /// that retry fails too, so it is repeated here, a few times. A NOSCRIPT answer means the script
@@ -376,5 +359,22 @@ async fn run_script<C: ConnectionLike, T: redis::FromRedisValue>(
             }
             result => return result.map_err(Error::from),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_code_decodes() {
+        assert_eq!(decode_outcome(1, 7).unwrap(), Outcome::Admitted { seq: 7 });
+        assert_eq!(decode_outcome(2, 3).unwrap(), Outcome::Duplicate { seq: 3 });
+        assert_eq!(decode_outcome(3, 0).unwrap(), Outcome::SoldOut);
+        assert_eq!(decode_outcome(4, 0).unwrap(), Outcome::NotOpen);
+        assert_eq!(decode_outcome(5, 0).unwrap(), Outcome::Closed);
+        assert_eq!(decode_outcome(6, 0).unwrap(), Outcome::UnknownCampaign);
+        assert!(matches!(decode_outcome(9, 0), Err(Error::Protocol(_))));
+        assert!(matches!(decode_outcome(1, -1), Err(Error::Protocol(_))));
     }
 }
