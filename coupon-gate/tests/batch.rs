@@ -8,28 +8,8 @@ use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
 use coupon_gate::{BatchConfig, Batcher, Campaign, Outcome};
-use support::{RedisServer, Scratch, ScratchGate, campaign, connect, user};
+use support::{RedisServer, Scratch, ScratchGate, campaign, connect, script_calls, user};
 use tokio::task::JoinSet;
-
-/// Script calls Redis has run (`EVALSHA` and `EVAL`), from `INFO commandstats`.
-async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .expect("INFO");
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_through_the_batcher_gets_exactly_the_quota_in_fewer_calls() {

@@ -19,24 +19,9 @@ fn options(redis_url: String) -> Options {
     }
 }
 
-/// Script calls the Redis has run (`EVALSHA` and `EVAL`).
+/// Script calls the Redis at `redis_url` has run.
 async fn script_calls(redis_url: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut connect(redis_url).await)
-        .await
-        .expect("INFO");
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    coupon_testkit::script_calls(&mut connect(redis_url).await).await
 }
 
 fn status(answer: &(StatusCode, Value)) -> (StatusCode, &str) {

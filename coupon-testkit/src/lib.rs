@@ -13,5 +13,5 @@ mod wait;
 pub use kafka::{Broker, brokers, produce, produce_unbatched, read_topic};
 pub use mysql::{ScratchDb, mysql_server_url};
 pub use net::{Process, Proxy, free_port};
-pub use redis::{RedisServer, Scratch, connect, info_field, redis_url};
+pub use redis::{RedisServer, Scratch, connect, info_field, redis_url, script_calls};
 pub use wait::eventually;

@@ -193,3 +193,24 @@ pub async fn info_field(conn: &mut MultiplexedConnection, section: &str, field: 
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("INFO {section} has no integer field {field}"))
 }
+
+/// Script calls the server has run (`EVALSHA` and `EVAL`), from `INFO commandstats`: how a test
+/// tells whether a path reached Redis's scripts.
+pub async fn script_calls(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}

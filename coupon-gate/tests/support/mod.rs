@@ -4,7 +4,7 @@
 #![allow(dead_code, missing_docs, unused_imports)]
 
 pub use coupon_testkit::{
-    RedisServer, Scratch, connect, eventually, free_port, info_field, redis_url,
+    RedisServer, Scratch, connect, eventually, free_port, info_field, redis_url, script_calls,
 };
 
 use coupon_gate::{CampaignId, Gate, UserId};
