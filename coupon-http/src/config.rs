@@ -75,6 +75,10 @@ pub struct RelayConfig {
     pub message_timeout: Duration,
     /// The relay's name in the outbox consumer group; unique per process.
     pub consumer: String,
+    /// More librdkafka properties for the relay's clients (TLS, SASL, batching), applied after
+    /// the defaults and before the settings the guarantees rest on (`enable.idempotence`,
+    /// `acks`, `message.timeout.ms`), which cannot be overridden.
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 impl RelayConfig {
@@ -103,5 +107,19 @@ impl RelayConfig {
             .map(|d| d.as_millis())
             .unwrap_or_default();
         format!("{host}-{}-{started}", std::process::id())
+    }
+}
+
+/// Parses a librdkafka property given as `key=value`.
+///
+/// # Errors
+///
+/// No `=`, or an empty key.
+pub fn kafka_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not key=value")),
     }
 }

@@ -76,8 +76,9 @@ where
     ///
     /// The broker is unreachable or refuses the topic.
     pub async fn ensure_topic(&self) -> anyhow::Result<()> {
-        ensure_topic(
+        create_topic(
             &self.config.brokers,
+            &self.config.kafka_properties,
             &self.config.topic,
             self.config.partitions,
             self.config.replication,
@@ -253,10 +254,11 @@ const PRODUCER_REJECTED: [RDKafkaErrorCode; 5] = [
 
 /// The relay's idempotent producer.
 fn producer(config: &RelayConfig) -> anyhow::Result<FutureProducer> {
-    client_config(&config.brokers)
+    let mut client = ClientConfig::new();
+    client.set("linger.ms", "5");
+    client_config(&mut client, &config.brokers, &config.kafka_properties)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
         .set(
             "message.timeout.ms",
             config.message_timeout.as_millis().to_string(),
@@ -265,12 +267,19 @@ fn producer(config: &RelayConfig) -> anyhow::Result<FutureProducer> {
         .context("cannot create the Kafka producer")
 }
 
-/// librdkafka configuration shared by the relay's clients.
-fn client_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+/// librdkafka configuration shared by the relay's clients: the brokers, then the operator's
+/// `properties`.
+fn client_config<'a>(
+    config: &'a mut ClientConfig,
+    brokers: &str,
+    properties: &[(String, String)],
+) -> &'a mut ClientConfig {
     config
         .set("bootstrap.servers", brokers)
         .set("client.id", "coupon-http");
+    for (key, value) in properties {
+        config.set(key, value);
+    }
     config
 }
 
@@ -285,9 +294,20 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
-        .create()
-        .context("cannot create the Kafka admin client")?;
+    create_topic(brokers, &[], topic, partitions, replication).await
+}
+
+async fn create_topic(
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(&mut ClientConfig::new(), brokers, properties)
+            .create()
+            .context("cannot create the Kafka admin client")?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))

@@ -99,6 +99,7 @@ fn sink(c: &mut Criterion) {
                         session_timeout: Config::DEFAULT_SESSION_TIMEOUT,
                         instance_id: None,
                         fetch_wait: Config::DEFAULT_FETCH_WAIT,
+                        kafka_properties: Vec::new(),
                     };
                     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                     let run_pool = pool.clone();

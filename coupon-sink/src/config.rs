@@ -30,6 +30,10 @@ pub struct Config {
     /// (`fetch.wait.max.ms`). Brokers that answer as soon as data arrives make this an idle
     /// timeout only; with one that waits it out, it is added to every admission's way to MySQL.
     pub fetch_wait: Duration,
+    /// More librdkafka properties for the consumer (TLS, SASL, fetch sizes), applied after the
+    /// defaults and before the settings the guarantees rest on (`group.id`,
+    /// `enable.auto.commit`, `auto.offset.reset`), which cannot be overridden.
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 impl Config {

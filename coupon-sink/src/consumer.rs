@@ -64,12 +64,9 @@ pub async fn run(
     if let Some(instance) = &config.instance_id {
         client.set("group.instance.id", instance);
     }
-    let consumer: SinkConsumer = client
+    client
         .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group)
         .set("client.id", "coupon-sink")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
         .set(
             "session.timeout.ms",
             config.session_timeout.as_millis().to_string(),
@@ -77,7 +74,14 @@ pub async fn run(
         .set(
             "fetch.wait.max.ms",
             config.fetch_wait.as_millis().to_string(),
-        )
+        );
+    for (key, value) in &config.kafka_properties {
+        client.set(key, value);
+    }
+    let consumer: SinkConsumer = client
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         .create_with_context(Rebalances)
         .context("cannot create the Kafka consumer")?;
     consumer

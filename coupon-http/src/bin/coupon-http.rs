@@ -75,6 +75,11 @@ struct Args {
     /// Name of this relay in the outbox consumer group (default: host, pid and start time).
     #[arg(long, env = "COUPON_RELAY_CONSUMER")]
     relay_consumer: Option<String>,
+    /// More librdkafka properties, key=value (repeat the flag, or comma-separate in the
+    /// environment): TLS and SASL settings, batching. enable.idempotence, acks and
+    /// message.timeout.ms stay as the relay sets them.
+    #[arg(long = "kafka-property", env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = coupon_http::config::kafka_property)]
+    kafka_properties: Vec<(String, String)>,
 }
 
 impl Args {
@@ -101,6 +106,7 @@ impl Args {
                 consumer: self
                     .relay_consumer
                     .unwrap_or_else(RelayConfig::default_consumer),
+                kafka_properties: self.kafka_properties,
             },
         }
     }

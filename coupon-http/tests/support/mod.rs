@@ -133,6 +133,7 @@ impl TestApp {
                 claim_idle: options.claim_idle,
                 message_timeout: options.message_timeout,
                 consumer: format!("relay-{}", addr.port()),
+                kafka_properties: Vec::new(),
             },
         };
         let (stop, stopped) = oneshot::channel();

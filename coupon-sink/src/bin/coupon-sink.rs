@@ -48,6 +48,11 @@ struct Args {
     /// Milliseconds the broker may hold a fetch open waiting for new messages.
     #[arg(long, global = true, env = "COUPON_SINK_FETCH_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     fetch_wait_ms: u64,
+    /// More librdkafka properties, key=value (repeat the flag, or comma-separate in the
+    /// environment): TLS and SASL settings, fetch sizes. group.id, enable.auto.commit and
+    /// auto.offset.reset stay as the sink sets them.
+    #[arg(long = "kafka-property", global = true, env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
+    kafka_properties: Vec<(String, String)>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -82,6 +87,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         instance_id: args.instance_id.filter(|id| !id.is_empty()),
         fetch_wait: Duration::from_millis(args.fetch_wait_ms),
+        kafka_properties: args.kafka_properties,
     };
     let pool = db::connect(&config.database_url).await?;
     let code = match args.command.unwrap_or(Command::Run) {
@@ -120,4 +126,14 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A librdkafka property given as `key=value`.
+fn kafka_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not key=value")),
+    }
 }

@@ -50,6 +50,7 @@ pub fn config(database_url: &str, topic: &str, group: &str) -> Config {
         session_timeout: Duration::from_secs(10),
         instance_id: None,
         fetch_wait: Config::DEFAULT_FETCH_WAIT,
+        kafka_properties: Vec::new(),
     }
 }
 
