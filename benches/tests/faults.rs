@@ -421,3 +421,37 @@ fn mysql_port() -> u16 {
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .unwrap_or(3306)
 }
+
+/// 3. The sink SIGKILLed mid-drain, three times, and restarted: every admission ends as exactly
+///    one row. The relay produces one record per batch here (`batch.num.messages=1`): the local
+///    broker cannot resume a consumer inside a multi-record batch (README, "Limits of the local
+///    broker"); Apache Kafka and Redpanda can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_killed_mid_drain_three_times() {
+    let mut pipeline = Pipeline::start_with(Setup {
+        http_env: vec![("COUPON_KAFKA_PROPERTIES", "batch.num.messages=1".to_owned())],
+        // Small transactions, so that the drain takes long enough to be struck mid-way.
+        sink_env: vec![
+            ("COUPON_SINK_BATCH", "10".to_owned()),
+            ("COUPON_SINK_LINGER_MS", "0".to_owned()),
+        ],
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("kill-sink", QUOTA).await;
+    let mut tally = pipeline.fire(0, &campaign, crowd(3), 32).await;
+    let mut at_kill = Vec::new();
+    for stage in [300, 1200, 2100] {
+        eventually(
+            Duration::from_secs(120),
+            &format!("{stage} rows"),
+            || async { pipeline.rows(&campaign).await >= stage },
+        )
+        .await;
+        at_kill.push(pipeline.rows(&campaign).await);
+        pipeline.restart_sink();
+    }
+    println!("fault sink-killed: killed at {at_kill:?} rows");
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("sink-killed", &pipeline, &campaign, &tally, false).await;
+}

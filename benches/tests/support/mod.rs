@@ -42,6 +42,8 @@ pub fn binary(name: &str) -> PathBuf {
             "coupon-http",
             "-p",
             "coupon-sink",
+            "-p",
+            "coupon-admin",
         ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
@@ -92,6 +94,8 @@ pub struct Setup {
     pub sink_mysql_port: Option<u16>,
     /// More environment for every `coupon-http`.
     pub http_env: Vec<(&'static str, String)>,
+    /// More environment for the sink.
+    pub sink_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Setup {
@@ -102,6 +106,7 @@ impl Default for Setup {
             brokers: brokers(),
             sink_mysql_port: None,
             http_env: Vec::new(),
+            sink_env: Vec::new(),
         }
     }
 }
@@ -116,6 +121,10 @@ pub struct Pipeline {
     pub topic: String,
     pub redis_url: String,
     pub brokers: String,
+    /// The sink's environment, to start it again.
+    sink_env: Vec<(&'static str, String)>,
+    /// Sinks started so far, to name their logs apart.
+    sinks: usize,
     pool: mysql_async::Pool,
 }
 
@@ -165,22 +174,20 @@ impl Pipeline {
                 server,
             });
         }
-        let sink = spawn(
-            "coupon-sink",
-            &topic,
-            &[
-                (
-                    "DATABASE_URL",
-                    setup
-                        .sink_mysql_port
-                        .map_or_else(|| db.url(), |port| db.url_via(port)),
-                ),
-                ("KAFKA_BROKERS", setup.brokers.clone()),
-                ("COUPON_TOPIC", topic.clone()),
-                ("COUPON_SINK_GROUP", format!("{topic}-sink")),
-                ("COUPON_SINK_INSTANCE_ID", "sink-1".to_owned()),
-            ],
-        );
+        let mut sink_env = vec![
+            (
+                "DATABASE_URL",
+                setup
+                    .sink_mysql_port
+                    .map_or_else(|| db.url(), |port| db.url_via(port)),
+            ),
+            ("KAFKA_BROKERS", setup.brokers.clone()),
+            ("COUPON_TOPIC", topic.clone()),
+            ("COUPON_SINK_GROUP", format!("{topic}-sink")),
+            ("COUPON_SINK_INSTANCE_ID", "sink-1".to_owned()),
+        ];
+        sink_env.extend(setup.sink_env.iter().cloned());
+        let sink = spawn("coupon-sink", &topic, &sink_env);
         let pool = mysql_async::Pool::new(db.url().as_str());
         Self {
             http,
@@ -190,8 +197,29 @@ impl Pipeline {
             topic,
             redis_url: setup.redis_url,
             brokers: setup.brokers,
+            sink_env,
+            sinks: 1,
             pool,
         }
+    }
+
+    /// SIGKILLs the sink and starts it again under the same name in the group.
+    pub fn restart_sink(&mut self) {
+        self.sink.kill();
+        self.sinks += 1;
+        self.sink = spawn(
+            "coupon-sink",
+            &format!("{}-{}", self.topic, self.sinks),
+            &self.sink_env,
+        );
+    }
+
+    /// Coupon rows of `campaign` in MySQL now.
+    pub async fn rows(&self, campaign: &str) -> u64 {
+        check::stored(&self.pool, campaign)
+            .await
+            .expect("read the coupons")
+            .rows
     }
 
     /// Runs `coupon-admin` with `args` against this pipeline's stores; returns its exit code and
