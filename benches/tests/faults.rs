@@ -226,6 +226,10 @@ async fn redis_state_lost_and_rebuilt() {
     let mut tally = pipeline.fire(0, &campaign, first.clone(), 32).await;
     assert_eq!(tally.count("success"), 1_000);
     pipeline.wait_for_rows(&campaign, 1_000).await;
+    // While the campaign is open to traffic, a rebuild is refused.
+    let (code, out) = pipeline.admin(&["rebuild", "--campaign", &campaign]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("open to traffic"), "{out}");
 
     tokio::task::block_in_place(|| redis.restart(false));
     let answer = pipeline.fire(0, &campaign, vec![1], 1).await;
