@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use coupon_admin::sources;
+use coupon_gate::CampaignId;
 use mysql_async::Pool;
-use mysql_async::prelude::Queryable;
 
 use crate::sale::Tally;
 
@@ -37,52 +38,20 @@ impl Stored {
 ///
 /// # Errors
 ///
-/// MySQL refused the queries for another reason.
+/// Not a valid campaign id, or MySQL refused the queries for another reason.
 pub async fn stored(pool: &Pool, campaign: &str) -> anyhow::Result<Stored> {
-    let mut conn = match pool.get_conn().await {
-        Ok(conn) => conn,
-        Err(err) if not_created(&err) => return Ok(Stored::default()),
-        Err(err) => return Err(err.into()),
-    };
-    let rows: Vec<(u64, u64)> = match conn
-        .exec(
-            "SELECT user_id, seq FROM coupon WHERE campaign_id = ?",
-            (campaign,),
-        )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(err) if not_created(&err) => return Ok(Stored::default()),
-        Err(err) => return Err(err.into()),
-    };
-    let failed_events: Option<u64> = conn
-        .exec_first(
-            "SELECT COUNT(*) FROM failed_event WHERE resolved_at IS NULL \
-             AND JSON_VALUE(CONVERT(payload USING utf8mb4), '$.campaignId') = ?",
-            (campaign,),
-        )
-        .await
-        .or_else(|err| {
-            if not_created(&err) {
-                Ok(None)
-            } else {
-                Err(err)
-            }
-        })?;
-    let (mut users, mut seqs): (Vec<u64>, Vec<u64>) = rows.into_iter().unzip();
-    users.sort_unstable();
+    let id = CampaignId::new(campaign)?;
+    let rows = sources::coupon_rows(pool, &id).await?;
+    let failed_events = sources::unresolved_failures(pool, &id).await?;
+    let users: Vec<u64> = rows.iter().map(|(user, _)| *user).collect();
+    let mut seqs: Vec<u64> = rows.iter().map(|(_, seq)| u64::from(*seq)).collect();
     seqs.sort_unstable();
     Ok(Stored {
         rows: users.len() as u64,
         users,
         seqs,
-        failed_events: failed_events.unwrap_or_default(),
+        failed_events,
     })
-}
-
-fn not_created(err: &mysql_async::Error) -> bool {
-    // ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR
-    matches!(err, mysql_async::Error::Server(e) if e.code == 1146 || e.code == 1049)
 }
 
 /// Polls [`stored`] until the campaign holds `expected` rows or `limit` passes; returns the last

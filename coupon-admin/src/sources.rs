@@ -16,35 +16,54 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 ///
 /// # Errors
 ///
-/// MySQL unreachable or refusing the query.
+/// MySQL unreachable or refusing the query for another reason.
 pub async fn coupon_rows(pool: &Pool, campaign: &CampaignId) -> anyhow::Result<Vec<(u64, u32)>> {
-    let mut conn = pool.get_conn().await.context("cannot connect to MySQL")?;
-    let rows: Vec<(u64, u32)> = conn
-        .exec(
-            "SELECT user_id, seq FROM coupon WHERE campaign_id = ? ORDER BY user_id",
-            (campaign.as_str(),),
-        )
-        .await
-        .context("cannot read the coupon table")?;
-    Ok(rows)
+    let rows = query(
+        pool,
+        "SELECT user_id, seq FROM coupon WHERE campaign_id = ? ORDER BY user_id",
+        campaign,
+    )
+    .await
+    .context("cannot read the coupon table")?;
+    Ok(rows.unwrap_or_default())
 }
 
-/// Unresolved failed events that name the campaign.
+/// Unresolved failed events that name the campaign; none in a database the sink has not set up
+/// yet.
 ///
 /// # Errors
 ///
-/// MySQL unreachable or refusing the query.
+/// MySQL unreachable or refusing the query for another reason.
 pub async fn unresolved_failures(pool: &Pool, campaign: &CampaignId) -> anyhow::Result<u64> {
-    let mut conn = pool.get_conn().await.context("cannot connect to MySQL")?;
-    let n: Option<u64> = conn
-        .exec_first(
-            "SELECT COUNT(*) FROM failed_event WHERE resolved_at IS NULL \
-             AND JSON_VALUE(CONVERT(payload USING utf8mb4), '$.campaignId') = ?",
-            (campaign.as_str(),),
-        )
-        .await
-        .context("cannot read the failed_event table")?;
-    Ok(n.unwrap_or(0))
+    let count: Option<Vec<u64>> = query(
+        pool,
+        "SELECT COUNT(*) FROM failed_event WHERE resolved_at IS NULL \
+         AND JSON_VALUE(CONVERT(payload USING utf8mb4), '$.campaignId') = ?",
+        campaign,
+    )
+    .await
+    .context("cannot read the failed_event table")?;
+    Ok(count.and_then(|c| c.first().copied()).unwrap_or(0))
+}
+
+/// Runs `sql` with the campaign id; `None` when the database or table does not exist yet.
+async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(
+    pool: &Pool,
+    sql: &str,
+    campaign: &CampaignId,
+) -> Result<Option<Vec<T>>, mysql_async::Error> {
+    // ER_BAD_DB_ERROR, ER_NO_SUCH_TABLE
+    let not_created = |err: &mysql_async::Error| matches!(err, mysql_async::Error::Server(e) if e.code == 1049 || e.code == 1146);
+    let mut conn = match pool.get_conn().await {
+        Ok(conn) => conn,
+        Err(err) if not_created(&err) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    match conn.exec(sql, (campaign.as_str(),)).await {
+        Ok(rows) => Ok(Some(rows)),
+        Err(err) if not_created(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// Every event of the campaign on `topic`, from the beginning of every partition, in partition
