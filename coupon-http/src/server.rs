@@ -23,9 +23,8 @@ use crate::sold_out::SoldOutCache;
 /// What every request handler shares; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// The admission rules, over a connection that reconnects by itself.
-    gate: Gate<ConnectionManager>,
-    /// Applications go through it, coalesced per campaign.
+    /// The admission rules, over a connection that reconnects by itself; applications go
+    /// through it coalesced per campaign, everything else to its gate.
     batcher: Batcher<ConnectionManager>,
     /// Campaigns answered `sold_out` without asking Redis.
     sold_out: SoldOutCache,
@@ -68,14 +67,13 @@ impl AppState {
             info!(quota = config.default_quota.get(), outcome = ?created, "default campaign");
         }
         let batcher = Batcher::new(
-            gate.clone(),
+            gate,
             BatchConfig {
                 max_batch: config.apply_batch,
                 ..BatchConfig::default()
             },
         );
         Ok(Self {
-            gate,
             batcher,
             sold_out: SoldOutCache::new(config.sold_out_ttl),
             client,
@@ -88,7 +86,7 @@ impl AppState {
 
     /// The gate the handlers call; the relay shares it.
     pub fn gate(&self) -> &Gate<ConnectionManager> {
-        &self.gate
+        self.batcher.gate()
     }
 
     /// Applications, coalesced per campaign.
