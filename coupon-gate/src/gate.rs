@@ -30,16 +30,17 @@ pub struct Gate<C> {
     /// multiplexed and cluster connections.
     conn: C,
     /// What does not change after construction, shared by every clone.
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     /// Prepended to every key, so that several deployments can share one Redis.
     prefix: String,
     /// The scripts, with their SHA1 computed once.
     admit: Script,
     create: Script,
     release: Script,
+    pub(crate) ack: Script,
 }
 
 impl<C> Gate<C>
@@ -78,6 +79,7 @@ where
             admit: Script::new(include_str!("admit.lua")),
             create: Script::new(include_str!("create.lua")),
             release: Script::new(include_str!("release.lua")),
+            ack: Script::new(include_str!("ack.lua")),
         };
         Self {
             conn,
@@ -344,7 +346,7 @@ fn to_seq<T: TryInto<u32> + Copy + std::fmt::Display>(n: T) -> Result<u32, Error
 /// the scripts were flushed again in between (a repeated `SCRIPT FLUSH`, a second failover),
 /// that retry fails too, so it is repeated here, a few times. A NOSCRIPT answer means the script
 /// did not run, so repeating the call is safe.
-async fn run_script<C: ConnectionLike, T: redis::FromRedisValue>(
+pub(crate) async fn run_script<C: ConnectionLike, T: redis::FromRedisValue>(
     call: &redis::ScriptInvocation<'_>,
     conn: &mut C,
 ) -> Result<T, Error> {

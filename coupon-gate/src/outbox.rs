@@ -14,6 +14,7 @@ use redis::aio::ConnectionLike;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use crate::campaign::from_millis;
+use crate::gate::run_script;
 use crate::{CampaignId, Error, Gate, UserId};
 
 /// What an outbox entry records.
@@ -138,7 +139,8 @@ where
     /// in one atomic step, so that the outbox holds only what is still to be delivered.
     ///
     /// Call it only after the destination confirmed the entries durable. Acknowledging an id
-    /// twice, or one that was never read, is harmless.
+    /// twice, or one that was never read, is harmless: an entry no relay has read is never
+    /// deleted.
     ///
     /// # Errors
     ///
@@ -148,19 +150,9 @@ where
             return Ok(());
         }
         let keys = self.keys(campaign);
-        redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&keys.outbox)
-            .arg(Self::OUTBOX_GROUP)
-            .arg(ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&keys.outbox)
-            .arg(ids)
-            .ignore()
-            .exec_async(&mut self.conn())
-            .await?;
+        let mut call = self.shared.ack.key(&keys.outbox);
+        call.arg(Self::OUTBOX_GROUP).arg(ids);
+        let _acknowledged: u64 = run_script(&call, &mut self.conn()).await?;
         Ok(())
     }
 

@@ -93,6 +93,29 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
 }
 
 #[tokio::test]
+async fn acknowledging_never_removes_an_entry_no_relay_has_read() {
+    let scratch = Scratch::new(&redis_url());
+    let gate = scratch.gate().await;
+    let id = campaign("unread");
+    gate.create(&Campaign::new(id.clone(), NonZeroU32::new(10).unwrap()))
+        .await
+        .unwrap();
+    for u in 1..=5 {
+        assert!(gate.apply(&id, user(u)).await.unwrap().is_admitted());
+    }
+    let all = gate.peek_outbox(&id).await.unwrap();
+    let read = gate.read_outbox(&id, "relay-a", 2).await.unwrap();
+    assert_eq!(read, all[..2]);
+
+    // The two delivered ones, and the id of an entry nobody has read yet.
+    let ids = [read[0].id.clone(), read[1].id.clone(), all[3].id.clone()];
+    gate.ack_outbox(&id, &ids).await.unwrap();
+    assert_eq!(gate.peek_outbox(&id).await.unwrap(), all[2..]);
+    let rest = gate.read_outbox(&id, "relay-a", 10).await.unwrap();
+    assert_eq!(rest, all[2..], "the unread entries are all still delivered");
+}
+
+#[tokio::test]
 async fn a_release_is_recorded_in_the_outbox() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;

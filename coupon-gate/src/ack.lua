@@ -1,0 +1,71 @@
+-- ack.lua: acknowledge delivered outbox entries and remove them from the stream, atomically.
+--
+-- KEYS[1]  outbox stream
+-- ARGV[1]  the relays' consumer group
+-- ARGV[2..n] ids of delivered entries, in any order
+--
+-- Returns the number of entries acknowledged.
+--
+-- Every entry of the stream at or below the group's last-delivered id has been read by a relay,
+-- so it is either pending or acknowledged. Below the oldest pending entry (below the successor
+-- of the last-delivered id when none is pending) everything is acknowledged, and XTRIM MINID
+-- drops that head of the stream by whole nodes. Ids acknowledged here that lie above the floor,
+-- behind an entry another relay still holds, are deleted one by one. Either way the stream keeps
+-- exactly the entries still to be delivered. An id that was never read is left alone.
+
+local stream = KEYS[1]
+local group = ARGV[1]
+local n = #ARGV
+
+-- XACK in chunks: unpack is bounded by Lua's stack.
+local acked = 0
+local chunk = 1000
+for first = 2, n, chunk do
+  acked = acked + redis.call('XACK', stream, group, unpack(ARGV, first, math.min(first + chunk - 1, n)))
+end
+
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+-- The group's last-delivered id: entries after it were never read by any relay.
+local last
+for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local name, delivered
+  for i = 1, #info, 2 do
+    if info[i] == 'name' then
+      name = info[i + 1]
+    elseif info[i] == 'last-delivered-id' then
+      delivered = info[i + 1]
+    end
+  end
+  if name == group then
+    last = delivered
+  end
+end
+if not last then
+  return redis.error_reply('NOGROUP no consumer group ' .. group .. ' on the outbox')
+end
+local last_ms, last_seq = parse(last)
+
+local floor_ms, floor_seq
+local pending = redis.call('XPENDING', stream, group)
+if pending[1] > 0 then
+  floor_ms, floor_seq = parse(pending[2])
+else
+  floor_ms, floor_seq = last_ms, last_seq + 1
+end
+redis.call('XTRIM', stream, 'MINID', string.format('%d-%d', floor_ms, floor_seq))
+
+-- Acknowledged here but at or above the floor: read, and now acknowledged, unless it lies
+-- after the last-delivered id (never read: acknowledging it did nothing, and it stays).
+for i = 2, n do
+  local ms, seq = parse(ARGV[i])
+  if ms
+    and (ms > floor_ms or (ms == floor_ms and seq >= floor_seq))
+    and (ms < last_ms or (ms == last_ms and seq <= last_seq)) then
+    redis.call('XDEL', stream, ARGV[i])
+  end
+end
+return acked
