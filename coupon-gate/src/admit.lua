@@ -8,7 +8,8 @@
 --                               when digits is 0). Small buckets stay in Redis's compact
 --                               listpack encoding; they share KEYS[2]'s hash tag, so one slot
 -- KEYS[3]  free sorted set      seqs returned by release, score = seq
--- KEYS[4]  outbox stream        one entry per admission: kind=admit user seq at
+-- KEYS[4]  outbox stream        one entry per call that admitted anyone, one field:
+--                               admit = "<at ms> <user>:<seq> <user>:<seq> ..." (arrival order)
 -- ARGV[1..n] user ids (decimal, validated by the caller), in arrival order
 --
 -- Returns a flat array with two integers per user, in ARGV order: code, value
@@ -106,10 +107,12 @@ if #admitted > 0 then
     redis.call('ZREM', KEYS[3], free[j])
   end
   redis.call('HSET', KEYS[1], 'next', next_seq, 'issued', issued)
+  local record = {string.format('%d', now)}
   for j = 1, #admitted do
     local a = admitted[j]
     redis.call('HSET', bucket(a[1]), a[1], a[2])
-    redis.call('XADD', KEYS[4], '*', 'kind', 'admit', 'user', a[1], 'seq', a[2], 'at', now)
+    record[j + 1] = a[1] .. ':' .. string.format('%d', a[2])
   end
+  redis.call('XADD', KEYS[4], '*', 'admit', table.concat(record, ' '))
 end
 return out

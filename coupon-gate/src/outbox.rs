@@ -11,7 +11,7 @@
 use std::time::{Duration, SystemTime};
 
 use redis::aio::ConnectionLike;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::Value;
 
 use crate::campaign::from_millis;
 use crate::gate::run_script;
@@ -26,10 +26,15 @@ pub enum EventKind {
     Released,
 }
 
-/// One entry of a campaign's outbox.
+/// One record of a campaign's outbox: an admission or a release.
+///
+/// A script call writes one stream entry for all the admissions it decided (a batch of
+/// [`Gate::apply_many`] costs Redis one `XADD`, not one per user), so several records can share
+/// a stream entry and its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxEntry {
-    /// The stream entry id, passed back to [`Gate::ack_outbox`] once delivered.
+    /// The id of the stream entry that holds the record, passed back to [`Gate::ack_outbox`]
+    /// once every record of that entry is delivered.
     pub id: String,
     /// Admission or release.
     pub kind: EventKind,
@@ -47,9 +52,11 @@ impl<C> Gate<C>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
-    /// Reads up to `count` entries of `campaign`'s outbox that no relay has read yet, as
-    /// `consumer` (a name unique to this relay process). They stay pending for `consumer`
-    /// until acknowledged.
+    /// Reads the records of up to `count` stream entries of `campaign`'s outbox that no relay
+    /// has read yet, as `consumer` (a name unique to this relay process). The entries stay
+    /// pending for `consumer` until acknowledged. An entry holds the records of one script
+    /// call, so there can be more records than `count`; those of one entry come together, in
+    /// the order decided.
     ///
     /// The read does not block, so it is safe on a shared multiplexed connection; a relay that
     /// finds nothing should wait a little before it reads again.
@@ -65,7 +72,7 @@ where
         count: usize,
     ) -> Result<Vec<OutboxEntry>, Error> {
         let keys = self.keys(campaign);
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(Self::OUTBOX_GROUP)
             .arg(consumer)
@@ -76,11 +83,10 @@ where
             .arg(">")
             .query_async(&mut self.conn())
             .await?;
-        let ids = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
-        ids.map(|entry| decode_entry(campaign, &entry)).collect()
+        decode_read_reply(campaign, &reply)
     }
 
-    /// Every entry still in `campaign`'s outbox (read or not, not yet acknowledged), oldest
+    /// Every record still in `campaign`'s outbox (read or not, not yet acknowledged), oldest
     /// first, without reading them as a relay: for audits and rebuilds.
     ///
     /// # Errors
@@ -88,21 +94,18 @@ where
     /// As for [`Gate::read_outbox`].
     pub async fn peek_outbox(&self, campaign: &CampaignId) -> Result<Vec<OutboxEntry>, Error> {
         let keys = self.keys(campaign);
-        let entries: Vec<StreamId> = redis::cmd("XRANGE")
+        let entries: Value = redis::cmd("XRANGE")
             .arg(&keys.outbox)
             .arg("-")
             .arg("+")
-            .query_async::<redis::streams::StreamRangeReply>(&mut self.conn())
-            .await?
-            .ids;
-        entries
-            .iter()
-            .map(|entry| decode_entry(campaign, entry))
-            .collect()
+            .query_async(&mut self.conn())
+            .await?;
+        decode_entries(campaign, &entries)
     }
 
-    /// Takes over up to `count` entries of `campaign`'s outbox that another consumer read but
-    /// has not acknowledged for at least `min_idle`, as `consumer`, and returns them.
+    /// Takes over up to `count` stream entries of `campaign`'s outbox that another consumer
+    /// read but has not acknowledged for at least `min_idle`, as `consumer`, and returns their
+    /// records.
     ///
     /// Choose `min_idle` well above the time a relay needs to deliver a batch: an entry claimed
     /// from a relay that is merely slow is delivered twice (harmless downstream, but wasted).
@@ -118,7 +121,7 @@ where
         count: usize,
     ) -> Result<Vec<OutboxEntry>, Error> {
         let keys = self.keys(campaign);
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&keys.outbox)
             .arg(Self::OUTBOX_GROUP)
             .arg(consumer)
@@ -128,19 +131,20 @@ where
             .arg(count)
             .query_async(&mut self.conn())
             .await?;
-        reply
-            .claimed
-            .iter()
-            .map(|entry| decode_entry(campaign, entry))
-            .collect()
+        // [next cursor, claimed entries, ids deleted meanwhile (Redis 7)]
+        match &reply {
+            Value::Array(parts) if parts.len() >= 2 => decode_entries(campaign, &parts[1]),
+            _ => Err(Error::protocol("unexpected XAUTOCLAIM reply")),
+        }
     }
 
-    /// Acknowledges delivered entries of `campaign`'s outbox and deletes them from the stream,
-    /// in one atomic step, so that the outbox holds only what is still to be delivered.
+    /// Acknowledges delivered stream entries of `campaign`'s outbox (by [`OutboxEntry::id`])
+    /// and deletes them from the stream, in one atomic step, so that the outbox holds only what
+    /// is still to be delivered.
     ///
-    /// Call it only after the destination confirmed the entries durable. Acknowledging an id
-    /// twice, or one that was never read, is harmless: an entry no relay has read is never
-    /// deleted.
+    /// Call it only after the destination confirmed every record of the entries durable.
+    /// Acknowledging an id twice, or one that was never read, is harmless; an entry no relay
+    /// has read is never deleted.
     ///
     /// # Errors
     ///
@@ -156,8 +160,9 @@ where
         Ok(())
     }
 
-    /// How many entries of `campaign`'s outbox are still to be delivered: read by no relay
-    /// yet, or read and not acknowledged.
+    /// How many stream entries of `campaign`'s outbox are still to be delivered: read by no
+    /// relay yet, or read and not acknowledged. Zero means every record was delivered; any
+    /// other figure counts script calls, not records.
     ///
     /// # Errors
     ///
@@ -172,32 +177,183 @@ where
     }
 }
 
-fn decode_entry(campaign: &CampaignId, entry: &StreamId) -> Result<OutboxEntry, Error> {
-    let bad =
-        |field: &str| Error::protocol(format!("outbox entry {} has no valid {field}", entry.id));
-    let kind = match entry.get::<String>("kind").as_deref() {
-        Some("admit") => EventKind::Admitted,
-        Some("release") => EventKind::Released,
-        _ => return Err(bad("kind")),
+/// The records of a stream reply (`XREADGROUP`, `XRANGE`, the entry list of `XAUTOCLAIM`),
+/// decoded straight from the reply: a relay reads hundreds of entries per round, and going
+/// through `redis::streams` would build a map of owned fields for each one first.
+fn decode_entries(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxEntry>, Error> {
+    let mut records = Vec::new();
+    match reply {
+        Value::Nil => {}
+        Value::Array(entries) => {
+            // XAUTOCLAIM on older servers lists an entry deleted meanwhile as nil.
+            for entry in entries.iter().filter(|entry| !matches!(entry, Value::Nil)) {
+                decode_entry(campaign, entry, &mut records)?;
+            }
+        }
+        other => return Err(Error::protocol(format!("unexpected stream reply {other:?}"))),
+    }
+    Ok(records)
+}
+
+/// The records of an `XREADGROUP` reply for one stream: `[[key, entries]]`, or a map of key
+/// to entries over RESP3, or nil when there is nothing new.
+fn decode_read_reply(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxEntry>, Error> {
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => match streams.as_slice() {
+            [] => Ok(Vec::new()),
+            [Value::Array(stream)] if stream.len() == 2 => decode_entries(campaign, &stream[1]),
+            _ => Err(Error::protocol("unexpected XREADGROUP reply")),
+        },
+        Value::Map(streams) => match streams.as_slice() {
+            [] => Ok(Vec::new()),
+            [(_, entries)] => decode_entries(campaign, entries),
+            _ => Err(Error::protocol("unexpected XREADGROUP reply")),
+        },
+        other => Err(Error::protocol(format!("unexpected XREADGROUP reply {other:?}"))),
+    }
+}
+
+/// Appends the records of one stream entry to `records`.
+///
+/// The scripts write `[id, [kind, "<at ms> <user>:<seq> <user>:<seq> ..."]]`, the kind being
+/// `admit` or `release`: one entry per script call, its admissions in the order decided.
+/// Entries written before that layout, one per admission as `[id, [kind, admit or release,
+/// user, <user>, seq, <seq>, at, <at ms>]]`, are read too.
+fn decode_entry(
+    campaign: &CampaignId,
+    entry: &Value,
+    records: &mut Vec<OutboxEntry>,
+) -> Result<(), Error> {
+    let (id, fields) = match entry {
+        Value::Array(parts) => match parts.as_slice() {
+            [Value::BulkString(id), Value::Array(fields)] => (text(id), fields.as_slice()),
+            _ => return Err(Error::protocol("unexpected stream entry")),
+        },
+        _ => return Err(Error::protocol("unexpected stream entry")),
     };
-    let user = entry
-        .get::<u64>("user")
-        .and_then(|u| UserId::new(u).ok())
-        .ok_or_else(|| bad("user"))?;
-    let seq = entry
-        .get::<u32>("seq")
-        .filter(|&s| s > 0)
-        .ok_or_else(|| bad("seq"))?;
-    let at = entry
-        .get::<u64>("at")
-        .map(from_millis)
-        .ok_or_else(|| bad("at"))?;
-    Ok(OutboxEntry {
-        id: entry.id.clone(),
-        kind,
-        campaign: campaign.clone(),
-        user,
-        seq,
-        at,
-    })
+    let id = id.ok_or_else(|| Error::protocol("stream entry id is not text"))?;
+    let bad = |what: &str| Error::protocol(format!("outbox entry {id} has no valid {what}"));
+    let record = |kind, user: Option<u64>, seq: Option<u32>, at: Option<u64>| -> Result<_, Error> {
+        Ok(OutboxEntry {
+            id: id.to_owned(),
+            kind,
+            campaign: campaign.clone(),
+            user: user
+                .and_then(|u| UserId::new(u).ok())
+                .ok_or_else(|| bad("user"))?,
+            seq: seq.filter(|&s| s > 0).ok_or_else(|| bad("seq"))?,
+            at: at.map(from_millis).ok_or_else(|| bad("at"))?,
+        })
+    };
+    let field = |i: usize| match fields.get(i) {
+        Some(Value::BulkString(bytes)) => text(bytes),
+        _ => None,
+    };
+    let kind = |name: Option<&str>| match name {
+        Some("admit") => Some(EventKind::Admitted),
+        Some("release") => Some(EventKind::Released),
+        _ => None,
+    };
+    if fields.len() == 2 {
+        let kind = kind(field(0)).ok_or_else(|| bad("kind"))?;
+        let mut parts = field(1).unwrap_or_default().split(' ');
+        let at = parts.next().and_then(|at| at.parse::<u64>().ok());
+        let before = records.len();
+        for part in parts {
+            let (user, seq) = part.split_once(':').ok_or_else(|| bad("user:seq"))?;
+            records.push(record(kind, user.parse().ok(), seq.parse().ok(), at)?);
+        }
+        if records.len() == before {
+            return Err(bad("user:seq"));
+        }
+        return Ok(());
+    }
+    let (mut kind_of, mut user, mut seq, mut at) = (None, None, None, None);
+    for i in (0..fields.len()).step_by(2) {
+        let value = field(i + 1);
+        match field(i) {
+            Some("kind") => kind_of = kind(value),
+            Some("user") => user = value.and_then(|v| v.parse().ok()),
+            Some("seq") => seq = value.and_then(|v| v.parse().ok()),
+            Some("at") => at = value.and_then(|v| v.parse().ok()),
+            _ => {}
+        }
+    }
+    records.push(record(kind_of.ok_or_else(|| bad("kind"))?, user, seq, at)?);
+    Ok(())
+}
+
+fn text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, fields: &[&str]) -> Value {
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+        ])
+    }
+
+    fn decode(entry: &Value) -> Result<Vec<(EventKind, u64, u32, SystemTime)>, Error> {
+        let campaign = CampaignId::new("spring-sale").unwrap();
+        let mut records = Vec::new();
+        decode_entry(&campaign, entry, &mut records)?;
+        Ok(records
+            .into_iter()
+            .inspect(|r| assert_eq!((r.id.as_str(), &r.campaign), ("7-1", &campaign)))
+            .map(|r| (r.kind, r.user.get(), r.seq, r.at))
+            .collect())
+    }
+
+    #[test]
+    fn one_entry_holds_the_admissions_of_one_call_in_order() {
+        let at = from_millis(1_764_000_000_123);
+        let records = decode(&entry("7-1", &["admit", "1764000000123 42:1 7:2 1000:3"])).unwrap();
+        assert_eq!(
+            records,
+            [
+                (EventKind::Admitted, 42, 1, at),
+                (EventKind::Admitted, 7, 2, at),
+                (EventKind::Admitted, 1000, 3, at),
+            ]
+        );
+        let released = decode(&entry("7-1", &["release", "1764000000123 42:1"])).unwrap();
+        assert_eq!(released, [(EventKind::Released, 42, 1, at)]);
+    }
+
+    #[test]
+    fn entries_of_one_record_each_are_read_too() {
+        let fields = ["kind", "admit", "user", "42", "seq", "1", "at", "1764000000123"];
+        assert_eq!(
+            decode(&entry("7-1", &fields)).unwrap(),
+            [(EventKind::Admitted, 42, 1, from_millis(1_764_000_000_123))]
+        );
+    }
+
+    #[test]
+    fn entries_the_gate_did_not_write_are_refused() {
+        for fields in [
+            &["admit", "1764000000123"][..],
+            &["admit", "1764000000123 42"],
+            &["admit", "1764000000123 0:1"],
+            &["admit", "1764000000123 42:0"],
+            &["admit", "soon 42:1"],
+            &["grant", "1764000000123 42:1"],
+            &["kind", "admit", "user", "42", "seq", "1"],
+            &["kind", "admit", "user", "x", "seq", "1", "at", "1"],
+            &[],
+        ] {
+            assert!(decode(&entry("7-1", fields)).is_err(), "{fields:?}");
+        }
+        assert!(decode(&bulk("7-1")).is_err());
+    }
 }

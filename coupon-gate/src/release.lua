@@ -10,7 +10,7 @@
 --
 -- Returns {code, seq}:
 --   1 released          the user is removed, seq is free for the next admission, and a
---                       kind=release entry is in the outbox so downstream stores drop the coupon
+--                       release entry is in the outbox so downstream stores drop the coupon
 --   0 not admitted      the user holds no slot (never admitted, or already released); nothing written
 --   6 unknown campaign  nothing written
 --
@@ -32,6 +32,6 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HDEL', users, ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'issued', -1)
 redis.call('ZADD', KEYS[3], seq, seq)
-redis.call('XADD', KEYS[4], '*', 'kind', 'release', 'user', ARGV[1], 'seq', seq, 'at', now)
+redis.call('XADD', KEYS[4], '*', 'release', string.format('%d %s:%d', now, ARGV[1], seq))
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {1, tonumber(seq)}

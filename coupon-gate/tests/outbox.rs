@@ -151,3 +151,26 @@ async fn reading_the_outbox_of_an_unknown_campaign_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Redis(_)), "{err}");
 }
+
+#[tokio::test]
+async fn one_call_writes_one_entry_whose_records_keep_the_arrival_order() {
+    let scratch = Scratch::new(&redis_url());
+    let gate = scratch.gate().await;
+    let id = campaign("one-entry");
+    gate.create(&Campaign::new(id.clone(), NonZeroU32::new(3).unwrap()))
+        .await
+        .unwrap();
+    // 9 applies twice and 4 comes after the quota: neither is recorded.
+    let users = [9, 2, 9, 7, 4].map(user);
+    gate.apply_many(&id, &users).await.unwrap();
+    assert_eq!(gate.outbox_len(&id).await.unwrap(), 1, "one stream entry");
+
+    let read = gate.read_outbox(&id, "relay", 1).await.unwrap();
+    let records: Vec<_> = read.iter().map(|e| (e.user.get(), e.seq)).collect();
+    assert_eq!(records, [(9, 1), (2, 2), (7, 3)]);
+    assert!(read.iter().all(|e| e.id == read[0].id && e.at == read[0].at));
+    assert_eq!(gate.peek_outbox(&id).await.unwrap(), read);
+
+    gate.ack_outbox(&id, &[read[0].id.clone()]).await.unwrap();
+    assert_eq!(gate.outbox_len(&id).await.unwrap(), 0);
+}

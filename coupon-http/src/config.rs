@@ -65,7 +65,8 @@ pub struct RelayConfig {
     pub partitions: i32,
     /// Replication factor of the topic when the relay creates it.
     pub replication: i32,
-    /// Outbox entries read and produced per round.
+    /// Outbox stream entries read per round; each holds the admissions of one script call,
+    /// and every one of them is produced.
     pub batch: usize,
     /// How long an entry read by another relay stays unacknowledged before this relay takes it
     /// over. Well above a normal delivery round, so that a slow relay is not duplicated.

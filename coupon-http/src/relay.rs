@@ -13,6 +13,7 @@
 //! `{"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2026-…Z"}`,
 //! or, after a compensation, `{"event":"released",…,"releasedAt":"…"}`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -116,7 +117,7 @@ where
             for campaign in &campaigns {
                 match self.round(campaign, claim).await {
                     Ok(sent) => {
-                        moved += sent.delivered.len();
+                        moved += sent.delivered;
                         failed |= sent.failed > 0;
                         rejected |= sent.producer_rejected;
                     }
@@ -164,8 +165,8 @@ where
             return Ok(Sent::default());
         }
         let sent = self.deliver(&entries).await;
-        self.gate.ack_outbox(campaign, &sent.delivered).await?;
-        debug!(campaign = %campaign, read = entries.len(), delivered = sent.delivered.len(), "relay round");
+        self.gate.ack_outbox(campaign, &sent.acknowledge).await?;
+        debug!(campaign = %campaign, read = entries.len(), delivered = sent.delivered, "relay round");
         Ok(sent)
     }
 
@@ -195,7 +196,7 @@ where
         }
     }
 
-    /// Produces every entry and says which the broker confirmed.
+    /// Produces every record and says which outbox entries the broker confirmed whole.
     async fn deliver(&self, entries: &[OutboxEntry]) -> Sent {
         let topic = self.config.topic.as_str();
         let sends = entries.iter().map(|entry| async move {
@@ -208,16 +209,15 @@ where
                 .await;
             (entry, result)
         });
-        let mut sent = Sent {
-            delivered: Vec::with_capacity(entries.len()),
-            ..Sent::default()
-        };
+        let mut sent = Sent::default();
+        let mut failed_ids = HashSet::new();
         let mut first_error = None;
         for (entry, result) in join_all(sends).await {
             match result {
-                Ok(_) => sent.delivered.push(entry.id.clone()),
+                Ok(_) => sent.delivered += 1,
                 Err((err, _)) => {
                     sent.failed += 1;
+                    failed_ids.insert(entry.id.as_str());
                     sent.producer_rejected |= matches!(err.rdkafka_error_code(), Some(code) if PRODUCER_REJECTED.contains(&code));
                     first_error.get_or_insert(err);
                 }
@@ -227,16 +227,34 @@ where
             let campaign = &entries[0].campaign;
             warn!(cause = %err, campaign = %campaign, failed = sent.failed, "deliveries failed; the entries stay in the outbox");
         }
+        sent.acknowledge = acknowledgeable(entries, &failed_ids);
         sent
     }
+}
+
+/// The ids of the outbox entries whose records were all delivered, each once, in order.
+///
+/// The records of one stream entry (the admissions of one script call) share its id and come
+/// one after another; an entry with any record in `failed` stays pending and is delivered again
+/// as a whole (the consumers are idempotent).
+fn acknowledgeable(records: &[OutboxEntry], failed: &HashSet<&str>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for record in records {
+        if !failed.contains(record.id.as_str()) && ids.last() != Some(&record.id) {
+            ids.push(record.id.clone());
+        }
+    }
+    ids
 }
 
 /// What one round of sends came to.
 #[derive(Default)]
 struct Sent {
-    /// Ids of the entries the broker confirmed, to acknowledge.
-    delivered: Vec<String>,
-    /// Entries it did not; they stay in the outbox.
+    /// Ids of the outbox entries the broker confirmed whole, to acknowledge.
+    acknowledge: Vec<String>,
+    /// Records the broker confirmed.
+    delivered: usize,
+    /// Records it did not; their entries stay in the outbox.
     failed: usize,
     /// Whether the broker refused this producer's identity, so that it must be replaced.
     producer_rejected: bool,
@@ -389,5 +407,33 @@ mod tests {
         assert_eq!(value["event"], "released");
         assert_eq!(value["releasedAt"], "2025-11-24T16:00:00.123Z");
         assert!(value.get("admittedAt").is_none());
+    }
+
+    #[test]
+    fn an_entry_is_acknowledged_only_when_all_its_records_were_delivered() {
+        let record = |id: &str, user: u64| OutboxEntry {
+            id: id.into(),
+            kind: EventKind::Admitted,
+            campaign: CampaignId::new("spring-sale").unwrap(),
+            user: UserId::new(user).unwrap(),
+            seq: u32::try_from(user).unwrap(),
+            at: SystemTime::UNIX_EPOCH,
+        };
+        let records = [
+            record("1-0", 1),
+            record("1-0", 2),
+            record("2-0", 3),
+            record("2-0", 4),
+            record("2-0", 5),
+            record("3-0", 6),
+        ];
+        assert_eq!(
+            acknowledgeable(&records, &HashSet::new()),
+            ["1-0", "2-0", "3-0"]
+        );
+        assert_eq!(
+            acknowledgeable(&records, &HashSet::from(["2-0"])),
+            ["1-0", "3-0"]
+        );
     }
 }
