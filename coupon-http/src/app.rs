@@ -4,7 +4,8 @@ use std::future::Future;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use coupon_gate::Gate;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::relay::Relay;
@@ -23,17 +24,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state = AppState::connect(&config).await?;
-    let relay = Relay::new(state.gate().clone(), config.relay.clone())?;
-    relay.ensure_topic().await?;
-
     let (stop_relay, relay_stopped) = watch::channel(false);
+    let relay_done = start_relay(&state, &config, relay_stopped.clone()).await?;
     tokio::spawn(sold_out::watch(
         state.sold_out().clone(),
         state.client().clone(),
         state.gate().changes_channel(),
-        relay_stopped.clone(),
+        relay_stopped,
     ));
-    let relay_task = tokio::spawn(relay.run(state.relay_flag(), relay_stopped));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
     server::run(
         listener,
@@ -45,12 +43,72 @@ pub async fn serve(
     .await;
 
     let _ = stop_relay.send(true);
-    match tokio::time::timeout(config.shutdown_grace, relay_task).await {
+    match tokio::time::timeout(config.shutdown_grace, relay_done).await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => warn!(cause = %err, "relay task failed"),
+        Ok(Err(_)) => warn!("relay thread failed"),
         Err(_) => warn!(
             "relay did not stop within the grace period; its pending entries stay in the outbox"
         ),
     }
     Ok(())
+}
+
+/// Starts the relay on a thread of its own, with a single-threaded runtime and a Redis
+/// connection of its own, and returns once it runs (or with what kept it from starting).
+///
+/// A relay round decodes and produces hundreds of entries at a time; on the request handlers'
+/// runtime each round would hold a worker for that long and delay the answers queued behind it,
+/// and its large stream replies would sit on the handlers' Redis connection ahead of theirs. On a
+/// thread of its own the operating system interleaves it with the handlers instead.
+///
+/// The returned receiver resolves when the relay has stopped (after `stopped` turned true).
+async fn start_relay(
+    state: &AppState,
+    config: &Config,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<oneshot::Receiver<()>> {
+    let (started, start) = oneshot::channel::<anyhow::Result<()>>();
+    let (done, relay_done) = oneshot::channel();
+    let client = state.client().clone();
+    let running = state.relay_flag();
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("coupon-relay".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    let _ = started.send(Err(err).context("cannot start the relay's runtime"));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let relay = async {
+                    let conn = server::connect_redis(&client, &config).await?;
+                    let gate = Gate::with_key_prefix(conn, config.key_prefix.clone())
+                        .context("invalid key prefix")?;
+                    let relay = Relay::new(gate, config.relay.clone())?;
+                    relay.ensure_topic().await?;
+                    anyhow::Ok(relay)
+                };
+                match relay.await {
+                    Ok(relay) => {
+                        let _ = started.send(Ok(()));
+                        relay.run(running, stopped).await;
+                    }
+                    Err(err) => {
+                        let _ = started.send(Err(err));
+                    }
+                }
+            });
+            let _ = done.send(());
+        })
+        .context("cannot start the relay thread")?;
+    start
+        .await
+        .context("the relay thread ended before it started")??;
+    Ok(relay_done)
 }

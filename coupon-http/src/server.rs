@@ -40,6 +40,23 @@ pub struct AppState {
     relay_running: Arc<AtomicBool>,
 }
 
+/// A connection to Redis with the timeouts of `config`; reconnects by itself.
+///
+/// # Errors
+///
+/// Redis unreachable.
+pub(crate) async fn connect_redis(
+    client: &redis::Client,
+    config: &Config,
+) -> anyhow::Result<ConnectionManager> {
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.redis_timeout))
+        .set_response_timeout(Some(config.redis_timeout));
+    ConnectionManager::new_with_config(client.clone(), manager_config)
+        .await
+        .with_context(|| format!("cannot connect to redis at {}", config.redis_url))
+}
+
 impl AppState {
     /// Connects to Redis and creates the `default` campaign if it is missing (an existing one
     /// is left as it is, whatever its quota).
@@ -50,12 +67,7 @@ impl AppState {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let client = redis::Client::open(config.redis_url.as_str())
             .with_context(|| format!("invalid REDIS_URL {:?}", config.redis_url))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.redis_timeout))
-            .set_response_timeout(Some(config.redis_timeout));
-        let redis = ConnectionManager::new_with_config(client.clone(), manager_config)
-            .await
-            .with_context(|| format!("cannot connect to redis at {}", config.redis_url))?;
+        let redis = connect_redis(&client, config).await?;
         let gate = Gate::with_key_prefix(redis.clone(), config.key_prefix.clone())
             .context("invalid key prefix")?;
 
