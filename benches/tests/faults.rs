@@ -232,6 +232,13 @@ async fn redis_state_lost_and_rebuilt() {
     assert!(out.contains("open to traffic"), "{out}");
 
     tokio::task::block_in_place(|| redis.restart(false));
+    // The server's connection to the old Redis is dead; it reconnects when a call finds that
+    // out (that call answers 503), so wait until it reports ready again.
+    pipeline.http[0]
+        .server
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .unwrap();
     let answer = pipeline.fire(0, &campaign, vec![1], 1).await;
     assert_eq!(answer.count("unknown_campaign"), 1, "{:?}", answer.answers);
     let (code, out) = pipeline.admin(&["audit", "--campaign", &campaign]);
