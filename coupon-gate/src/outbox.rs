@@ -10,8 +10,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use redis::aio::ConnectionLike;
 use redis::Value;
+use redis::aio::ConnectionLike;
 
 use crate::campaign::from_millis;
 use crate::gate::run_script;
@@ -190,7 +190,11 @@ fn decode_entries(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxEntr
                 decode_entry(campaign, entry, &mut records)?;
             }
         }
-        other => return Err(Error::protocol(format!("unexpected stream reply {other:?}"))),
+        other => {
+            return Err(Error::protocol(format!(
+                "unexpected stream reply {other:?}"
+            )));
+        }
     }
     Ok(records)
 }
@@ -210,7 +214,9 @@ fn decode_read_reply(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxE
             [(_, entries)] => decode_entries(campaign, entries),
             _ => Err(Error::protocol("unexpected XREADGROUP reply")),
         },
-        other => Err(Error::protocol(format!("unexpected XREADGROUP reply {other:?}"))),
+        other => Err(Error::protocol(format!(
+            "unexpected XREADGROUP reply {other:?}"
+        ))),
     }
 }
 
@@ -332,7 +338,16 @@ mod tests {
 
     #[test]
     fn entries_of_one_record_each_are_read_too() {
-        let fields = ["kind", "admit", "user", "42", "seq", "1", "at", "1764000000123"];
+        let fields = [
+            "kind",
+            "admit",
+            "user",
+            "42",
+            "seq",
+            "1",
+            "at",
+            "1764000000123",
+        ];
         assert_eq!(
             decode(&entry("7-1", &fields)).unwrap(),
             [(EventKind::Admitted, 42, 1, from_millis(1_764_000_000_123))]

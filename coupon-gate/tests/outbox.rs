@@ -168,7 +168,10 @@ async fn one_call_writes_one_entry_whose_records_keep_the_arrival_order() {
     let read = gate.read_outbox(&id, "relay", 1).await.unwrap();
     let records: Vec<_> = read.iter().map(|e| (e.user.get(), e.seq)).collect();
     assert_eq!(records, [(9, 1), (2, 2), (7, 3)]);
-    assert!(read.iter().all(|e| e.id == read[0].id && e.at == read[0].at));
+    assert!(
+        read.iter()
+            .all(|e| e.id == read[0].id && e.at == read[0].at)
+    );
     assert_eq!(gate.peek_outbox(&id).await.unwrap(), read);
 
     gate.ack_outbox(&id, &[read[0].id.clone()]).await.unwrap();

@@ -18,6 +18,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use coupon_gate::{Campaign, CampaignId, CampaignStatus, Create, Outcome, UserId};
@@ -75,7 +76,10 @@ impl<'a> Route<'a> {
 }
 
 /// Answers one request. Never fails: every problem is an answer.
-pub async fn handle(state: AppState, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let Some(route) = Route::recognise(&path) else {
         return Ok(

@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use coupon_gate::Gate;
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
@@ -17,12 +17,19 @@ use crate::{AppState, Config, server, sold_out};
 ///
 /// # Errors
 ///
-/// Redis or Kafka unreachable at start-up, or a configuration they refuse.
+/// Redis or Kafka unreachable at start-up, a configuration they refuse, or a request timeout
+/// not above the Redis timeout.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.request_timeout > config.redis_timeout,
+        "the request timeout ({:?}) must exceed the Redis timeout ({:?}): a request waiting on Redis would lose its connection",
+        config.request_timeout,
+        config.redis_timeout
+    );
     let state = AppState::connect(&config).await?;
     let (stop_relay, relay_stopped) = watch::channel(false);
     let relay_done = start_relay(&state, &config, relay_stopped.clone()).await?;
@@ -37,6 +44,7 @@ pub async fn serve(
         listener,
         state,
         config.max_connections,
+        config.request_timeout,
         config.shutdown_grace,
         shutdown,
     )

@@ -24,6 +24,11 @@ pub struct Config {
     pub max_connections: usize,
     /// How long one request may wait on Redis before it is answered 503.
     pub redis_timeout: Duration,
+    /// How long a connection may take to send a complete request and have it answered,
+    /// counted from when the server starts waiting for it (on connecting, after each answer);
+    /// then the connection is closed. Guards against silent, dribbling and idle clients; must
+    /// exceed `redis_timeout`.
+    pub request_timeout: Duration,
     /// How long shutdown waits for requests in flight and the relay's last batch.
     pub shutdown_grace: Duration,
     /// Most applications to one campaign decided in one script call (1: one call each).
@@ -46,6 +51,8 @@ impl Config {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
     /// Default wait on Redis per request.
     pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default of [`Config::request_timeout`].
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default shutdown grace.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Default of [`Config::apply_batch`].

@@ -14,6 +14,7 @@ pub mod relay;
 mod response;
 pub mod server;
 pub mod sold_out;
+mod watchdog;
 
 pub use app::serve;
 pub use config::{Config, RelayConfig};

@@ -9,7 +9,7 @@ use anyhow::Context;
 use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignId, Gate};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::Config;
 use crate::api::{self, DEFAULT_CAMPAIGN};
 use crate::sold_out::SoldOutCache;
+use crate::watchdog::Watchdog;
 
 /// What every request handler shares; cheap to clone.
 #[derive(Clone)]
@@ -147,14 +148,20 @@ impl AppState {
 /// in flight finish for up to `grace`, and returns.
 ///
 /// At most `max_connections` connections are served at once; further clients wait in the
-/// listen backlog until one closes.
+/// listen backlog until one closes. A connection whose next answer is not ready within
+/// `request_timeout` of the server starting to wait for its request (silent, dribbling or idle
+/// clients) is closed.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     max_connections: usize,
+    request_timeout: Duration,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Shared by every request: cloning the state itself (a Redis client with its connection
+    // info, the connection handles) for each request would allocate.
+    let state = Arc::new(state);
     let permits = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -180,15 +187,26 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = service_fn(move |req| api::handle(state.clone(), req));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(TokioIo::new(stream), service);
+        let watchdog = Arc::new(Watchdog::new(request_timeout));
+        let clock = watchdog.clone();
+        let service = service_fn(move |req| {
+            let (state, clock) = (state.clone(), clock.clone());
+            async move {
+                let answer = api::handle(state, req).await;
+                clock.answered();
+                answer
+            }
+        });
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                debug!(cause = %err, %peer, "connection ended with an error");
+            tokio::select! {
+                ended = conn => if let Err(err) = ended {
+                    debug!(cause = %err, %peer, "connection ended with an error");
+                },
+                () = watchdog.expired() => {
+                    debug!(%peer, ?request_timeout, "closing a connection that sent no complete request in time");
+                }
             }
             drop(permit);
         });

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use support::{Options, TestApp, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// `Expect: 100-continue` makes the server say when its handler starts reading the body: from
@@ -85,4 +85,101 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .expect("served once a slot freed")
         .unwrap();
     assert_eq!(code, StatusCode::OK);
+}
+
+/// Reads until the server closes `stream` and says how long that took; panics after 10 s.
+async fn until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Duration {
+    let start = std::time::Instant::now();
+    let mut buf = vec![0; 4096];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the server closes the connection");
+        match read {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_silent_and_idle_clients_are_disconnected_busy_ones_are_not() {
+    let limit = Duration::from_millis(400);
+    let app = TestApp::start(Options {
+        request_timeout: limit,
+        redis_timeout: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+
+    // Connects and sends nothing.
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    // Sends a head one byte every 50 ms, never finishing it.
+    let mut dribbling = TcpStream::connect(app.addr).await.unwrap();
+    let (mut dribble_read, mut dribble_write) = dribbling.split();
+    let dribble = async {
+        dribble_write
+            .write_all(b"GET /health HTTP/1.1\r\nx-slow: ")
+            .await
+            .unwrap();
+        while dribble_write.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // Sends a head and 5 of its 12 body bytes.
+    let mut stalled = TcpStream::connect(app.addr).await.unwrap();
+    stalled
+        .write_all(b"POST /api/coupons/apply HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{\"use")
+        .await
+        .unwrap();
+    // Asks once, then stays idle on the keep-alive connection.
+    let mut idle = TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(HEALTH).await.unwrap();
+    assert!(read_answer(&mut idle).await.starts_with("HTTP/1.1 200"));
+
+    let (silent_closed, dribbling_closed, stalled_closed, idle_closed) = tokio::join!(
+        until_closed(&mut silent),
+        async {
+            tokio::select! {
+                closed = until_closed(&mut dribble_read) => closed,
+                () = dribble => unreachable!("the dribble ends only when the server closes"),
+            }
+        },
+        until_closed(&mut stalled),
+        until_closed(&mut idle),
+    );
+    for (who, after) in [
+        ("silent", silent_closed),
+        ("dribbling", dribbling_closed),
+        ("stalled", stalled_closed),
+        ("idle", idle_closed),
+    ] {
+        assert!(after >= limit / 2, "{who} closed after only {after:?}");
+    }
+
+    // A client that keeps asking keeps its connection, for three times the limit.
+    let mut busy = TcpStream::connect(app.addr).await.unwrap();
+    for _ in 0..12 {
+        busy.write_all(HEALTH).await.unwrap();
+        let answer = read_answer(&mut busy).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_timeout_not_above_the_redis_timeout_is_refused() {
+    let app = TestApp::start(Options::default()).await;
+    let mut config = app.config.clone();
+    config.request_timeout = config.redis_timeout;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = coupon_http::serve(config, listener, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("must exceed the Redis timeout"),
+        "{err}"
+    );
 }

@@ -53,6 +53,11 @@ struct Args {
     /// Milliseconds a request waits on Redis before it is answered 503.
     #[arg(long, env = "COUPON_REDIS_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     redis_timeout_ms: u64,
+    /// Milliseconds a connection may take to send a complete request and have it answered,
+    /// counted from when the server starts waiting for it; then it is closed (silent, slow or
+    /// idle clients). Must exceed the Redis timeout.
+    #[arg(long, env = "COUPON_REQUEST_TIMEOUT_MS", default_value_t = Config::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_ms: u64,
     /// Seconds shutdown waits for requests in flight and the relay.
     #[arg(long, env = "COUPON_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -92,6 +97,7 @@ impl Args {
             admin_token: self.admin_token.filter(|t| !t.is_empty()),
             max_connections: self.max_connections,
             redis_timeout: Duration::from_millis(self.redis_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             apply_batch: self.apply_batch,
             sold_out_ttl: Duration::from_millis(self.sold_out_ttl_ms),

@@ -46,6 +46,7 @@ pub struct Options {
     pub max_connections: usize,
     pub apply_batch: usize,
     pub sold_out_ttl: Duration,
+    pub request_timeout: Duration,
 }
 
 impl Default for Options {
@@ -61,6 +62,7 @@ impl Default for Options {
             max_connections: 1024,
             apply_batch: Config::DEFAULT_APPLY_BATCH,
             sold_out_ttl: Config::DEFAULT_SOLD_OUT_TTL,
+            request_timeout: Config::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -121,6 +123,7 @@ impl TestApp {
             admin_token: options.admin_token.clone(),
             max_connections: options.max_connections,
             redis_timeout: options.redis_timeout,
+            request_timeout: options.request_timeout,
             shutdown_grace: Duration::from_secs(10),
             apply_batch: options.apply_batch,
             sold_out_ttl: options.sold_out_ttl,
