@@ -21,15 +21,14 @@ use crate::api::{self, DEFAULT_CAMPAIGN};
 use crate::sold_out::SoldOutCache;
 use crate::watchdog::Watchdog;
 
-/// What every request handler shares; cheap to clone.
-#[derive(Clone)]
+/// What every request handler shares, behind one `Arc` (see [`run`]).
 pub struct AppState {
     /// The admission rules, over a connection that reconnects by itself; applications go
     /// through it coalesced per campaign, everything else to its gate.
     batcher: Batcher<ConnectionManager>,
     /// Campaigns answered `sold_out` without asking Redis.
     sold_out: SoldOutCache,
-    /// For connections of their own (the changes subscription).
+    /// For connections of their own (the changes subscription, the relay).
     client: redis::Client,
     /// The same connection, for `/ready`'s `PING`.
     redis: ConnectionManager,
@@ -97,7 +96,7 @@ impl AppState {
         })
     }
 
-    /// The gate the handlers call; the relay shares it.
+    /// The gate the handlers call (the relay has a gate and connection of its own).
     pub fn gate(&self) -> &Gate<ConnectionManager> {
         self.batcher.gate()
     }
@@ -112,7 +111,7 @@ impl AppState {
         &self.sold_out
     }
 
-    /// The Redis client, for connections of their own.
+    /// The Redis client, for connections of their own (the changes subscription, the relay).
     pub(crate) fn client(&self) -> &redis::Client {
         &self.client
     }
