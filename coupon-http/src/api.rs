@@ -18,12 +18,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use coupon_gate::{Campaign, CampaignId, CampaignStatus, Create, Outcome, UserId};
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -52,8 +52,14 @@ enum Route<'a> {
 
 impl<'a> Route<'a> {
     fn recognise(path: &'a str) -> Option<Self> {
-        let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-        Some(match segments.as_slice() {
+        // No route has more than five segments; a longer path is no route.
+        let mut segments = [""; 5];
+        let mut count = 0;
+        for segment in path.strip_prefix('/')?.split('/') {
+            *segments.get_mut(count)? = segment;
+            count += 1;
+        }
+        Some(match &segments[..count] {
             ["health"] => Self::Health,
             ["ready"] => Self::Ready,
             ["api", "coupons", "apply"] => Self::ApplyDefault,
@@ -77,30 +83,32 @@ impl<'a> Route<'a> {
 
 /// Answers one request. Never fails: every problem is an answer.
 pub async fn handle(
-    state: Arc<AppState>,
+    state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path().to_owned();
-    let Some(route) = Route::recognise(&path) else {
+    // Split so that the route can borrow the path while the body is read.
+    let (head, body) = req.into_parts();
+    let path = head.uri.path();
+    let Some(route) = Route::recognise(path) else {
         return Ok(
             Rejection::new(StatusCode::NOT_FOUND, format!("no endpoint at {path}")).into_response(),
         );
     };
     let (method, allow) = route.method();
-    if req.method() != method {
-        let message = format!("{} is not allowed on {path}; use {allow}", req.method());
+    if head.method != method {
+        let message = format!("{} is not allowed on {path}; use {allow}", head.method);
         let rejection =
             Rejection::new(StatusCode::METHOD_NOT_ALLOWED, message).with_header("allow", allow);
         return Ok(rejection.into_response());
     }
     let answer = match route {
         Route::Health => Ok(json(StatusCode::OK, &json!({ "status": "ok" }))),
-        Route::Ready => Ok(ready(&state).await),
-        Route::ApplyDefault => apply(&state, DEFAULT_CAMPAIGN, req).await,
-        Route::Apply(id) => apply(&state, id, req).await,
-        Route::Campaign(id) => campaign_status(&state, id).await,
-        Route::UserAdmission(id, user) => user_admission(&state, id, user).await,
-        Route::Campaigns => create_campaign(&state, req).await,
+        Route::Ready => Ok(ready(state).await),
+        Route::ApplyDefault => apply(state, DEFAULT_CAMPAIGN, &head, body).await,
+        Route::Apply(id) => apply(state, id, &head, body).await,
+        Route::Campaign(id) => campaign_status(state, id).await,
+        Route::UserAdmission(id, user) => user_admission(state, id, user).await,
+        Route::Campaigns => create_campaign(state, &head, body).await,
     };
     Ok(answer.unwrap_or_else(Rejection::into_response))
 }
@@ -133,10 +141,11 @@ struct ApplyBody {
 async fn apply(
     state: &AppState,
     id: &str,
-    req: Request<Incoming>,
+    head: &Parts,
+    body: Incoming,
 ) -> Result<Response<Body>, Rejection> {
     let campaign = campaign_id(id)?;
-    let body: ApplyBody = read_json(req).await?;
+    let body: ApplyBody = read_json(head, body).await?;
     let user = user_id_from_json(body.user_id)?;
     let outcome = if state.sold_out().is_sold_out(&campaign) {
         Outcome::SoldOut
@@ -269,10 +278,11 @@ struct CreateBody {
 
 async fn create_campaign(
     state: &AppState,
-    req: Request<Incoming>,
+    head: &Parts,
+    body: Incoming,
 ) -> Result<Response<Body>, Rejection> {
-    authorize(state, &req)?;
-    let body: CreateBody = read_json(req).await?;
+    authorize(state, head)?;
+    let body: CreateBody = read_json(head, body).await?;
     let id = campaign_id(
         body.id
             .as_deref()
@@ -315,15 +325,15 @@ async fn create_campaign(
     Ok(json(code, &answer))
 }
 
-fn authorize<B>(state: &AppState, req: &Request<B>) -> Result<(), Rejection> {
+fn authorize(state: &AppState, head: &Parts) -> Result<(), Rejection> {
     let Some(expected) = state.admin_token() else {
         return Err(Rejection::new(
             StatusCode::FORBIDDEN,
             "admin endpoints are disabled: no COUPON_ADMIN_TOKEN is configured",
         ));
     };
-    let given = req
-        .headers()
+    let given = head
+        .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));

@@ -5,9 +5,10 @@
 //! [`MAX_BODY`] bytes.
 
 use http_body_util::{BodyExt, Limited};
+use hyper::StatusCode;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Request, StatusCode};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
+use hyper::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::response::Rejection;
@@ -15,20 +16,23 @@ use crate::response::Rejection;
 /// The largest request body accepted, in bytes.
 pub(crate) const MAX_BODY: usize = 4 * 1024;
 
-/// Reads `req`'s body as a JSON object into `T`.
+/// Reads a request's body as a JSON object into `T`; `head` is the rest of the request.
 ///
 /// `T` is a struct deriving `Deserialize`, which refuses a key given twice (`duplicate field`),
 /// where a map would silently keep the last one.
-pub(crate) async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Rejection> {
-    check_content_type(&req)?;
-    let declared = req
-        .headers()
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    head: &Parts,
+    body: Incoming,
+) -> Result<T, Rejection> {
+    check_content_type(&head.headers)?;
+    let declared = head
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY as u64) {
         return Err(too_large());
     }
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err)
             if err
@@ -63,9 +67,8 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
     }
 }
 
-fn check_content_type<B>(req: &Request<B>) -> Result<(), Rejection> {
-    let media_type = req
-        .headers()
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let media_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim());

@@ -40,6 +40,15 @@ pub struct AppState {
     relay_running: Arc<AtomicBool>,
 }
 
+/// What the requests of one connection share. Each request holds a clone of this `Arc`, which
+/// only that connection's worker touches, rather than of the state's, whose count every worker
+/// would bounce between cores on every request.
+struct ConnectionScope {
+    state: Arc<AppState>,
+    /// Closes the connection when its client is too slow.
+    watchdog: Watchdog,
+}
+
 /// A connection to Redis with the timeouts of `config`; reconnects by itself.
 ///
 /// # Errors
@@ -158,8 +167,8 @@ pub async fn run(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Shared by every request: cloning the state itself (a Redis client with its connection
-    // info, the connection handles) for each request would allocate.
+    // Shared by every connection: cloning the state itself (a Redis client with its connection
+    // info, the connection handles) would allocate.
     let state = Arc::new(state);
     let permits = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
@@ -185,14 +194,16 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let watchdog = Arc::new(Watchdog::new(request_timeout));
-        let clock = watchdog.clone();
+        let scope = Arc::new(ConnectionScope {
+            state: state.clone(),
+            watchdog: Watchdog::new(request_timeout),
+        });
+        let watchdog = scope.clone();
         let service = service_fn(move |req| {
-            let (state, clock) = (state.clone(), clock.clone());
+            let scope = scope.clone();
             async move {
-                let answer = api::handle(state, req).await;
-                clock.answered();
+                let answer = api::handle(&scope.state, req).await;
+                scope.watchdog.answered();
                 answer
             }
         });
@@ -203,7 +214,7 @@ pub async fn run(
                 ended = conn => if let Err(err) = ended {
                     debug!(cause = %err, %peer, "connection ended with an error");
                 },
-                () = watchdog.expired() => {
+                () = watchdog.watchdog.expired() => {
                     debug!(%peer, ?request_timeout, "closing a connection that sent no complete request in time");
                 }
             }
