@@ -57,21 +57,34 @@ local next_seq = tonumber(meta[4])
 local issued = tonumber(meta[5])
 local digits = tonumber(meta[6])
 
+-- The bucket key of a user; computed once per user, as string work is most of the script's
+-- cost per user.
+local prefix = KEYS[2] .. ':'
+local only_bucket = prefix .. '0'
 local function bucket(user)
   if digits == 0 then
-    return KEYS[2] .. ':0'
+    return only_bucket
   end
-  return KEYS[2] .. ':' .. string.sub(user, -digits)
+  return prefix .. string.sub(user, -digits)
 end
 
 -- Phase one: decide.
 local decided = {}  -- user -> seq taken earlier in this batch
-local admitted = {} -- {user, seq} in order
+-- The admitted, in order, as parallel arrays (no table per user): user, bucket key, seq as a
+-- decimal string. Numbers are formatted here, once, with %d: a number handed to redis.call
+-- would be formatted with %.17g, which costs several times as much.
+local adm_users, adm_buckets, adm_seqs = {}, {}, {}
+local admitted = 0
 local free = nil    -- released seqs <= quota, ascending, loaded on first need
 local free_used = 0
 for i = 1, n do
   local user = ARGV[i]
-  local held = decided[user] or redis.call('HGET', bucket(user), user)
+  local held = decided[user]
+  local key
+  if not held then
+    key = bucket(user)
+    held = redis.call('HGET', key, user)
+  end
   if held then
     out[2 * i - 1] = 2
     out[2 * i] = tonumber(held)
@@ -83,7 +96,7 @@ for i = 1, n do
     -- 1..=next is either held or free, so when no free seq <= quota is left and a slot
     -- is still open, next < quota and next + 1 is a valid seq.
     if free == nil then
-      free = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', quota, 'LIMIT', 0, n)
+      free = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', meta[1], 'LIMIT', 0, n)
     end
     local seq
     if free_used < #free then
@@ -95,23 +108,26 @@ for i = 1, n do
     end
     issued = issued + 1
     decided[user] = seq
-    admitted[#admitted + 1] = {user, seq}
+    admitted = admitted + 1
+    adm_users[admitted] = user
+    adm_buckets[admitted] = key
+    adm_seqs[admitted] = string.format('%d', seq)
     out[2 * i - 1] = 1
     out[2 * i] = seq
   end
 end
 
 -- Phase two: write.
-if #admitted > 0 then
+if admitted > 0 then
   for j = 1, free_used do
     redis.call('ZREM', KEYS[3], free[j])
   end
-  redis.call('HSET', KEYS[1], 'next', next_seq, 'issued', issued)
+  redis.call('HSET', KEYS[1], 'next', string.format('%d', next_seq), 'issued', string.format('%d', issued))
   local record = {string.format('%d', now)}
-  for j = 1, #admitted do
-    local a = admitted[j]
-    redis.call('HSET', bucket(a[1]), a[1], a[2])
-    record[j + 1] = a[1] .. ':' .. string.format('%d', a[2])
+  for j = 1, admitted do
+    local user, seq = adm_users[j], adm_seqs[j]
+    redis.call('HSET', adm_buckets[j], user, seq)
+    record[j + 1] = user .. ':' .. seq
   end
   redis.call('XADD', KEYS[4], '*', 'admit', table.concat(record, ' '))
 end
