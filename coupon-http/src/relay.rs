@@ -14,18 +14,18 @@
 //! or, after a compensation, `{"event":"released",…,"releasedAt":"…"}`.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use coupon_gate::{CampaignId, EventKind, Gate, OutboxEntry};
-use futures_util::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use redis::aio::ConnectionLike;
 use serde::Serialize;
@@ -197,25 +197,53 @@ where
     }
 
     /// Produces every record and says which outbox entries the broker confirmed whole.
+    ///
+    /// Every record is handed to the producer first (librdkafka copies key and value, so one
+    /// buffer of each serves every record), then the deliveries are awaited in order. The
+    /// records of one stream entry share its timestamp, which is formatted once.
     async fn deliver(&self, entries: &[OutboxEntry]) -> Sent {
         let topic = self.config.topic.as_str();
-        let sends = entries.iter().map(|entry| async move {
-            let key = format!("{}:{}", entry.campaign, entry.user);
-            let payload = message(entry);
-            let record = FutureRecord::to(topic).key(&key).payload(&payload);
-            let result = self
-                .producer
-                .send(record, Timeout::After(self.config.message_timeout))
-                .await;
-            (entry, result)
-        });
+        let mut results: Vec<Option<KafkaError>> = Vec::with_capacity(entries.len());
+        let mut pending: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(entries.len());
+        let mut key = String::new();
+        let mut payload = Vec::new();
+        let mut stamp: Option<(SystemTime, String)> = None;
+        for (i, entry) in entries.iter().enumerate() {
+            results.push(None);
+            if stamp.as_ref().is_none_or(|(at, _)| *at != entry.at) {
+                stamp = Some((entry.at, rfc3339(entry.at)));
+            }
+            let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
+            key.clear();
+            let _ = write!(key, "{}:{}", entry.campaign, entry.user);
+            payload.clear();
+            write_message(&mut payload, entry, at);
+            loop {
+                let record = FutureRecord::to(topic).key(&key).payload(&payload);
+                match self.producer.send_result(record) {
+                    Ok(delivery) => pending.push((i, delivery)),
+                    // The producer's queue is full of this round's records: wait for them to
+                    // be delivered, then try once more.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                        if !pending.is_empty() =>
+                    {
+                        settle(&mut pending, &mut results).await;
+                        continue;
+                    }
+                    Err((err, _)) => results[i] = Some(err),
+                }
+                break;
+            }
+        }
+        settle(&mut pending, &mut results).await;
+
         let mut sent = Sent::default();
         let mut failed_ids = HashSet::new();
         let mut first_error = None;
-        for (entry, result) in join_all(sends).await {
+        for (entry, result) in entries.iter().zip(results) {
             match result {
-                Ok(_) => sent.delivered += 1,
-                Err((err, _)) => {
+                None => sent.delivered += 1,
+                Some(err) => {
                     sent.failed += 1;
                     failed_ids.insert(entry.id.as_str());
                     sent.producer_rejected |= matches!(err.rdkafka_error_code(), Some(code) if PRODUCER_REJECTED.contains(&code));
@@ -229,6 +257,18 @@ where
         }
         sent.acknowledge = acknowledgeable(entries, &failed_ids);
         sent
+    }
+}
+
+/// Awaits the `pending` deliveries in order and writes each one's error, if any, to its place
+/// in `results`.
+async fn settle(pending: &mut Vec<(usize, DeliveryFuture)>, results: &mut [Option<KafkaError>]) {
+    for (i, delivery) in pending.drain(..) {
+        results[i] = match delivery.await {
+            Ok(Ok(_)) => None,
+            Ok(Err((err, _))) => Some(err),
+            Err(_canceled) => Some(KafkaError::Canceled),
+        };
     }
 }
 
@@ -352,14 +392,14 @@ struct Message<'a> {
     user_id: u64,
     seq: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    admitted_at: Option<String>,
+    admitted_at: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    released_at: Option<String>,
+    released_at: Option<&'a str>,
 }
 
-/// The JSON value of an outbox entry on the topic.
-fn message(entry: &OutboxEntry) -> String {
-    let at = rfc3339(entry.at);
+/// Appends the JSON value of an outbox entry on the topic to `out`; `at` is the entry's time
+/// in RFC 3339.
+fn write_message(out: &mut Vec<u8>, entry: &OutboxEntry, at: &str) {
     let (event, admitted_at, released_at) = match entry.kind {
         EventKind::Admitted => ("admitted", Some(at), None),
         EventKind::Released => ("released", None, Some(at)),
@@ -372,7 +412,7 @@ fn message(entry: &OutboxEntry) -> String {
         admitted_at,
         released_at,
     };
-    serde_json::to_string(&message).unwrap_or_default()
+    serde_json::to_writer(out, &message).expect("plain fields serialize");
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -384,6 +424,12 @@ mod tests {
     use super::*;
     use coupon_gate::UserId;
 
+    fn message(entry: &OutboxEntry) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_message(&mut out, entry, &rfc3339(entry.at));
+        out
+    }
+
     #[test]
     fn messages_carry_the_admission() {
         let entry = OutboxEntry {
@@ -394,7 +440,7 @@ mod tests {
             seq: 7,
             at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
         };
-        let value: serde_json::Value = serde_json::from_str(&message(&entry)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&message(&entry)).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2025-11-24T16:00:00.123Z"})
@@ -403,7 +449,7 @@ mod tests {
             kind: EventKind::Released,
             ..entry
         };
-        let value: serde_json::Value = serde_json::from_str(&message(&released)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&message(&released)).unwrap();
         assert_eq!(value["event"], "released");
         assert_eq!(value["releasedAt"], "2025-11-24T16:00:00.123Z");
         assert!(value.get("admittedAt").is_none());

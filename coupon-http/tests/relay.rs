@@ -95,6 +95,28 @@ async fn every_admission_becomes_one_message() {
     app.drained("flash").await;
 }
 
+/// A round of the relay hands the producer more records than its queue holds: the relay waits
+/// for the queued ones to be delivered and goes on, so that nothing is dropped or sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_queue_smaller_than_a_round_loses_nothing() {
+    let app = TestApp::start(Options {
+        kafka_properties: vec![("queue.buffering.max.messages".into(), "2".into())],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        app.create(json!({"id": "narrow", "quota": 40})).await.0,
+        StatusCode::CREATED
+    );
+    let admitted = burst(&app, "narrow", 1..=40).await;
+    assert_eq!(admitted.len(), 40);
+
+    let messages = read_topic(&brokers(), &app.topic, 40, Duration::from_secs(60)).await;
+    assert_topic_matches(&messages, "narrow", &admitted);
+    assert_eq!(messages.len(), 40, "each admission exactly once");
+    app.drained("narrow").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_a_campaign_and_each_admission_is_relayed_once() {
     let first = TestApp::start(Options::default()).await;

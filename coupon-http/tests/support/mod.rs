@@ -47,6 +47,8 @@ pub struct Options {
     pub apply_batch: usize,
     pub sold_out_ttl: Duration,
     pub request_timeout: Duration,
+    /// librdkafka properties for the relay's producer.
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             apply_batch: Config::DEFAULT_APPLY_BATCH,
             sold_out_ttl: Config::DEFAULT_SOLD_OUT_TTL,
             request_timeout: Config::DEFAULT_REQUEST_TIMEOUT,
+            kafka_properties: Vec::new(),
         }
     }
 }
@@ -136,7 +139,7 @@ impl TestApp {
                 claim_idle: options.claim_idle,
                 message_timeout: options.message_timeout,
                 consumer: format!("relay-{}", addr.port()),
-                kafka_properties: Vec::new(),
+                kafka_properties: options.kafka_properties.clone(),
             },
         };
         let (stop, stopped) = oneshot::channel();
