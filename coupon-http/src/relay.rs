@@ -207,17 +207,17 @@ where
         let mut pending: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(entries.len());
         let mut key = String::new();
         let mut payload = Vec::new();
-        let mut stamp: Option<(SystemTime, String)> = None;
+        let (mut stamped, mut stamp) = (None, String::new());
         for (i, entry) in entries.iter().enumerate() {
             results.push(None);
-            if stamp.as_ref().is_none_or(|(at, _)| *at != entry.at) {
-                stamp = Some((entry.at, rfc3339(entry.at)));
+            if stamped != Some(entry.at) {
+                stamp = rfc3339(entry.at);
+                stamped = Some(entry.at);
             }
-            let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
             key.clear();
             let _ = write!(key, "{}:{}", entry.campaign, entry.user);
             payload.clear();
-            write_message(&mut payload, entry, at);
+            write_message(&mut payload, entry, &stamp);
             loop {
                 let record = FutureRecord::to(topic).key(&key).payload(&payload);
                 match self.producer.send_result(record) {

@@ -213,8 +213,8 @@ async fn insert_run<'a>(
         return Ok(());
     }
 
-    // Some (campaign, user) or (campaign, seq) existed: read back what each holds now. Keys borrow the batch's own campaign ids,
-    // so the check allocates nothing per row.
+    // Some (campaign, user) or (campaign, seq) existed: read back what each holds now. Keys
+    // borrow the batch's own campaign ids, so the check allocates nothing per row.
     let mut by_campaign: BTreeMap<&'a str, Vec<u64>> = BTreeMap::new();
     for &(_, c) in run.iter() {
         by_campaign
