@@ -2,11 +2,13 @@
 //! [`Gate::apply_many`] call, so that Redis pays the script's fixed cost once per batch
 //! instead of once per user.
 //!
-//! Each campaign with traffic has a queue and a task. The task takes whatever is queued (up to
-//! [`BatchConfig::max_batch`]), optionally waits [`BatchConfig::window`] for more, and sends the
-//! batch; while it is in flight the next one gathers, so batches grow with the load by
-//! themselves. One batch per campaign is in flight at a time, which keeps arrival order across
-//! batches as well as within them. After [`BatchConfig::idle`] without traffic the task ends.
+//! Each campaign with traffic has a queue and a task. Woken by an application, the task lets the
+//! runtime run once (or waits [`BatchConfig::window`], when one is set) so that applications
+//! already on their way join, then takes whatever is queued (up to [`BatchConfig::max_batch`])
+//! and sends the batch; while it is in flight the next one gathers, so batches grow with the
+//! load by themselves. One batch per campaign is in flight at a time, which keeps arrival order
+//! across batches as well as within them. After [`BatchConfig::idle`] without traffic the task
+//! ends.
 //!
 //! Outcomes are exactly those of one [`Gate::apply`] per user in queue order: the script decides
 //! a batch's users in order, as if each had called alone.
@@ -26,8 +28,10 @@ pub struct BatchConfig {
     /// Most users in one script call. 1 turns coalescing off (one call per application).
     pub max_batch: usize,
     /// How long a batch that is not full waits for more applications before it is sent. Zero
-    /// (the default) sends at once whatever was queued; batches then grow by themselves while
-    /// the previous one is in flight, which costs an application no added latency.
+    /// (the default) sets no timer: the batch takes what is queued after one turn of the
+    /// runtime, and batches grow by themselves while the previous one is in flight, which costs
+    /// an application no added latency. (Tokio's timers have millisecond granularity: a shorter
+    /// window still waits up to about a millisecond.)
     pub window: Duration,
     /// A campaign's task ends after this long without applications.
     pub idle: Duration,
@@ -146,7 +150,13 @@ where
             }
         };
         let mut batch = vec![first];
-        if !config.window.is_zero() {
+        if config.window.is_zero() {
+            // One turn of the runtime before collecting: the applications that other tasks of
+            // this worker are about to queue (their requests already read, or readable) join
+            // this batch instead of waiting for the next. Fewer, larger batches cost Redis and
+            // the workers less per application; on an idle runtime the turn takes microseconds.
+            tokio::task::yield_now().await;
+        } else {
             let deadline = tokio::time::Instant::now() + config.window;
             while batch.len() < config.max_batch {
                 match tokio::time::timeout_at(deadline, jobs.recv()).await {
