@@ -42,6 +42,9 @@ const CAMPAIGN_REFRESH: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(10);
 /// How long the relay waits after Redis failed before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// How long the relay waits before it hands the producer a record again when the producer's
+/// queue is full of records already delivered but not yet freed.
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(1);
 
 /// A relay over one gate and one producer.
 pub struct Relay<C> {
@@ -218,16 +221,27 @@ where
             let _ = write!(key, "{}:{}", entry.campaign, entry.user);
             payload.clear();
             write_message(&mut payload, entry, &stamp);
+            let mut full_since = None;
             loop {
                 let record = FutureRecord::to(topic).key(&key).payload(&payload);
                 match self.producer.send_result(record) {
                     Ok(delivery) => pending.push((i, delivery)),
                     // The producer's queue is full of this round's records: wait for them to
-                    // be delivered, then try once more.
+                    // be delivered, then try again.
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                         if !pending.is_empty() =>
                     {
                         settle(&mut pending, &mut results).await;
+                        continue;
+                    }
+                    // Every record handed over has had its delivery report, yet the queue still
+                    // counts some: librdkafka frees a message only after its report, on its own
+                    // thread. Wait for that, as long as a message may take to deliver.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                        if full_since.get_or_insert_with(Instant::now).elapsed()
+                            < self.config.message_timeout =>
+                    {
+                        tokio::time::sleep(QUEUE_FULL_RETRY).await;
                         continue;
                     }
                     Err((err, _)) => results[i] = Some(err),
