@@ -10,6 +10,7 @@ pub mod api;
 mod app;
 mod body;
 pub mod config;
+mod poll_again;
 pub mod relay;
 mod response;
 pub mod server;

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::Config;
 use crate::api::{self, DEFAULT_CAMPAIGN};
+use crate::poll_again::PollAgain;
 use crate::sold_out::SoldOutCache;
 use crate::watchdog::Watchdog;
 
@@ -210,8 +211,9 @@ pub async fn run(
         let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            tokio::pin!(conn);
             tokio::select! {
-                ended = conn => if let Err(err) = ended {
+                ended = PollAgain::new(conn.as_mut()) => if let Err(err) = ended {
                     debug!(cause = %err, %peer, "connection ended with an error");
                 },
                 () = watchdog.watchdog.expired() => {
