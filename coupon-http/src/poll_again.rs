@@ -19,7 +19,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 
 /// How many times in a row a future that keeps waking itself is polled before the task yields
-/// to the scheduler, so that it cannot hold a worker for ever.
+/// to the scheduler, so that it cannot hold a worker for ever (hyper yields this way after 16
+/// pipelined requests, for fairness).
 const MAX_POLLS: usize = 8;
 
 /// `F`, polled again at once when it wakes itself during a poll.
@@ -70,6 +71,11 @@ impl<F: Future + Unpin> Future for PollAgain<F> {
             // well; polling again here as well is harmless.
             if !this.flag.woken.load(Ordering::SeqCst) {
                 return Poll::Pending;
+            }
+            // Out of Tokio's budget, every resource answers `Pending` and wakes the task at
+            // once: only the scheduler renews the budget.
+            if !tokio::task::coop::has_budget_remaining() {
+                break;
             }
         }
         cx.waker().wake_by_ref();
@@ -156,6 +162,24 @@ mod tests {
             Pin::new(&mut future).poll(&mut cx),
             Poll::Ready(MAX_POLLS + 3)
         );
+    }
+
+    #[tokio::test]
+    async fn out_of_budget_it_yields_instead_of_polling_again() {
+        let mut future = PollAgain::new(SelfWaking { wakes: 3, polls: 0 });
+        std::future::poll_fn(|cx| {
+            while tokio::task::coop::has_budget_remaining() {
+                let _ = std::pin::pin!(tokio::task::coop::consume_budget()).poll(cx);
+            }
+            assert!(Pin::new(&mut future).poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(
+            future.inner.polls, 1,
+            "one poll, then back to the scheduler"
+        );
+        assert_eq!(future.await, 4);
     }
 
     #[test]
