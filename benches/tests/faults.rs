@@ -302,7 +302,7 @@ async fn script_flush_mid_burst() {
 ///    mid-burst and comes back: admissions wait in the outbox, then flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_unreachable_mid_burst() {
-    let broker = Broker::start().await;
+    let broker = Broker::behind_proxy().await;
     let pipeline = Pipeline::start_with(Setup {
         brokers: broker.brokers(),
         ..Setup::default()
@@ -314,17 +314,17 @@ async fn broker_unreachable_mid_burst() {
         pipeline.fire_with(0, &campaign, crowd(2), 32, &bar),
         async {
             strike_when(&bar, STRIKE_AT).await;
-            broker.proxy.cut();
+            broker.proxy().cut();
         },
     );
     // Answers went on while the broker was away; nothing reached MySQL that had not before.
     eventually(
         Duration::from_secs(30),
         "a client to knock on the cut broker",
-        || async { broker.proxy.refused() > 0 },
+        || async { broker.proxy().refused() > 0 },
     )
     .await;
-    broker.proxy.restore();
+    broker.proxy().restore();
     settle(&pipeline, 0, &campaign, &mut tally).await;
     judge("broker-unreachable", &pipeline, &campaign, &tally, false).await;
 }

@@ -139,7 +139,7 @@ async fn two_processes_share_a_campaign_and_each_admission_is_relayed_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_burst_loses_nothing() {
-    let broker = Broker::start().await;
+    let broker = Broker::behind_proxy().await;
     // Short delivery timeouts, so that failed deliveries go back to the outbox and are
     // re-claimed, rather than waiting inside the producer for the broker to return.
     let options = || Options {
@@ -155,7 +155,7 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
     );
 
     let mut admitted = burst(&app, "outage", 1..=60).await;
-    broker.proxy.cut();
+    broker.proxy().cut();
     // Admissions keep being answered while the broker is unreachable; they queue in Redis.
     admitted.extend(burst(&app, "outage", 61..=200).await);
     assert_eq!(admitted.len(), 100);
@@ -191,7 +191,7 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
         },
     )
     .await;
-    broker.proxy.restore();
+    broker.proxy().restore();
 
     let messages = read_topic(&broker.brokers(), &app.topic, 100, Duration::from_secs(90)).await;
     let left = app
@@ -206,7 +206,7 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_flight_is_taken_over() {
-    let broker = Broker::start().await;
+    let broker = Broker::behind_proxy().await;
     let scratch = Scratch::new(&redis_url());
     let topic = format!("t_{}", scratch.prefix.replace('-', "_"));
     let port = free_port();
@@ -233,7 +233,7 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
     })
     .await;
 
-    broker.proxy.cut();
+    broker.proxy().cut();
     let json = [("content-type", "application/json")];
     let answers = join_all((1..=60u64).map(|u| {
         call(
@@ -266,7 +266,7 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
     })
     .await;
     process_a.kill(); // SIGKILL
-    broker.proxy.restore();
+    broker.proxy().restore();
 
     // Process B takes over what A left pending.
     let b = TestApp::join(

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    ScratchDb, admitted, brokers, count, eventually, fresh_topic, produce_unbatched, spawn_binary,
+    ScratchDb, admitted, brokers, count, eventually, fresh_topic, produce, spawn_binary,
     wait_for_rows,
 };
 
@@ -15,9 +15,9 @@ async fn a_sink_killed_mid_drain_and_restarted_writes_everything_once() {
     let db = ScratchDb::new();
     let topic = fresh_topic(&brokers()).await;
     let total = 3000;
-    // One record per batch: each restart resumes from committed offsets, and the local broker
-    // cannot resume inside a multi-record batch (see `produce_unbatched`).
-    produce_unbatched(
+    // Produced in multi-record batches, as the relay produces: each restart resumes from a
+    // committed offset, which may fall inside a batch.
+    produce(
         &brokers(),
         &topic,
         &(1..=total)

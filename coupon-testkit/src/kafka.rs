@@ -1,13 +1,14 @@
-//! Kafka for tests: the machine's broker, a broker of the test's own behind a proxy, reading a
-//! topic back, and producing raw messages.
+//! Kafka for tests: the machine's broker, a broker of the test's own (to kill, restart or cut
+//! off), reading a topic back, and producing raw messages.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -61,74 +62,165 @@ pub async fn read_topic(
     messages
 }
 
-/// A Kafka-API broker (Tansu, in memory) of the test's own, reached through a [`Proxy`]: it
-/// advertises the proxy's port, so every client connection passes the proxy and a test can
-/// cut them all without killing the broker (whose memory engine would lose the topics).
+/// Records the broker holds on `topic`: the sum of its partitions' high watermarks.
+///
+/// # Panics
+///
+/// When the broker does not answer within 10 seconds, or has no such topic.
+pub fn topic_records(brokers: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .unwrap_or_else(|err| panic!("metadata of {topic}: {err}"));
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    (0..partitions as i32)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, timeout)
+                .unwrap_or_else(|err| panic!("watermarks of {topic}/{p}: {err}"))
+                .1
+        })
+        .sum()
+}
+
+/// A Kafka-API broker of the test's own: nisshi on a free port, with SQLite storage in a data
+/// directory of its own, so that it keeps what it acknowledged when it is killed and restarted.
+///
+/// [`Broker::start`] advertises the broker itself; [`Broker::behind_proxy`] advertises a
+/// [`Proxy`] instead, so that every client connection passes it and a test can cut them all (a
+/// network partition) while the broker runs on.
 pub struct Broker {
-    /// The proxy every client connection passes through.
-    pub proxy: Proxy,
-    child: Child,
+    /// The port the broker listens on.
+    port: u16,
+    /// The proxy clients reach the broker through, when there is one.
+    proxy: Option<Proxy>,
+    /// The broker's working directory, which holds its SQLite database; removed on drop.
+    dir: PathBuf,
+    /// Where the broker's output goes; kept after the test, and named in its output.
+    log: PathBuf,
+    /// The running broker; `None` between [`Broker::kill`] and [`Broker::restart`].
+    child: Option<Child>,
 }
 
 impl Broker {
-    /// Starts the broker on a free port, advertised through a new proxy.
+    /// Starts a broker on a free port, advertising that port.
     pub async fn start() -> Self {
+        Self::launch(None).await
+    }
+
+    /// Starts a broker on a free port, advertising a new [`Proxy`] in front of it.
+    pub async fn behind_proxy() -> Self {
         let port = free_port();
         let proxy = Proxy::start(port).await;
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-            ])
+        Self::launch(Some((port, proxy))).await
+    }
+
+    async fn launch(proxied: Option<(u16, Proxy)>) -> Self {
+        let (port, proxy) = match proxied {
+            Some((port, proxy)) => (port, Some(proxy)),
+            None => (free_port(), None),
+        };
+        let dir = std::env::temp_dir().join(format!("coupon-broker-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("the broker's data directory");
+        let log = std::env::temp_dir().join(format!("coupon-broker-{port}.log"));
+        eprintln!(
+            "test broker on port {port}, data in {}, log: {}",
+            dir.display(),
+            log.display()
+        );
+        let mut broker = Self {
+            port,
+            proxy,
+            dir,
+            log,
+            child: None,
+        };
+        broker.restart().await;
+        broker
+    }
+
+    /// The bootstrap address clients use: the proxy's when there is one.
+    pub fn brokers(&self) -> String {
+        let port = self.proxy.as_ref().map_or(self.port, |proxy| proxy.port);
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The proxy in front of the broker.
+    ///
+    /// # Panics
+    ///
+    /// When the broker was started without one ([`Broker::start`]).
+    pub fn proxy(&self) -> &Proxy {
+        self.proxy
+            .as_ref()
+            .expect("a broker started with Broker::behind_proxy")
+    }
+
+    /// SIGKILLs the broker, as a crash would, and reaps it. Its storage stays.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker (again) on the same port and storage, and waits until it listens.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the broker's log file");
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new("nisshi")
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &listener])
             .args([
                 "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{}", proxy.port),
+                &format!("tcp://{}", self.brokers()),
             ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Relative to the working directory: the data directory.
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .stdout(log.try_clone().expect("the broker's log file"))
+            .stderr(log)
             .spawn()
-            .expect("tansu on PATH (scripts/services up installs it)");
-        let broker = Self { proxy, child };
+            .expect("nisshi on PATH (scripts/services up installs it)");
+        self.child = Some(child);
+        let port = self.port;
         eventually(
             Duration::from_secs(20),
             "the test broker to listen",
             || async { TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
         )
         .await;
-        broker
-    }
-
-    /// The bootstrap address clients use: the proxy.
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.proxy.port)
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// An idempotent producer (acks=all) on `brokers`, as the relay produces; `extra` settings on top.
-fn producer(brokers: &str, extra: &[(&str, &str)]) -> FutureProducer {
-    let mut config = ClientConfig::new();
-    config
+/// Produces `messages` (key, payload) to `topic` with an idempotent producer (acks=all), as
+/// the relay produces, batched as librdkafka batches them; waits until the broker has every one.
+pub async fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
-        .set("acks", "all");
-    for (key, value) in extra {
-        config.set(*key, *value);
-    }
-    config.create().expect("producer")
-}
-
-/// Produces `messages` (key, payload) to `topic` and waits until the broker has every one.
-pub async fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
-    let producer = producer(brokers, &[]);
+        .set("acks", "all")
+        .create()
+        .expect("producer");
     // All sent at once (one key keeps its order within its partition), then awaited.
     let sends = messages.iter().map(|(key, payload)| {
         producer.send(
@@ -138,24 +230,5 @@ pub async fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)])
     });
     for sent in join_all(sends).await {
         sent.unwrap_or_else(|(err, _)| panic!("producing to {topic}: {err}"));
-    }
-}
-
-/// Produces `messages` one at a time, so that each is a record batch of its own.
-///
-/// For tests that restart a consumer from committed offsets on the local broker: Tansu 0.6
-/// answers a fetch that starts inside a record batch with no records, so a consumer whose
-/// committed offset falls inside a multi-record batch stalls there (Apache Kafka returns the
-/// batch and the client skips the records before the offset).
-pub async fn produce_unbatched(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
-    let producer = producer(brokers, &[("linger.ms", "0"), ("batch.num.messages", "1")]);
-    for (key, payload) in messages {
-        producer
-            .send(
-                FutureRecord::to(topic).key(key).payload(payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap_or_else(|(err, _)| panic!("producing to {topic}: {err}"));
     }
 }

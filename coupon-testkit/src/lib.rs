@@ -10,7 +10,7 @@ mod net;
 mod redis;
 mod wait;
 
-pub use kafka::{Broker, brokers, produce, produce_unbatched, read_topic};
+pub use kafka::{Broker, brokers, produce, read_topic, topic_records};
 pub use mysql::{ScratchDb, mysql_server_url};
 pub use net::{Process, Proxy, free_port};
 pub use redis::{RedisServer, Scratch, connect, info_field, redis_url, script_calls};

@@ -6,9 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub use coupon_testkit::{
-    Process, Proxy, ScratchDb, brokers, eventually, free_port, produce, produce_unbatched,
-};
+pub use coupon_testkit::{Process, Proxy, ScratchDb, brokers, eventually, free_port, produce};
 
 use coupon_sink::{Config, consumer, db};
 use serde_json::json;
