@@ -27,8 +27,8 @@ pub struct Config {
     /// for the group to notice its predecessor is gone. `None` for dynamic membership.
     pub instance_id: Option<String>,
     /// Longest time the broker may hold a fetch open waiting for new messages
-    /// (`fetch.wait.max.ms`). Brokers that answer as soon as data arrives make this an idle
-    /// timeout only; with one that waits it out, it is added to every admission's way to MySQL.
+    /// (`fetch.wait.max.ms`). A broker answers as soon as a message arrives, so this only bounds
+    /// how long an idle sink's fetch stays open.
     pub fetch_wait: Duration,
     /// More librdkafka properties for the consumer (TLS, SASL, fetch sizes), applied after the
     /// defaults and before the settings the guarantees rest on (`group.id`,
@@ -54,7 +54,8 @@ impl Config {
     /// Default session timeout: shorter than Kafka's 45 s, so a crashed sink's partitions move
     /// on soon.
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
-    /// Default fetch wait: short enough not to delay a flash sale's rows, long enough that an
-    /// idle sink asks the broker only about ten times a second.
-    pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(100);
+    /// Default fetch wait: Kafka's own (librdkafka's `fetch.wait.max.ms`, the Java consumer's
+    /// `fetch.max.wait.ms`), so that the sink asks an idle broker twice a second, as every other
+    /// Kafka consumer of the deployment does.
+    pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(500);
 }

@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, global = true, env = "COUPON_SINK_INSTANCE_ID")]
     instance_id: Option<String>,
     /// Milliseconds the broker may hold a fetch open waiting for new messages.
-    #[arg(long, global = true, env = "COUPON_SINK_FETCH_WAIT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, global = true, env = "COUPON_SINK_FETCH_WAIT_MS", default_value_t = Config::DEFAULT_FETCH_WAIT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     fetch_wait_ms: u64,
     /// More librdkafka properties, key=value (repeat the flag, or comma-separate in the
     /// environment): TLS and SASL settings, fetch sizes. group.id, enable.auto.commit and
