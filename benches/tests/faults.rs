@@ -433,19 +433,13 @@ fn mysql_port() -> u16 {
         .unwrap_or(3306)
 }
 
-/// 3. The sink SIGKILLed mid-drain, three times, and restarted: every admission ends as exactly
-///    one row. The relay produces one record per batch here (`batch.num.messages=1`): the local
-///    broker cannot resume a consumer inside a multi-record batch (README, "Limits of the local
-///    broker"); Apache Kafka and Redpanda can.
+/// 3. The sink SIGKILLed mid-drain, three times, and restarted under its static group name:
+///    every admission ends as exactly one row. The relay batches as in production, so a restart
+///    resumes from committed offsets that fall inside multi-record batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_killed_mid_drain_three_times() {
     let mut pipeline = Pipeline::start_with(Setup {
-        http_env: vec![("COUPON_KAFKA_PROPERTIES", "batch.num.messages=1".to_owned())],
-        // Small transactions, so that the drain takes long enough to be struck mid-way.
-        sink_env: vec![
-            ("COUPON_SINK_BATCH", "10".to_owned()),
-            ("COUPON_SINK_LINGER_MS", "0".to_owned()),
-        ],
+        sink_env: slow_drain(),
         ..Setup::default()
     })
     .await;
@@ -460,9 +454,136 @@ async fn sink_killed_mid_drain_three_times() {
         )
         .await;
         at_kill.push(pipeline.rows(&campaign).await);
-        pipeline.restart_sink();
+        pipeline.restart_sink(0);
     }
     println!("fault sink-killed: killed at {at_kill:?} rows");
     settle(&pipeline, 0, &campaign, &mut tally).await;
     judge("sink-killed", &pipeline, &campaign, &tally, false).await;
+}
+
+/// Small transactions, so that a drain takes long enough to be struck mid-way.
+fn slow_drain() -> Vec<(&'static str, String)> {
+    vec![
+        ("COUPON_SINK_BATCH", "10".to_owned()),
+        ("COUPON_SINK_LINGER_MS", "0".to_owned()),
+    ]
+}
+
+/// 10. The broker (the test's own, SQLite storage) SIGKILLed mid-burst and restarted on the same
+///     storage: answers go on while it is down, admissions wait in the outbox, the records it
+///     had acknowledged are still there after the restart, and every admission arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_mid_burst_and_restarted() {
+    let mut broker = Broker::start().await;
+    let pipeline = Pipeline::start_with(Setup {
+        brokers: broker.brokers(),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("kill-broker", QUOTA).await;
+    pipeline.sinks_hold_partitions().await;
+    let bar = ProgressBar::hidden();
+    let (mut tally, acknowledged) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(10), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            // Every record counted here was acknowledged before the kill.
+            let acknowledged = tokio::task::block_in_place(|| {
+                coupon_testkit::topic_records(&broker.brokers(), &pipeline.topic)
+            });
+            broker.kill();
+            acknowledged
+        },
+    );
+    // The burst was answered without the broker; what it admitted since waits in the outbox.
+    assert_eq!(tally.errors(), 0, "{:?}", tally.answers);
+    let waiting = pipeline.outbox_len(&campaign).await;
+    assert!(
+        waiting > 0,
+        "admissions wait in the outbox while the broker is down"
+    );
+    broker.restart().await;
+    let kept = tokio::task::block_in_place(|| {
+        coupon_testkit::topic_records(&broker.brokers(), &pipeline.topic)
+    });
+    println!(
+        "fault broker-killed: {acknowledged} records acknowledged before the kill, {kept} on the topic after the restart, {waiting} outbox entries waiting meanwhile"
+    );
+    assert!(
+        acknowledged > 0 && kept >= acknowledged,
+        "the broker keeps what it acknowledged: {acknowledged} before, {kept} after"
+    );
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("broker-killed", &pipeline, &campaign, &tally, false).await;
+    eventually(Duration::from_secs(60), "the outbox to drain", || async {
+        pipeline.outbox_len(&campaign).await == 0
+    })
+    .await;
+}
+
+/// The session timeout of the sinks in [`a_sink_killed_beside_another_hands_over_its_partitions`].
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// 11. Two sinks of one group with dynamic membership (no instance id) on a broker of the
+///     test's own; one is SIGKILLed mid-drain and not restarted. The survivor is given every
+///     partition once the group's session timeout has passed, and writes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_killed_beside_another_hands_over_its_partitions() {
+    let broker = Broker::start().await;
+    let mut sink_env = slow_drain();
+    sink_env.push((
+        "COUPON_SINK_SESSION_TIMEOUT_MS",
+        SESSION_TIMEOUT.as_millis().to_string(),
+    ));
+    let pipeline = Pipeline::start_with(Setup {
+        brokers: broker.brokers(),
+        sinks: 2,
+        static_membership: false,
+        sink_env,
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("kill-member", QUOTA).await;
+    // Both sinks hold partitions before the burst: the kill must take some from the group.
+    pipeline.sinks_hold_partitions().await;
+    // Struck while the burst is still being drained.
+    let (mut tally, (held, at_kill, killed)) =
+        tokio::join!(pipeline.fire(0, &campaign, crowd(11), 32), async {
+            eventually(Duration::from_secs(120), "300 rows", || async {
+                pipeline.rows(&campaign).await >= 300
+            })
+            .await;
+            let held = pipeline.sinks[0]
+                .assignments()
+                .last()
+                .cloned()
+                .unwrap_or_default();
+            let at_kill = pipeline.rows(&campaign).await;
+            sigkill(pipeline.sinks[0].process.0.id());
+            (held, at_kill, std::time::Instant::now())
+        },);
+    assert!(
+        at_kill < u64::from(QUOTA),
+        "the kill came after the drain ({at_kill} rows)"
+    );
+    let survivor = &pipeline.sinks[1];
+    let before = survivor.assignments().len();
+    eventually(
+        SESSION_TIMEOUT * 3,
+        "the survivor to be given every partition",
+        || async {
+            survivor
+                .assignments()
+                .get(before..)
+                .is_some_and(|later| later.iter().any(|p| p.len() == 3))
+        },
+    )
+    .await;
+    println!(
+        "fault sink-member-killed: killed at {at_kill} rows holding {held:?}; the survivor held all 3 partitions {:.1} s later (session timeout {} s)",
+        killed.elapsed().as_secs_f64(),
+        SESSION_TIMEOUT.as_secs()
+    );
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge("sink-member-killed", &pipeline, &campaign, &tally, false).await;
 }

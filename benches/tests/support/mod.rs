@@ -15,7 +15,7 @@ use coupon_bench::check::{self, Stored};
 use coupon_bench::sale::{self, Tally, Target};
 use indicatif::ProgressBar;
 
-pub use coupon_testkit::{Process, Scratch, ScratchDb, brokers, free_port, redis_url};
+pub use coupon_testkit::{Process, Scratch, ScratchDb, brokers, eventually, free_port, redis_url};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
@@ -59,10 +59,15 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// A child process whose output goes to a log file in the temp directory, named in the test's
-/// output so that a failure can be read up.
+/// The log file of a child process started by [`spawn`], in the temp directory.
+fn log_path(name: &str, tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{name}-{tag}.log"))
+}
+
+/// A child process whose output goes to its [`log_path`], named in the test's output so that a
+/// failure can be read up.
 fn spawn(name: &str, tag: &str, envs: &[(&str, String)]) -> Process {
-    let log = std::env::temp_dir().join(format!("{name}-{tag}.log"));
+    let log = log_path(name, tag);
     eprintln!("{name} log: {}", log.display());
     let file = std::fs::File::create(&log).expect("log file");
     Command::new(binary(name))
@@ -83,9 +88,41 @@ pub struct Http {
     pub server: Server,
 }
 
-/// How a pipeline is set up; `Setup::default()` is one server on the machine's Redis.
+/// One `coupon-sink` process.
+pub struct Sink {
+    pub process: Process,
+    /// Its log: standard output and error.
+    pub log: PathBuf,
+}
+
+impl Sink {
+    /// The partitions of every assignment in the sink's log so far, oldest first.
+    pub fn assignments(&self) -> Vec<Vec<String>> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| line.split("partitions assigned partitions=").nth(1))
+            .map(|list| {
+                list.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// How a pipeline is set up; `Setup::default()` is one server and one sink on the machine's
+/// Redis and broker.
 pub struct Setup {
     pub servers: usize,
+    /// Sinks in the consumer group.
+    pub sinks: usize,
+    /// Whether each sink has a `COUPON_SINK_INSTANCE_ID` of its own (static membership), as the
+    /// README advises, or joins the group anew each time it starts (dynamic membership).
+    pub static_membership: bool,
     pub redis_url: String,
     /// Bootstrap servers for every process (a broker of the test's own, say).
     pub brokers: String,
@@ -94,7 +131,7 @@ pub struct Setup {
     pub sink_mysql_port: Option<u16>,
     /// More environment for every `coupon-http`.
     pub http_env: Vec<(&'static str, String)>,
-    /// More environment for the sink.
+    /// More environment for every sink.
     pub sink_env: Vec<(&'static str, String)>,
 }
 
@@ -102,6 +139,8 @@ impl Default for Setup {
     fn default() -> Self {
         Self {
             servers: 1,
+            sinks: 1,
+            static_membership: true,
             redis_url: redis_url(),
             brokers: brokers(),
             sink_mysql_port: None,
@@ -111,25 +150,35 @@ impl Default for Setup {
     }
 }
 
-/// The pipeline: `coupon-http` processes sharing one key prefix and topic, and one
-/// `coupon-sink`. Fields drop in order: processes first, then the keys and the database.
+/// The pipeline: `coupon-http` processes sharing one key prefix and topic, and `coupon-sink`
+/// processes sharing one consumer group. Fields drop in order: processes first, then the keys
+/// and the database.
 pub struct Pipeline {
     pub http: Vec<Http>,
-    pub sink: Process,
+    pub sinks: Vec<Sink>,
     pub scratch: Scratch,
     pub db: ScratchDb,
     pub topic: String,
     pub redis_url: String,
     pub brokers: String,
-    /// The sink's environment, to start it again.
-    sink_env: Vec<(&'static str, String)>,
+    /// Every sink's environment, to start one again.
+    sink_env: Vec<Vec<(&'static str, String)>>,
     /// Sinks started so far, to name their logs apart.
-    sinks: usize,
+    sinks_started: usize,
     pool: mysql_async::Pool,
 }
 
+/// Starts the `n`th sink of the pipeline on `topic`.
+fn start_sink(topic: &str, n: usize, env: &[(&'static str, String)]) -> Sink {
+    let tag = format!("{topic}-{n}");
+    Sink {
+        process: spawn("coupon-sink", &tag, env),
+        log: log_path("coupon-sink", &tag),
+    }
+}
+
 impl Pipeline {
-    /// Starts `servers` coupon-http processes and a sink, and waits until every server is ready.
+    /// Starts `servers` coupon-http processes and one sink, and waits until every server is ready.
     pub async fn start(servers: usize) -> Self {
         Self::start_with(Setup {
             servers,
@@ -174,44 +223,73 @@ impl Pipeline {
                 server,
             });
         }
-        let mut sink_env = vec![
-            (
-                "DATABASE_URL",
-                setup
-                    .sink_mysql_port
-                    .map_or_else(|| db.url(), |port| db.url_via(port)),
-            ),
-            ("KAFKA_BROKERS", setup.brokers.clone()),
-            ("COUPON_TOPIC", topic.clone()),
-            ("COUPON_SINK_GROUP", format!("{topic}-sink")),
-            ("COUPON_SINK_INSTANCE_ID", "sink-1".to_owned()),
-        ];
-        sink_env.extend(setup.sink_env.iter().cloned());
-        let sink = spawn("coupon-sink", &topic, &sink_env);
+        let database_url = setup
+            .sink_mysql_port
+            .map_or_else(|| db.url(), |port| db.url_via(port));
+        let sink_env: Vec<_> = (1..=setup.sinks)
+            .map(|n| {
+                let mut env = vec![
+                    ("DATABASE_URL", database_url.clone()),
+                    ("KAFKA_BROKERS", setup.brokers.clone()),
+                    ("COUPON_TOPIC", topic.clone()),
+                    ("COUPON_SINK_GROUP", format!("{topic}-sink")),
+                ];
+                if setup.static_membership {
+                    env.push(("COUPON_SINK_INSTANCE_ID", format!("sink-{n}")));
+                }
+                env.extend(setup.sink_env.iter().cloned());
+                env
+            })
+            .collect();
+        let sinks = sink_env
+            .iter()
+            .enumerate()
+            .map(|(i, env)| start_sink(&topic, i + 1, env))
+            .collect();
         let pool = mysql_async::Pool::new(db.url().as_str());
         Self {
             http,
-            sink,
+            sinks,
             scratch,
             db,
             topic,
             redis_url: setup.redis_url,
             brokers: setup.brokers,
+            sinks_started: setup.sinks,
             sink_env,
-            sinks: 1,
             pool,
         }
     }
 
-    /// SIGKILLs the sink and starts it again under the same name in the group.
-    pub fn restart_sink(&mut self) {
-        self.sink.kill();
-        self.sinks += 1;
-        self.sink = spawn(
-            "coupon-sink",
-            &format!("{}-{}", self.topic, self.sinks),
-            &self.sink_env,
-        );
+    /// SIGKILLs sink `i` and starts it again with the same environment (under the same name in
+    /// the group when membership is static).
+    pub fn restart_sink(&mut self, i: usize) {
+        self.sinks[i].process.kill();
+        self.sinks_started += 1;
+        self.sinks[i] = start_sink(&self.topic, self.sinks_started, &self.sink_env[i]);
+    }
+
+    /// Waits until every sink has been given partitions, so that what is produced from now on is
+    /// drained at once.
+    pub async fn sinks_hold_partitions(&self) {
+        for sink in &self.sinks {
+            eventually(
+                Duration::from_secs(60),
+                "every sink to be given partitions",
+                || async { sink.assignments().last().is_some_and(|p| !p.is_empty()) },
+            )
+            .await;
+        }
+    }
+
+    /// Entries (batches of admissions) of `campaign` in its outbox stream now: not yet confirmed by the broker.
+    pub async fn outbox_len(&self, campaign: &str) -> u64 {
+        let mut conn = coupon_testkit::connect(&self.redis_url).await;
+        redis::cmd("XLEN")
+            .arg(format!("{}:{{{campaign}}}:outbox", self.scratch.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("XLEN of the outbox")
     }
 
     /// Coupon rows of `campaign` in MySQL now.
