@@ -1,5 +1,6 @@
 //! What each store says about one campaign.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -7,7 +8,7 @@ use coupon_gate::CampaignId;
 use coupon_sink::event::Event;
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -66,60 +67,102 @@ async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(
     }
 }
 
-/// Every event of the campaign on `topic`, from the beginning of every partition, in partition
-/// order (so in order for each user, whose events share a partition). Reading stops once no
-/// message arrived for `idle`; messages that are not events are skipped (they are the sink's
-/// failed events). Uses no consumer group offsets: nothing is committed.
+/// Every event of the campaign on `topic`, from the beginning of every partition up to its high
+/// watermark when reading starts, in partition order (so in order for each user, whose events
+/// share a partition). Messages that are not events are skipped (they are the sink's failed
+/// events). Uses no consumer group offsets: nothing is committed.
 ///
 /// # Errors
 ///
-/// The broker unreachable or the topic missing.
+/// The broker unreachable, the topic missing, or not every record read within `limit`.
 pub async fn topic_events(
     brokers: &str,
     topic: &str,
     campaign: &CampaignId,
-    idle: Duration,
+    limit: Duration,
 ) -> anyhow::Result<Vec<Event>> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "coupon-admin")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
         .create()
         .context("cannot create a Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    anyhow::ensure!(
-        partitions > 0,
-        "topic {topic} does not exist or has no partitions"
-    );
+    // Where each partition ends now; records produced while reading are left out.
+    let ends = tokio::task::spawn_blocking({
+        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+        move || partition_ends(&brokers, &topic)
+    })
+    .await
+    .context("reading the partitions' ends")??;
+    let ends: HashMap<i32, i64> = ends
+        .into_iter()
+        .filter(|&(_, (low, high))| high > low)
+        .map(|(partition, (_, high))| (partition, high))
+        .collect();
     let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions as i32 {
-        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    for partition in ends.keys() {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
+    let mut unfinished: HashSet<i32> = ends.keys().copied().collect();
+    let deadline = tokio::time::Instant::now() + limit;
     let mut events = Vec::new();
-    loop {
-        let message = match tokio::time::timeout(idle, consumer.recv()).await {
-            Err(_) => break,
-            Ok(message) => message.context("reading the topic")?,
+    while !unfinished.is_empty() {
+        let Ok(message) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            anyhow::bail!(
+                "could not read topic {topic} to its end within {limit:?} ({} of {} partitions \
+                 unfinished); raise --topic-timeout-ms if the broker is slow",
+                unfinished.len(),
+                ends.len()
+            );
         };
-        let Some(payload) = message.payload() else {
+        let message = message.context("reading the topic")?;
+        let end = ends.get(&message.partition()).copied().unwrap_or(0);
+        if message.offset() + 1 >= end {
+            unfinished.remove(&message.partition());
+        }
+        if message.offset() >= end {
             continue;
-        };
-        if let Ok(event) = Event::parse(payload)
+        }
+        if let Some(payload) = message.payload()
+            && let Ok(event) = Event::parse(payload)
             && coupon(&event).campaign == *campaign
         {
             events.push(event);
         }
     }
     Ok(events)
+}
+
+/// The low and high watermark of every partition of `topic`; blocks for up to 10 seconds per
+/// request.
+fn partition_ends(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("cannot create a Kafka consumer")?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "topic {topic} does not exist or has no partitions"
+    );
+    partitions
+        .into_iter()
+        .map(|p| {
+            let marks = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .with_context(|| format!("cannot read where partition {p} of {topic} ends"))?;
+            Ok((p, marks))
+        })
+        .collect()
 }
 
 /// The coupon an event is about.

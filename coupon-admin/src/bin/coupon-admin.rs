@@ -60,9 +60,10 @@ struct Args {
         default_value = "coupon_create"
     )]
     topic: String,
-    /// Reading the topic stops after this many milliseconds without a message.
-    #[arg(long, global = true, default_value_t = 2000)]
-    topic_idle_ms: u64,
+    /// Reading the topic (to where each partition ends when reading starts) fails if it takes
+    /// longer than this many milliseconds.
+    #[arg(long, global = true, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    topic_timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -132,11 +133,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let pool = mysql_async::Pool::new(
         mysql_async::Opts::from_url(&args.database_url).context("invalid DATABASE_URL")?,
     );
-    let idle = Duration::from_millis(args.topic_idle_ms);
+    let topic_limit = Duration::from_millis(args.topic_timeout_ms);
     let code = match &args.command {
         Command::Audit { campaign, no_topic } => {
             let id = CampaignId::new(campaign.as_str())?;
-            audit(&args, &gate, &pool, &id, (!no_topic).then_some(idle)).await?
+            audit(&args, &gate, &pool, &id, (!no_topic).then_some(topic_limit)).await?
         }
         Command::Rebuild {
             campaign,
@@ -152,7 +153,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 time_arg(closes_at.as_deref())?,
             );
             rebuild(
-                &args, &gate, &pool, &id, *quota, window, *force, *dry_run, idle,
+                &args,
+                &gate,
+                &pool,
+                &id,
+                *quota,
+                window,
+                *force,
+                *dry_run,
+                topic_limit,
             )
             .await?
         }
@@ -166,7 +175,7 @@ async fn audit(
     gate: &Gate<MultiplexedConnection>,
     pool: &mysql_async::Pool,
     id: &CampaignId,
-    topic_idle: Option<Duration>,
+    topic_limit: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let status = gate.status(id).await?;
     let holders: Vec<(u64, u32)> = gate
@@ -176,9 +185,9 @@ async fn audit(
         .map(|(u, s)| (u.get(), s))
         .collect();
     let outbox = gate.peek_outbox(id).await?;
-    let topic = match topic_idle {
-        Some(idle) => {
-            Some(sources::topic_events(&args.kafka_brokers, &args.topic, id, idle).await?)
+    let topic = match topic_limit {
+        Some(limit) => {
+            Some(sources::topic_events(&args.kafka_brokers, &args.topic, id, limit).await?)
         }
         None => None,
     };
@@ -239,7 +248,7 @@ async fn rebuild(
     window: (Option<SystemTime>, Option<SystemTime>),
     force: bool,
     dry_run: bool,
-    idle: Duration,
+    topic_limit: Duration,
 ) -> anyhow::Result<ExitCode> {
     let status = gate.status(id).await?;
     if let Some(s) = &status {
@@ -267,12 +276,8 @@ async fn rebuild(
     let definition = Campaign::new(id.clone(), quota).with_window(opens, closes)?;
 
     let rows = sources::coupon_rows(pool, id).await?;
-    eprintln!(
-        "reading topic {} (until {} ms without a message)…",
-        args.topic,
-        idle.as_millis()
-    );
-    let topic = sources::topic_events(&args.kafka_brokers, &args.topic, id, idle).await?;
+    eprintln!("reading topic {} to its end…", args.topic);
+    let topic = sources::topic_events(&args.kafka_brokers, &args.topic, id, topic_limit).await?;
     let outbox = gate.peek_outbox(id).await?;
     let plan = match rebuild::plan(&rows, &topic, &outbox) {
         Ok(plan) => plan,
