@@ -164,6 +164,11 @@ impl Broker {
             .expect("a broker started with Broker::behind_proxy")
     }
 
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs the broker, as a crash would, and reaps it. Its storage stays.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
