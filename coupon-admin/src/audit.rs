@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use coupon_gate::OutboxEntry;
-use coupon_sink::event::Event;
+use coupon_gate::OutboxRecord;
+use coupon_relay::Event;
 
 use crate::rebuild;
 
@@ -17,7 +17,7 @@ pub struct Inputs<'a> {
     /// Users holding a seq in Redis, as (user, seq).
     pub holders: &'a [(u64, u32)],
     /// Entries still in the outbox.
-    pub outbox: &'a [OutboxEntry],
+    pub outbox: &'a [OutboxRecord],
     /// The campaign's events on the topic; `None` when the topic was not read.
     pub topic: Option<&'a [Event]>,
     /// Coupon rows in MySQL, as (user, seq).
@@ -207,8 +207,7 @@ pub fn audit(inputs: &Inputs<'_>) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coupon_gate::{CampaignId, UserId};
-    use coupon_sink::event::Coupon;
+    use coupon_gate::{CampaignId, EventKind, UserId};
 
     fn inputs<'a>(
         holders: &'a [(u64, u32)],
@@ -226,12 +225,13 @@ mod tests {
     }
 
     fn admitted(user: u64, seq: u32) -> Event {
-        Event::Admitted(Coupon {
+        Event {
+            kind: EventKind::Admitted,
             campaign: CampaignId::new("c").unwrap(),
             user: UserId::new(user).unwrap(),
             seq,
-            at: String::new(),
-        })
+            at: time::macros::datetime!(2026-11-24 00:00 UTC),
+        }
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! event on the topic replayed over them in order (an admission adds its user, a release
 //! removes exactly its coupon), then whatever the outbox still holds. MySQL covers events the
 //! topic no longer retains; the topic covers admissions the sink has not written yet. The
-//! result goes back into Redis with [`coupon_gate::Gate::restore`].
+//! result goes back into Redis with [`coupon_gate::Recovery::restore`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use coupon_gate::{EventKind, OutboxEntry};
-use coupon_sink::event::Event;
+use coupon_gate::{EventKind, OutboxRecord};
+use coupon_relay::Event;
 
 /// The holders implied by the sources, and how each source contributed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl fmt::Display for Conflict {
 pub fn plan(
     rows: &[(u64, u32)],
     topic: &[Event],
-    outbox: &[OutboxEntry],
+    outbox: &[OutboxRecord],
 ) -> Result<Plan, Conflict> {
     let mut plan = Plan {
         rows: rows.len(),
@@ -78,16 +78,17 @@ pub fn plan(
         }
     };
     for event in topic {
-        match event {
-            Event::Admitted(c) => apply(true, c.user.get(), c.seq),
-            Event::Released(c) => apply(false, c.user.get(), c.seq),
-        }
-    }
-    for entry in outbox {
         apply(
-            entry.kind == EventKind::Admitted,
-            entry.user.get(),
-            entry.seq,
+            event.kind == EventKind::Admitted,
+            event.user.get(),
+            event.seq,
+        );
+    }
+    for record in outbox {
+        apply(
+            record.kind == EventKind::Admitted,
+            record.user.get(),
+            record.seq,
         );
     }
     let in_mysql: BTreeMap<u64, u32> = rows.iter().copied().collect();
@@ -117,25 +118,33 @@ pub fn plan(
 mod tests {
     use super::*;
     use coupon_gate::{CampaignId, UserId};
-    use coupon_sink::event::Coupon;
 
-    fn coupon(user: u64, seq: u32) -> Coupon {
-        Coupon {
+    fn event(kind: EventKind, user: u64, seq: u32) -> Event {
+        Event {
+            kind,
             campaign: CampaignId::new("c").unwrap(),
             user: UserId::new(user).unwrap(),
             seq,
-            at: "2026-11-24 00:00:00.000".into(),
+            at: time::macros::datetime!(2026-11-24 00:00 UTC),
         }
+    }
+
+    fn admitted(user: u64, seq: u32) -> Event {
+        event(EventKind::Admitted, user, seq)
+    }
+
+    fn released(user: u64, seq: u32) -> Event {
+        event(EventKind::Released, user, seq)
     }
 
     #[test]
     fn rows_then_topic_then_outbox() {
         let rows = [(1, 1), (2, 2), (3, 3)];
         let topic = [
-            Event::Admitted(coupon(1, 1)), // already a row
-            Event::Released(coupon(2, 2)),
-            Event::Admitted(coupon(4, 2)), // the released seq, reused
-            Event::Admitted(coupon(5, 4)), // not written by the sink yet
+            admitted(1, 1), // already a row
+            released(2, 2),
+            admitted(4, 2), // the released seq, reused
+            admitted(5, 4), // not written by the sink yet
         ];
         let plan = plan(&rows, &topic, &[]).unwrap();
         assert_eq!(
@@ -147,13 +156,13 @@ mod tests {
 
     #[test]
     fn a_release_removes_only_its_own_coupon() {
-        let plan = plan(&[(1, 5)], &[Event::Released(coupon(1, 4))], &[]).unwrap();
+        let plan = plan(&[(1, 5)], &[released(1, 4)], &[]).unwrap();
         assert_eq!(plan.holders, BTreeMap::from([(1, 5)]));
     }
 
     #[test]
     fn one_seq_for_two_users_is_refused() {
-        let err = plan(&[(1, 1)], &[Event::Admitted(coupon(2, 1))], &[]).unwrap_err();
+        let err = plan(&[(1, 1)], &[admitted(2, 1)], &[]).unwrap_err();
         assert_eq!(
             err,
             Conflict::SharedSeq {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coupon_gate::CampaignId;
-use coupon_sink::event::Event;
+use coupon_relay::Event;
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -125,8 +125,8 @@ pub async fn topic_events(
             continue;
         }
         if let Some(payload) = message.payload()
-            && let Ok(event) = Event::parse(payload)
-            && coupon(&event).campaign == *campaign
+            && let Ok(event) = Event::decode(payload)
+            && event.campaign == *campaign
         {
             events.push(event);
         }
@@ -163,11 +163,4 @@ fn partition_ends(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i
             Ok((p, marks))
         })
         .collect()
-}
-
-/// The coupon an event is about.
-pub fn coupon(event: &Event) -> &coupon_sink::event::Coupon {
-    match event {
-        Event::Admitted(c) | Event::Released(c) => c,
-    }
 }

@@ -5,20 +5,21 @@
 --                               seq), digits (see KEYS[2])
 -- KEYS[2]  users                base name of the user buckets: user id -> seq lives in the hash
 --                               KEYS[2]:<the user id's last `digits` decimal digits> (KEYS[2]:0
---                               when digits is 0). Small buckets stay in Redis's compact
---                               listpack encoding; they share KEYS[2]'s hash tag, so one slot
+--                               when digits is 0; `bucket_of` in prelude.lua). Small buckets stay
+--                               in Redis's compact listpack encoding; they share KEYS[2]'s hash
+--                               tag, so a campaign's keys stay in one cluster slot
 -- KEYS[3]  free sorted set      seqs returned by release, score = seq
 -- KEYS[4]  outbox stream        one entry per call that admitted anyone, one field:
 --                               admit = "<at ms> <user>:<seq> <user>:<seq> ..." (arrival order)
 -- ARGV[1..n] user ids (decimal, validated by the caller), in arrival order
 --
--- Returns a flat array with two integers per user, in ARGV order: code, value
---   1 admitted          value = the seq taken (1..=quota)
---   2 duplicate         value = the seq the user already holds
---   3 sold out          value = 0
---   4 not open yet      value = 0
---   5 closed            value = 0
---   6 unknown campaign  value = 0
+-- Returns a flat array with two integers per user, in ARGV order: code, value (codes in prelude.lua)
+--   ADMITTED          value = the seq taken (1..=quota)
+--   DUPLICATE         value = the seq the user already holds
+--   SOLD_OUT          value = 0
+--   NOT_OPEN          value = 0
+--   CLOSED            value = 0
+--   UNKNOWN_CAMPAIGN  value = 0
 --
 -- Users are decided in ARGV order exactly as if each had called alone, one after the other.
 -- Every check comes before the first write: phase one decides with reads and local tables
@@ -38,35 +39,25 @@ end
 
 local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next', 'issued', 'digits')
 if not meta[1] then
-  return all(6)
+  return all(UNKNOWN_CAMPAIGN)
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local opens = tonumber(meta[2])
 local closes = tonumber(meta[3])
 if opens > 0 and now < opens then
-  return all(4)
+  return all(NOT_OPEN)
 end
 if closes > 0 and now >= closes then
-  return all(5)
+  return all(CLOSED)
 end
 
 local quota = tonumber(meta[1])
 local next_seq = tonumber(meta[4])
 local issued = tonumber(meta[5])
-local digits = tonumber(meta[6])
 
--- The bucket key of a user; computed once per user, as string work is most of the script's
--- cost per user.
-local prefix = KEYS[2] .. ':'
-local only_bucket = prefix .. '0'
-local function bucket(user)
-  if digits == 0 then
-    return only_bucket
-  end
-  return prefix .. string.sub(user, -digits)
-end
+-- The bucket key of a user, computed once per user.
+local bucket = bucket_of(KEYS[2], tonumber(meta[6]))
 
 -- Phase one: decide.
 local decided = {}  -- user -> seq taken earlier in this batch
@@ -86,10 +77,10 @@ for i = 1, n do
     held = redis.call('HGET', key, user)
   end
   if held then
-    out[2 * i - 1] = 2
+    out[2 * i - 1] = DUPLICATE
     out[2 * i] = tonumber(held)
   elseif issued >= quota then
-    out[2 * i - 1] = 3
+    out[2 * i - 1] = SOLD_OUT
     out[2 * i] = 0
   else
     -- A released seq is reused before a new one is taken, lowest first. Every seq in
@@ -112,7 +103,7 @@ for i = 1, n do
     adm_users[admitted] = user
     adm_buckets[admitted] = key
     adm_seqs[admitted] = string.format('%d', seq)
-    out[2 * i - 1] = 1
+    out[2 * i - 1] = ADMITTED
     out[2 * i] = seq
   end
 end

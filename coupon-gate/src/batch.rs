@@ -108,9 +108,7 @@ where
                 Err(mpsc::error::SendError(back)) => job = back,
             }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(Error::protocol("the batch task of the campaign ended")))
+        answer.await.unwrap_or_else(|_| Err(Error::BatchEnded))
     }
 
     fn queue(&self, campaign: &CampaignId) -> mpsc::UnboundedSender<Job> {

@@ -11,11 +11,12 @@
 -- ARGV[7]  digits               of a new campaign: user buckets are keyed by this many last
 --                               digits of the user id (kept when the definition changes)
 --
--- Returns {code, issued}:
---   1 created    the campaign did not exist; meta and the outbox consumer group now do
---   2 unchanged  it exists with exactly this definition; nothing written
---   3 updated    it existed with another definition, which is now replaced
---   4 refused    the new quota is below the number of users already admitted; nothing written
+-- Returns {code, issued} (codes in prelude.lua):
+--   CREATED             the campaign did not exist; meta and the outbox consumer group now do
+--   UNCHANGED           it exists with exactly this definition; nothing written
+--   UPDATED             it existed with another definition, which is now replaced
+--   QUOTA_BELOW_ISSUED  the new quota is below the number of users already admitted; nothing
+--                       written
 --
 -- Every check comes before the first write.
 
@@ -31,15 +32,15 @@ if not meta[1] then
   redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3], 'next', 0,
     'issued', 0, 'digits', ARGV[7])
   redis.call('PUBLISH', ARGV[5], ARGV[6])
-  return {1, issued}
+  return {CREATED, issued}
 end
 
 if meta[1] == ARGV[1] and meta[2] == ARGV[2] and meta[3] == ARGV[3] then
-  return {2, issued}
+  return {UNCHANGED, issued}
 end
 if tonumber(ARGV[1]) < issued then
-  return {4, issued}
+  return {QUOTA_BELOW_ISSUED, issued}
 end
 redis.call('HSET', KEYS[1], 'quota', ARGV[1], 'opens', ARGV[2], 'closes', ARGV[3])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return {3, issued}
+return {UPDATED, issued}

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use redis::Script;
 use redis::aio::ConnectionLike;
 
 use crate::campaign::from_millis;
 use crate::keys::Keys;
+use crate::script::{self, Scripts, code};
 use crate::{
-    Campaign, CampaignId, CampaignStatus, Create, Error, InvalidInput, Outcome, Release, UserId,
+    Campaign, CampaignId, CampaignStatus, Create, DEFAULT_KEY_PREFIX, Error, InvalidInput,
+    OUTBOX_GROUP, Outbox, Outcome, Recovery, Release, UserId,
 };
 
 /// A cheap, cloneable handle on the admission rules of every campaign in one Redis.
@@ -24,38 +25,39 @@ use crate::{
 ///
 /// The scripts are sent as `EVALSHA`; when Redis does not know them (after `SCRIPT FLUSH`, a
 /// restart or a failover) they are loaded again and the call is retried, transparently.
+///
+/// The outbox protocol and the operators' reads and restores of a campaign's whole state are
+/// on handles of their own over the same connection: [`Gate::outbox`], [`Gate::recovery`].
 #[derive(Clone)]
 pub struct Gate<C> {
     /// The connection every call is sent on; cloned per call, which is cheap for the
     /// multiplexed and cluster connections.
     conn: C,
-    /// What does not change after construction, shared by every clone.
-    pub(crate) shared: Arc<Shared>,
+    /// What does not change after construction, shared by every clone and handle.
+    shared: Arc<Shared>,
 }
 
+/// What a gate and its handles share.
 pub(crate) struct Shared {
     /// Prepended to every key, so that several deployments can share one Redis.
-    prefix: String,
+    pub(crate) prefix: String,
     /// The scripts, with their SHA1 computed once.
-    admit: Script,
-    create: Script,
-    release: Script,
-    pub(crate) ack: Script,
+    pub(crate) scripts: Scripts,
+}
+
+impl Shared {
+    pub(crate) fn keys(&self, campaign: &CampaignId) -> Keys {
+        Keys::new(&self.prefix, campaign)
+    }
 }
 
 impl<C> Gate<C>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
-    /// The key prefix used by [`Gate::new`].
-    pub const DEFAULT_KEY_PREFIX: &'static str = "coupon";
-
-    /// The consumer group that relays read the outbox streams through.
-    pub const OUTBOX_GROUP: &'static str = "relay";
-
-    /// A gate whose keys start with [`Gate::DEFAULT_KEY_PREFIX`].
+    /// A gate whose keys start with [`DEFAULT_KEY_PREFIX`].
     pub fn new(conn: C) -> Self {
-        Self::build(conn, Self::DEFAULT_KEY_PREFIX.to_owned())
+        Self::build(conn, DEFAULT_KEY_PREFIX.to_owned())
     }
 
     /// A gate whose keys start with `prefix` (`{prefix}:{{campaign}}:users`), so that several
@@ -76,15 +78,24 @@ where
     fn build(conn: C, prefix: String) -> Self {
         let shared = Shared {
             prefix,
-            admit: Script::new(include_str!("admit.lua")),
-            create: Script::new(include_str!("create.lua")),
-            release: Script::new(include_str!("release.lua")),
-            ack: Script::new(include_str!("ack.lua")),
+            scripts: Scripts::load(),
         };
         Self {
             conn,
             shared: Arc::new(shared),
         }
+    }
+
+    /// The outbox protocol of this gate's campaigns: what a relay reads, takes over and
+    /// acknowledges.
+    pub fn outbox(&self) -> Outbox<C> {
+        Outbox::new(self.conn.clone(), self.shared.clone())
+    }
+
+    /// Reads and restores of a campaign's whole admission state, for operators' audits and
+    /// rebuilds.
+    pub fn recovery(&self) -> Recovery<C> {
+        Recovery::new(self.conn.clone(), self.shared.clone())
     }
 
     /// Applies for a coupon of `campaign` on behalf of `user`.
@@ -125,12 +136,12 @@ where
             return Ok(Vec::new());
         }
         let keys = self.keys(campaign);
-        let mut call = self.shared.admit.key(&keys.meta);
+        let mut call = self.shared.scripts.admit.key(&keys.meta);
         call.key(&keys.users).key(&keys.free).key(&keys.outbox);
         for user in users {
             call.arg(user.get());
         }
-        let reply: Vec<i64> = run_script(&call, &mut self.conn.clone()).await?;
+        let reply: Vec<i64> = script::run(&call, &mut self.conn.clone()).await?;
         if reply.len() != users.len() * 2 {
             return Err(Error::protocol(format!(
                 "admit answered {} values for {} users",
@@ -161,18 +172,18 @@ where
     /// again is safe.
     pub async fn release(&self, campaign: &CampaignId, user: UserId) -> Result<Release, Error> {
         let keys = self.keys(campaign);
-        let mut call = self.shared.release.key(&keys.meta);
+        let mut call = self.shared.scripts.release.key(&keys.meta);
         call.key(&keys.users)
             .key(&keys.free)
             .key(&keys.outbox)
             .arg(user.get())
             .arg(self.changes_channel())
             .arg(campaign.as_str());
-        let (code, seq): (i64, i64) = run_script(&call, &mut self.conn.clone()).await?;
-        match code {
-            1 => Ok(Release::Released { seq: to_seq(seq)? }),
-            0 => Ok(Release::NotAdmitted),
-            6 => Ok(Release::UnknownCampaign),
+        let (answer, seq): (i64, i64) = script::run(&call, &mut self.conn.clone()).await?;
+        match answer {
+            code::RELEASED => Ok(Release::Released { seq: to_seq(seq)? }),
+            code::NOT_ADMITTED => Ok(Release::NotAdmitted),
+            code::UNKNOWN_CAMPAIGN => Ok(Release::UnknownCampaign),
             other => Err(Error::protocol(format!("release returned code {other}"))),
         }
     }
@@ -191,21 +202,21 @@ where
         let keys = self.keys(campaign.id());
         let (opens, closes) = campaign.window_millis();
         let mut conn = self.conn.clone();
-        let mut call = self.shared.create.key(&keys.meta);
+        let mut call = self.shared.scripts.create.key(&keys.meta);
         call.key(&keys.outbox)
             .arg(campaign.quota().get())
             .arg(opens)
             .arg(closes)
-            .arg(Self::OUTBOX_GROUP)
+            .arg(OUTBOX_GROUP)
             .arg(self.changes_channel())
             .arg(campaign.id().as_str())
             .arg(Keys::bucket_digits(campaign.quota().get()));
-        let (code, issued): (i64, i64) = run_script(&call, &mut conn).await?;
-        let outcome = match code {
-            1 => Create::Created,
-            2 => Create::Unchanged,
-            3 => Create::Updated,
-            4 => Create::QuotaBelowIssued {
+        let (answer, issued): (i64, i64) = script::run(&call, &mut conn).await?;
+        let outcome = match answer {
+            code::CREATED => Create::Created,
+            code::UNCHANGED => Create::Unchanged,
+            code::UPDATED => Create::Updated,
+            code::QUOTA_BELOW_ISSUED => Create::QuotaBelowIssued {
                 issued: to_seq(issued)?,
             },
             other => return Err(Error::protocol(format!("create returned code {other}"))),
@@ -308,60 +319,31 @@ where
         Keys::changes(&self.shared.prefix)
     }
 
-    pub(crate) fn registry_key(&self) -> String {
-        Keys::registry(&self.shared.prefix)
-    }
-
-    pub(crate) fn keys(&self, campaign: &CampaignId) -> Keys {
-        Keys::new(&self.shared.prefix, campaign)
-    }
-
-    pub(crate) fn conn(&self) -> C {
-        self.conn.clone()
+    fn keys(&self, campaign: &CampaignId) -> Keys {
+        self.shared.keys(campaign)
     }
 }
 
-fn decode_outcome(code: i64, value: i64) -> Result<Outcome, Error> {
-    Ok(match code {
-        1 => Outcome::Admitted {
+fn decode_outcome(answer: i64, value: i64) -> Result<Outcome, Error> {
+    Ok(match answer {
+        code::ADMITTED => Outcome::Admitted {
             seq: to_seq(value)?,
         },
-        2 => Outcome::Duplicate {
+        code::DUPLICATE => Outcome::Duplicate {
             seq: to_seq(value)?,
         },
-        3 => Outcome::SoldOut,
-        4 => Outcome::NotOpen,
-        5 => Outcome::Closed,
-        6 => Outcome::UnknownCampaign,
+        code::SOLD_OUT => Outcome::SoldOut,
+        code::NOT_OPEN => Outcome::NotOpen,
+        code::CLOSED => Outcome::Closed,
+        code::UNKNOWN_CAMPAIGN => Outcome::UnknownCampaign,
         other => return Err(Error::protocol(format!("admit returned code {other}"))),
     })
 }
 
-fn to_seq<T: TryInto<u32> + Copy + std::fmt::Display>(n: T) -> Result<u32, Error> {
+/// A count or seq from Redis, which the gate keeps within 32 bits.
+pub(crate) fn to_seq<T: TryInto<u32> + Copy + std::fmt::Display>(n: T) -> Result<u32, Error> {
     n.try_into()
         .map_err(|_| Error::protocol(format!("{n} is not a 32-bit count")))
-}
-
-/// Runs a script call. On NOSCRIPT, redis-rs loads the script and sends the call once more; if
-/// the scripts were flushed again in between (a repeated `SCRIPT FLUSH`, a second failover),
-/// that retry fails too, so it is repeated here, a few times. A NOSCRIPT answer means the script
-/// did not run, so repeating the call is safe.
-pub(crate) async fn run_script<C: ConnectionLike, T: redis::FromRedisValue>(
-    call: &redis::ScriptInvocation<'_>,
-    conn: &mut C,
-) -> Result<T, Error> {
-    let mut retries = 3;
-    loop {
-        match call.invoke_async(conn).await {
-            Err(err)
-                if retries > 0
-                    && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                retries -= 1;
-            }
-            result => return result.map_err(Error::from),
-        }
-    }
 }
 
 #[cfg(test)]

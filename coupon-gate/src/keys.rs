@@ -8,7 +8,8 @@ use crate::CampaignId;
 
 /// The keys of one campaign under a prefix.
 pub(crate) struct Keys {
-    /// Hash: quota, opens, closes, next.
+    /// Hash: quota, opens and closes (ms, 0 for no bound), next (the highest seq handed out),
+    /// issued (users holding a seq), digits (how the user buckets are named).
     pub(crate) meta: String,
     /// Base name of the user buckets: hashes of user id -> seq, one per value of the user id's
     /// last `digits` decimal digits (see [`Keys::user_bucket`]).
@@ -31,7 +32,8 @@ impl Keys {
     }
 
     /// The bucket holding `user`: `users:<last digits of the id>`, or `users:0` when the
-    /// campaign has one bucket. Must agree with `bucket` in admit.lua and release.lua.
+    /// campaign has one bucket. The same rule as `bucket_of` in prelude.lua, which the scripts
+    /// use; the campaign tests pin that the two agree.
     pub(crate) fn user_bucket(&self, digits: usize, user: u64) -> String {
         let id = user.to_string();
         if digits == 0 {

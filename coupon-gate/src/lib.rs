@@ -55,16 +55,19 @@ mod gate;
 mod keys;
 mod outbox;
 mod outcome;
-mod restore;
+mod recovery;
+mod script;
 
 pub use batch::{BatchConfig, Batcher};
 pub use campaign::{Campaign, CampaignId, CampaignStatus, InvalidInput, UserId};
 pub use error::Error;
 pub use gate::Gate;
-pub use outbox::{EventKind, OutboxEntry};
+pub use outbox::{EventKind, Outbox, OutboxRecord};
 pub use outcome::{Create, Outcome, Release};
+pub use recovery::{CampaignState, InvalidState, Recovery};
 
-// The workspace README's embedding example compiles as a doctest of this crate.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct WorkspaceReadme;
+/// The prefix of every Redis key of a [`Gate::new`]; [`Gate::with_key_prefix`] chooses another.
+pub const DEFAULT_KEY_PREFIX: &str = "coupon";
+
+/// The consumer group through which relays read the campaigns' outbox streams.
+pub const OUTBOX_GROUP: &str = "relay";

@@ -1,44 +1,46 @@
-//! Reading a campaign's outbox stream: the hand-over from the gate to a relay.
+//! The outbox protocol: the hand-over from the gate to a relay.
 //!
 //! Every admission (and every release) is appended to the campaign's outbox stream by the same
 //! script that decides it, so nothing the gate answered can be missing from the outbox. A relay
-//! reads entries through the consumer group [`Gate::OUTBOX_GROUP`], delivers them, and only
-//! then acknowledges them, which also deletes them. Entries a crashed relay read but never
-//! acknowledged stay pending, and any relay takes them over with [`Gate::claim_outbox`] once
-//! they have been idle long enough. Delivery is therefore at least once; consumers downstream
-//! must be idempotent on (campaign, user, seq).
+//! reads entries through the consumer group [`OUTBOX_GROUP`](crate::OUTBOX_GROUP), delivers
+//! them, and only then acknowledges them, which also deletes them. Entries a crashed relay read
+//! but never acknowledged stay pending, and any relay takes them over with
+//! [`Outbox::claim`] once they have been idle long enough. Delivery is therefore at least
+//! once; consumers downstream must be idempotent on (campaign, user, seq).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::campaign::from_millis;
-use crate::gate::run_script;
-use crate::{CampaignId, Error, Gate, UserId};
+use crate::gate::Shared;
+use crate::keys::Keys;
+use crate::{CampaignId, Error, OUTBOX_GROUP, UserId, script};
 
-/// What an outbox entry records.
+/// What an outbox record says happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// The user was admitted and holds slot `seq`.
     Admitted,
-    /// The user's slot `seq` was given back by [`Gate::release`].
+    /// The user's slot `seq` was given back by [`Gate::release`](crate::Gate::release).
     Released,
 }
 
-/// One record of a campaign's outbox: an admission or a release.
+/// One admission or release, as read from a campaign's outbox.
 ///
 /// A script call writes one stream entry for all the admissions it decided (a batch of
-/// [`Gate::apply_many`] costs Redis one `XADD`, not one per user), so several records can share
-/// a stream entry and its id.
+/// [`Gate::apply_many`](crate::Gate::apply_many) costs Redis one `XADD`, not one per user), so
+/// several records can share a stream entry and its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboxEntry {
-    /// The id of the stream entry that holds the record, passed back to [`Gate::ack_outbox`]
-    /// once every record of that entry is delivered.
-    pub id: String,
+pub struct OutboxRecord {
+    /// The id of the stream entry that holds the record, passed back to [`Outbox::ack`] once
+    /// every record of that entry is delivered.
+    pub entry: String,
     /// Admission or release.
     pub kind: EventKind,
-    /// The campaign the entry belongs to.
+    /// The campaign the record belongs to.
     pub campaign: CampaignId,
     /// The user admitted or released.
     pub user: UserId,
@@ -48,10 +50,26 @@ pub struct OutboxEntry {
     pub at: SystemTime,
 }
 
-impl<C> Gate<C>
+/// The outbox streams of a gate's campaigns, as a relay sees them. Made by
+/// [`Gate::outbox`](crate::Gate::outbox); cheap to clone.
+#[derive(Clone)]
+pub struct Outbox<C> {
+    conn: C,
+    shared: Arc<Shared>,
+}
+
+impl<C> Outbox<C>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
+    pub(crate) fn new(conn: C, shared: Arc<Shared>) -> Self {
+        Self { conn, shared }
+    }
+
+    fn keys(&self, campaign: &CampaignId) -> Keys {
+        self.shared.keys(campaign)
+    }
+
     /// Reads the records of up to `count` stream entries of `campaign`'s outbox that no relay
     /// has read yet, as `consumer` (a name unique to this relay process). The entries stay
     /// pending for `consumer` until acknowledged. An entry holds the records of one script
@@ -65,23 +83,23 @@ where
     ///
     /// A Redis failure, a campaign that was never created (no consumer group), or an entry the
     /// gate did not write.
-    pub async fn read_outbox(
+    pub async fn read(
         &self,
         campaign: &CampaignId,
         consumer: &str,
         count: usize,
-    ) -> Result<Vec<OutboxEntry>, Error> {
+    ) -> Result<Vec<OutboxRecord>, Error> {
         let keys = self.keys(campaign);
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
-            .arg(Self::OUTBOX_GROUP)
+            .arg(OUTBOX_GROUP)
             .arg(consumer)
             .arg("COUNT")
             .arg(count)
             .arg("STREAMS")
             .arg(&keys.outbox)
             .arg(">")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn.clone())
             .await?;
         decode_read_reply(campaign, &reply)
     }
@@ -91,14 +109,14 @@ where
     ///
     /// # Errors
     ///
-    /// As for [`Gate::read_outbox`].
-    pub async fn peek_outbox(&self, campaign: &CampaignId) -> Result<Vec<OutboxEntry>, Error> {
+    /// As for [`Outbox::read`].
+    pub async fn peek(&self, campaign: &CampaignId) -> Result<Vec<OutboxRecord>, Error> {
         let keys = self.keys(campaign);
         let entries: Value = redis::cmd("XRANGE")
             .arg(&keys.outbox)
             .arg("-")
             .arg("+")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn.clone())
             .await?;
         decode_entries(campaign, &entries)
     }
@@ -112,24 +130,24 @@ where
     ///
     /// # Errors
     ///
-    /// As for [`Gate::read_outbox`].
-    pub async fn claim_outbox(
+    /// As for [`Outbox::read`].
+    pub async fn claim(
         &self,
         campaign: &CampaignId,
         consumer: &str,
         min_idle: Duration,
         count: usize,
-    ) -> Result<Vec<OutboxEntry>, Error> {
+    ) -> Result<Vec<OutboxRecord>, Error> {
         let keys = self.keys(campaign);
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&keys.outbox)
-            .arg(Self::OUTBOX_GROUP)
+            .arg(OUTBOX_GROUP)
             .arg(consumer)
             .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
             .arg("0-0")
             .arg("COUNT")
             .arg(count)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn.clone())
             .await?;
         // [next cursor, claimed entries, ids deleted meanwhile (Redis 7)]
         match &reply {
@@ -138,9 +156,9 @@ where
         }
     }
 
-    /// Acknowledges delivered stream entries of `campaign`'s outbox (by [`OutboxEntry::id`])
-    /// and deletes them from the stream, in one atomic step, so that the outbox holds only what
-    /// is still to be delivered.
+    /// Acknowledges delivered stream entries of `campaign`'s outbox (by
+    /// [`OutboxRecord::entry`]) and deletes them from the stream, in one atomic step, so that
+    /// the outbox holds only what is still to be delivered.
     ///
     /// Call it only after the destination confirmed every record of the entries durable.
     /// Acknowledging an id twice, or one that was never read, is harmless; an entry no relay
@@ -149,14 +167,14 @@ where
     /// # Errors
     ///
     /// A Redis failure; the entries may then still be pending, and are delivered again.
-    pub async fn ack_outbox(&self, campaign: &CampaignId, ids: &[String]) -> Result<(), Error> {
-        if ids.is_empty() {
+    pub async fn ack(&self, campaign: &CampaignId, entries: &[String]) -> Result<(), Error> {
+        if entries.is_empty() {
             return Ok(());
         }
         let keys = self.keys(campaign);
-        let mut call = self.shared.ack.key(&keys.outbox);
-        call.arg(Self::OUTBOX_GROUP).arg(ids);
-        let _acknowledged: u64 = run_script(&call, &mut self.conn()).await?;
+        let mut call = self.shared.scripts.ack.key(&keys.outbox);
+        call.arg(OUTBOX_GROUP).arg(entries);
+        let _acknowledged: u64 = script::run(&call, &mut self.conn.clone()).await?;
         Ok(())
     }
 
@@ -167,12 +185,12 @@ where
     /// # Errors
     ///
     /// A Redis failure.
-    pub async fn outbox_len(&self, campaign: &CampaignId) -> Result<u64, Error> {
+    pub async fn len(&self, campaign: &CampaignId) -> Result<u64, Error> {
         let keys = self.keys(campaign);
         // Acknowledged entries are deleted, so the stream's length is exactly what is left.
         Ok(redis::cmd("XLEN")
             .arg(&keys.outbox)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn.clone())
             .await?)
     }
 }
@@ -180,7 +198,7 @@ where
 /// The records of a stream reply (`XREADGROUP`, `XRANGE`, the entry list of `XAUTOCLAIM`),
 /// decoded straight from the reply: a relay reads hundreds of entries per round, and going
 /// through `redis::streams` would build a map of owned fields for each one first.
-fn decode_entries(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxEntry>, Error> {
+fn decode_entries(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxRecord>, Error> {
     let mut records = Vec::new();
     match reply {
         Value::Nil => {}
@@ -201,7 +219,7 @@ fn decode_entries(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxEntr
 
 /// The records of an `XREADGROUP` reply for one stream: `[[key, entries]]`, or a map of key
 /// to entries over RESP3, or nil when there is nothing new.
-fn decode_read_reply(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxEntry>, Error> {
+fn decode_read_reply(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxRecord>, Error> {
     match reply {
         Value::Nil => Ok(Vec::new()),
         Value::Array(streams) => match streams.as_slice() {
@@ -224,12 +242,10 @@ fn decode_read_reply(campaign: &CampaignId, reply: &Value) -> Result<Vec<OutboxE
 ///
 /// The scripts write `[id, [kind, "<at ms> <user>:<seq> <user>:<seq> ..."]]`, the kind being
 /// `admit` or `release`: one entry per script call, its admissions in the order decided.
-/// Entries written before that layout, one per admission as `[id, [kind, admit or release,
-/// user, <user>, seq, <seq>, at, <at ms>]]`, are read too.
 fn decode_entry(
     campaign: &CampaignId,
     entry: &Value,
-    records: &mut Vec<OutboxEntry>,
+    records: &mut Vec<OutboxRecord>,
 ) -> Result<(), Error> {
     let (id, fields) = match entry {
         Value::Array(parts) => match parts.as_slice() {
@@ -240,53 +256,43 @@ fn decode_entry(
     };
     let id = id.ok_or_else(|| Error::protocol("stream entry id is not text"))?;
     let bad = |what: &str| Error::protocol(format!("outbox entry {id} has no valid {what}"));
-    let record = |kind, user: Option<u64>, seq: Option<u32>, at: Option<u64>| -> Result<_, Error> {
-        Ok(OutboxEntry {
-            id: id.to_owned(),
+    let [Value::BulkString(kind), Value::BulkString(body)] = fields else {
+        return Err(bad("fields"));
+    };
+    let kind = match text(kind) {
+        Some("admit") => EventKind::Admitted,
+        Some("release") => EventKind::Released,
+        _ => return Err(bad("kind")),
+    };
+    let mut parts = text(body).ok_or_else(|| bad("body"))?.split(' ');
+    let at = parts
+        .next()
+        .and_then(|at| at.parse::<u64>().ok())
+        .map(from_millis)
+        .ok_or_else(|| bad("at"))?;
+    let before = records.len();
+    for part in parts {
+        let (user, seq) = part.split_once(':').ok_or_else(|| bad("user:seq"))?;
+        records.push(OutboxRecord {
+            entry: id.to_owned(),
             kind,
             campaign: campaign.clone(),
             user: user
+                .parse()
+                .ok()
                 .and_then(|u| UserId::new(u).ok())
                 .ok_or_else(|| bad("user"))?,
-            seq: seq.filter(|&s| s > 0).ok_or_else(|| bad("seq"))?,
-            at: at.map(from_millis).ok_or_else(|| bad("at"))?,
-        })
-    };
-    let field = |i: usize| match fields.get(i) {
-        Some(Value::BulkString(bytes)) => text(bytes),
-        _ => None,
-    };
-    let kind = |name: Option<&str>| match name {
-        Some("admit") => Some(EventKind::Admitted),
-        Some("release") => Some(EventKind::Released),
-        _ => None,
-    };
-    if fields.len() == 2 {
-        let kind = kind(field(0)).ok_or_else(|| bad("kind"))?;
-        let mut parts = field(1).unwrap_or_default().split(' ');
-        let at = parts.next().and_then(|at| at.parse::<u64>().ok());
-        let before = records.len();
-        for part in parts {
-            let (user, seq) = part.split_once(':').ok_or_else(|| bad("user:seq"))?;
-            records.push(record(kind, user.parse().ok(), seq.parse().ok(), at)?);
-        }
-        if records.len() == before {
-            return Err(bad("user:seq"));
-        }
-        return Ok(());
+            seq: seq
+                .parse()
+                .ok()
+                .filter(|&s: &u32| s > 0)
+                .ok_or_else(|| bad("seq"))?,
+            at,
+        });
     }
-    let (mut kind_of, mut user, mut seq, mut at) = (None, None, None, None);
-    for i in (0..fields.len()).step_by(2) {
-        let value = field(i + 1);
-        match field(i) {
-            Some("kind") => kind_of = kind(value),
-            Some("user") => user = value.and_then(|v| v.parse().ok()),
-            Some("seq") => seq = value.and_then(|v| v.parse().ok()),
-            Some("at") => at = value.and_then(|v| v.parse().ok()),
-            _ => {}
-        }
+    if records.len() == before {
+        return Err(bad("user:seq"));
     }
-    records.push(record(kind_of.ok_or_else(|| bad("kind"))?, user, seq, at)?);
     Ok(())
 }
 
@@ -315,7 +321,7 @@ mod tests {
         decode_entry(&campaign, entry, &mut records)?;
         Ok(records
             .into_iter()
-            .inspect(|r| assert_eq!((r.id.as_str(), &r.campaign), ("7-1", &campaign)))
+            .inspect(|r| assert_eq!((r.entry.as_str(), &r.campaign), ("7-1", &campaign)))
             .map(|r| (r.kind, r.user.get(), r.seq, r.at))
             .collect())
     }
@@ -337,24 +343,6 @@ mod tests {
     }
 
     #[test]
-    fn entries_of_one_record_each_are_read_too() {
-        let fields = [
-            "kind",
-            "admit",
-            "user",
-            "42",
-            "seq",
-            "1",
-            "at",
-            "1764000000123",
-        ];
-        assert_eq!(
-            decode(&entry("7-1", &fields)).unwrap(),
-            [(EventKind::Admitted, 42, 1, from_millis(1_764_000_000_123))]
-        );
-    }
-
-    #[test]
     fn entries_the_gate_did_not_write_are_refused() {
         for fields in [
             &["admit", "1764000000123"][..],
@@ -363,8 +351,16 @@ mod tests {
             &["admit", "1764000000123 42:0"],
             &["admit", "soon 42:1"],
             &["grant", "1764000000123 42:1"],
-            &["kind", "admit", "user", "42", "seq", "1"],
-            &["kind", "admit", "user", "x", "seq", "1", "at", "1"],
+            &[
+                "kind",
+                "admit",
+                "user",
+                "42",
+                "seq",
+                "1",
+                "at",
+                "1764000000123",
+            ],
             &[],
         ] {
             assert!(decode(&entry("7-1", fields)).is_err(), "{fields:?}");

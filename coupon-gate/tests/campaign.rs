@@ -6,7 +6,7 @@ mod support;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime};
 
-use coupon_gate::{Campaign, CampaignId, Create, Outcome, Release};
+use coupon_gate::{Campaign, CampaignId, CampaignState, Create, Outcome, Release};
 use support::{Scratch, ScratchGate, campaign, redis_url, user};
 
 fn quota(n: u32) -> NonZeroU32 {
@@ -191,4 +191,57 @@ async fn a_released_slot_is_offered_again() {
         gate.release(&campaign("nope"), user(1)).await.unwrap(),
         Release::UnknownCampaign
     );
+}
+
+/// The scripts find a user's bucket with `bucket_of` (prelude.lua); `Gate::admission` and
+/// `Recovery::restore` with `Keys::user_bucket`. If the two rules disagreed, an admitted user
+/// would look unadmitted to a lookup, and a restored holder could apply again.
+#[tokio::test]
+async fn lua_and_rust_find_a_user_in_the_same_bucket() {
+    let scratch = Scratch::new(&redis_url());
+    let gate = scratch.gate().await;
+    // Quotas giving 0, 1, 2 and 5 bucket digits; ids shorter, as long as and longer than them.
+    let users = [
+        1,
+        7,
+        42,
+        99,
+        100,
+        12_345,
+        10_007,
+        9_000_000_001,
+        i64::MAX as u64,
+    ];
+    for quota in [100, 1_000, 10_000, 10_000_000] {
+        let id = campaign(&format!("buckets-{quota}"));
+        gate.create(&Campaign::new(id.clone(), self::quota(quota)))
+            .await
+            .unwrap();
+        for &u in &users {
+            let Outcome::Admitted { seq } = gate.apply(&id, user(u)).await.unwrap() else {
+                panic!("user {u} of quota {quota} not admitted");
+            };
+            assert_eq!(
+                gate.admission(&id, user(u)).await.unwrap(),
+                Some(seq),
+                "the lookup finds user {u} where admit.lua put it (quota {quota})"
+            );
+        }
+        // Restored holders are where the script looks: applying again is a duplicate.
+        let recovery = gate.recovery();
+        let holders = recovery.holders(&id).await.unwrap();
+        assert_eq!(holders.len(), users.len());
+        let state =
+            CampaignState::new(Campaign::new(id.clone(), self::quota(quota)), holders).unwrap();
+        recovery.restore(&state).await.unwrap();
+        for &u in &users {
+            assert!(
+                matches!(
+                    gate.apply(&id, user(u)).await.unwrap(),
+                    Outcome::Duplicate { .. }
+                ),
+                "user {u} of quota {quota} is a holder after the restore"
+            );
+        }
+    }
 }

@@ -40,8 +40,8 @@ async fn thousand_distinct_users_on_quota_100_admit_exactly_100() {
     let status = gate.status(&id).await.unwrap().unwrap();
     assert_eq!((status.issued, status.remaining()), (100, 0));
 
-    assert_eq!(gate.outbox_len(&id).await.unwrap(), 100);
-    let entries = gate.read_outbox(&id, "checker", 1000).await.unwrap();
+    assert_eq!(gate.outbox().len(&id).await.unwrap(), 100);
+    let entries = gate.outbox().read(&id, "checker", 1000).await.unwrap();
     let from_outbox: BTreeSet<(u64, u32)> = entries
         .iter()
         .inspect(|e| assert_eq!(e.kind, EventKind::Admitted))
@@ -80,5 +80,5 @@ async fn one_user_applying_1000_times_concurrently_is_admitted_once() {
         .count();
     assert_eq!((admitted, duplicates), (1, 999));
     assert_eq!(gate.status(&id).await.unwrap().unwrap().issued, 1);
-    assert_eq!(gate.outbox_len(&id).await.unwrap(), 1);
+    assert_eq!(gate.outbox().len(&id).await.unwrap(), 1);
 }

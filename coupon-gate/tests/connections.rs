@@ -38,15 +38,16 @@ async fn exercise<C: ConnectionLike + Clone + Send + Sync>(gate: &Gate<C>) {
         );
         assert_eq!(gate.status(id).await.unwrap().unwrap().issued, 1);
         assert_eq!(gate.admission(id, user(1)).await.unwrap(), Some(1));
-        let entries = gate.read_outbox(id, "c", 10).await.unwrap();
+        let entries = gate.outbox().read(id, "c", 10).await.unwrap();
         assert_eq!(entries.len(), 3);
-        gate.ack_outbox(
-            id,
-            &entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(gate.outbox_len(id).await.unwrap(), 0);
+        gate.outbox()
+            .ack(
+                id,
+                &entries.iter().map(|e| e.entry.clone()).collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(gate.outbox().len(id).await.unwrap(), 0);
     }
     assert_eq!(gate.campaigns().await.unwrap(), ids);
 }

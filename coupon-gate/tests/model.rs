@@ -272,7 +272,7 @@ async fn run(gate: &Gate<MultiplexedConnection>, ops: &[Op]) -> Result<(), TestC
         if !model.campaigns.contains_key(&c) {
             continue;
         }
-        let entries = gate.read_outbox(id, "model", 10_000).await.unwrap();
+        let entries = gate.outbox().read(id, "model", 10_000).await.unwrap();
         let real: Vec<_> = entries
             .iter()
             .map(|e| (e.kind, e.user.get(), e.seq))

@@ -22,7 +22,7 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
     }
 
     // Relay A reads three and then "crashes"; relay B reads the rest.
-    let a = gate.read_outbox(&id, "relay-a", 3).await.unwrap();
+    let a = gate.outbox().read(&id, "relay-a", 3).await.unwrap();
     let summary: Vec<_> = a.iter().map(|e| (e.kind, e.user.get(), e.seq)).collect();
     assert_eq!(
         summary,
@@ -33,10 +33,11 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
         ]
     );
     assert!(a.iter().all(|e| e.campaign == id));
-    let b = gate.read_outbox(&id, "relay-b", 10).await.unwrap();
+    let b = gate.outbox().read(&id, "relay-b", 10).await.unwrap();
     assert_eq!(b.iter().map(|e| e.user.get()).collect::<Vec<_>>(), [4, 5]);
     assert!(
-        gate.read_outbox(&id, "relay-b", 10)
+        gate.outbox()
+            .read(&id, "relay-b", 10)
             .await
             .unwrap()
             .is_empty(),
@@ -45,12 +46,14 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
 
     // Just read, so not idle long enough to be taken over yet.
     assert!(
-        gate.claim_outbox(&id, "relay-b", Duration::from_secs(60), 10)
+        gate.outbox()
+            .claim(&id, "relay-b", Duration::from_secs(60), 10)
             .await
             .unwrap()
             .is_empty()
     );
-    gate.ack_outbox(&id, &b.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+    gate.outbox()
+        .ack(&id, &b.iter().map(|e| e.entry.clone()).collect::<Vec<_>>())
         .await
         .unwrap();
 
@@ -58,7 +61,8 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let claimed = loop {
         let claimed = gate
-            .claim_outbox(&id, "relay-b", Duration::from_millis(100), 10)
+            .outbox()
+            .claim(&id, "relay-b", Duration::from_millis(100), 10)
             .await
             .unwrap();
         if !claimed.is_empty() {
@@ -74,18 +78,19 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
         claimed, a,
         "the claimed entries are the ones A left pending"
     );
-    assert_eq!(gate.outbox_len(&id).await.unwrap(), 3);
+    assert_eq!(gate.outbox().len(&id).await.unwrap(), 3);
 
-    let ids: Vec<_> = claimed.iter().map(|e| e.id.clone()).collect();
-    gate.ack_outbox(&id, &ids).await.unwrap();
-    gate.ack_outbox(&id, &ids).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|e| e.entry.clone()).collect();
+    gate.outbox().ack(&id, &ids).await.unwrap();
+    gate.outbox().ack(&id, &ids).await.unwrap();
     assert_eq!(
-        gate.outbox_len(&id).await.unwrap(),
+        gate.outbox().len(&id).await.unwrap(),
         0,
         "acknowledged entries are deleted"
     );
     assert!(
-        gate.claim_outbox(&id, "relay-b", Duration::ZERO, 10)
+        gate.outbox()
+            .claim(&id, "relay-b", Duration::ZERO, 10)
             .await
             .unwrap()
             .is_empty()
@@ -103,15 +108,19 @@ async fn acknowledging_never_removes_an_entry_no_relay_has_read() {
     for u in 1..=5 {
         assert!(gate.apply(&id, user(u)).await.unwrap().is_admitted());
     }
-    let all = gate.peek_outbox(&id).await.unwrap();
-    let read = gate.read_outbox(&id, "relay-a", 2).await.unwrap();
+    let all = gate.outbox().peek(&id).await.unwrap();
+    let read = gate.outbox().read(&id, "relay-a", 2).await.unwrap();
     assert_eq!(read, all[..2]);
 
     // The two delivered ones, and the id of an entry nobody has read yet.
-    let ids = [read[0].id.clone(), read[1].id.clone(), all[3].id.clone()];
-    gate.ack_outbox(&id, &ids).await.unwrap();
-    assert_eq!(gate.peek_outbox(&id).await.unwrap(), all[2..]);
-    let rest = gate.read_outbox(&id, "relay-a", 10).await.unwrap();
+    let ids = [
+        read[0].entry.clone(),
+        read[1].entry.clone(),
+        all[3].entry.clone(),
+    ];
+    gate.outbox().ack(&id, &ids).await.unwrap();
+    assert_eq!(gate.outbox().peek(&id).await.unwrap(), all[2..]);
+    let rest = gate.outbox().read(&id, "relay-a", 10).await.unwrap();
     assert_eq!(rest, all[2..], "the unread entries are all still delivered");
 }
 
@@ -129,7 +138,7 @@ async fn a_release_is_recorded_in_the_outbox() {
         Release::Released { seq: 1 }
     );
 
-    let entries = gate.read_outbox(&id, "r", 10).await.unwrap();
+    let entries = gate.outbox().read(&id, "r", 10).await.unwrap();
     let summary: Vec<_> = entries
         .iter()
         .map(|e| (e.kind, e.user.get(), e.seq))
@@ -146,10 +155,11 @@ async fn reading_the_outbox_of_an_unknown_campaign_is_an_error() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
     let err = gate
-        .read_outbox(&campaign("never-created"), "r", 10)
+        .outbox()
+        .read(&campaign("never-created"), "r", 10)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Redis(_)), "{err}");
+    assert!(matches!(err, Error::Refused(_)), "{err}");
 }
 
 #[tokio::test]
@@ -163,17 +173,20 @@ async fn one_call_writes_one_entry_whose_records_keep_the_arrival_order() {
     // 9 applies twice and 4 comes after the quota: neither is recorded.
     let users = [9, 2, 9, 7, 4].map(user);
     gate.apply_many(&id, &users).await.unwrap();
-    assert_eq!(gate.outbox_len(&id).await.unwrap(), 1, "one stream entry");
+    assert_eq!(gate.outbox().len(&id).await.unwrap(), 1, "one stream entry");
 
-    let read = gate.read_outbox(&id, "relay", 1).await.unwrap();
+    let read = gate.outbox().read(&id, "relay", 1).await.unwrap();
     let records: Vec<_> = read.iter().map(|e| (e.user.get(), e.seq)).collect();
     assert_eq!(records, [(9, 1), (2, 2), (7, 3)]);
     assert!(
         read.iter()
-            .all(|e| e.id == read[0].id && e.at == read[0].at)
+            .all(|e| e.entry == read[0].entry && e.at == read[0].at)
     );
-    assert_eq!(gate.peek_outbox(&id).await.unwrap(), read);
+    assert_eq!(gate.outbox().peek(&id).await.unwrap(), read);
 
-    gate.ack_outbox(&id, &[read[0].id.clone()]).await.unwrap();
-    assert_eq!(gate.outbox_len(&id).await.unwrap(), 0);
+    gate.outbox()
+        .ack(&id, &[read[0].entry.clone()])
+        .await
+        .unwrap();
+    assert_eq!(gate.outbox().len(&id).await.unwrap(), 0);
 }

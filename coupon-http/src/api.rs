@@ -1,8 +1,9 @@
 //! The HTTP API: routing, input validation and the mapping of gate outcomes to answers.
 //!
 //! Every request is validated completely before the gate is called, so bad input never
-//! reaches Redis and changes no state. The one answer in the 5xx range is 503, for a Redis that
-//! did not answer in time.
+//! reaches Redis and changes no state. A Redis that is unavailable or did not answer in time
+//! gets 503; 500 is kept for faults (an unexpected reply, a refused script), logged with their
+//! cause.
 //!
 //! | outcome | `status` | HTTP |
 //! |---|---|---|
@@ -14,9 +15,9 @@
 //! | no such campaign | `unknown_campaign` | 404 |
 //! | bad input | `error` | 400, 401, 403, 404, 405, 413, 415 |
 //! | Redis unavailable | `unavailable` | 503 (with `Retry-After`) |
+//! | a fault of the server | `error` | 500 |
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::num::NonZeroU32;
 use std::time::SystemTime;
 
@@ -31,11 +32,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::body::read_json;
-use crate::response::{Body, Rejection, json, json_bytes, unavailable};
-use crate::server::AppState;
-
-/// The campaign `POST /api/coupons/apply` applies to.
-pub const DEFAULT_CAMPAIGN: &str = "default";
+use crate::response::{self, Body, Rejection, json, json_bytes};
+use crate::state::{AppState, DEFAULT_CAMPAIGN};
 
 /// Every route, recognised from the path alone so that a known path with the wrong method
 /// answers 405 rather than 404.
@@ -82,7 +80,7 @@ impl<'a> Route<'a> {
 }
 
 /// Answers one request. Never fails: every problem is an answer.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -160,7 +158,7 @@ async fn apply(
                 Outcome::SoldOut
             }
             Ok(outcome) => outcome,
-            Err(err) => return Ok(unavailable(&err)),
+            Err(failure) => return Ok(response::failure(&failure)),
         }
     };
     let (code, status, message, seq) = match outcome {
@@ -229,7 +227,7 @@ async fn campaign_status(state: &AppState, id: &str) -> Result<Response<Body>, R
     match state.within_timeout(state.gate().status(&campaign)).await {
         Ok(Some(status)) => Ok(json(StatusCode::OK, &status_json(&campaign, &status))),
         Ok(None) => Ok(unknown_campaign(&campaign)),
-        Err(err) => Ok(unavailable(&err)),
+        Err(failure) => Ok(response::failure(&failure)),
     }
 }
 
@@ -261,7 +259,7 @@ async fn user_admission(
                 "seq": seq,
             }),
         )),
-        Err(err) => Ok(unavailable(&err)),
+        Err(failure) => Ok(response::failure(&failure)),
     }
 }
 
@@ -305,7 +303,7 @@ async fn create_campaign(
 
     let created = match state.within_timeout(state.gate().create(&campaign)).await {
         Ok(created) => created,
-        Err(err) => return Ok(unavailable(&err)),
+        Err(failure) => return Ok(response::failure(&failure)),
     };
     let (code, status) = match created {
         Create::Created => (StatusCode::CREATED, "created"),
@@ -425,18 +423,6 @@ fn unknown_campaign(id: &CampaignId) -> Response<Body> {
         StatusCode::NOT_FOUND,
         &json!({ "status": "unknown_campaign", "message": "no campaign has this id", "campaignId": id.as_str() }),
     )
-}
-
-/// Runs a gate call under the state's Redis timeout; used by handlers through `AppState`.
-pub(crate) async fn with_timeout<T, E: std::fmt::Display>(
-    limit: std::time::Duration,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!("no answer from redis within {limit:?}")),
-    }
 }
 
 #[cfg(test)]

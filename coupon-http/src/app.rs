@@ -4,12 +4,13 @@ use std::future::Future;
 
 use anyhow::Context;
 use coupon_gate::Gate;
+use coupon_relay::{Relay, Running};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
-use crate::relay::Relay;
-use crate::{AppState, Config, server, sold_out};
+use crate::state::{self, AppState};
+use crate::{Config, server, sold_out};
 
 /// Connects to Redis, makes sure the topic exists, then serves the API on `listener` and runs
 /// the relay until `shutdown` resolves. On shutdown: stop accepting, finish requests in flight,
@@ -30,9 +31,10 @@ pub async fn serve(
         config.request_timeout,
         config.redis_timeout
     );
-    let state = AppState::connect(&config).await?;
+    let mut state = AppState::connect(&config).await?;
     let (stop_relay, relay_stopped) = watch::channel(false);
-    let relay_done = start_relay(&state, &config, relay_stopped.clone()).await?;
+    let (running, relay_done) = start_relay(&state, &config, relay_stopped.clone()).await?;
+    state.watch_relay(running);
     tokio::spawn(sold_out::watch(
         state.sold_out().clone(),
         state.client().clone(),
@@ -40,15 +42,7 @@ pub async fn serve(
         relay_stopped,
     ));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
-    server::run(
-        listener,
-        state,
-        config.max_connections,
-        config.request_timeout,
-        config.shutdown_grace,
-        shutdown,
-    )
-    .await;
+    server::run(listener, state, &config, shutdown).await;
 
     let _ = stop_relay.send(true);
     match tokio::time::timeout(config.shutdown_grace, relay_done).await {
@@ -69,16 +63,16 @@ pub async fn serve(
 /// and its large stream replies would sit on the handlers' Redis connection ahead of theirs. On a
 /// thread of its own the operating system interleaves it with the handlers instead.
 ///
-/// The returned receiver resolves when the relay has stopped (after `stopped` turned true).
+/// Returns the relay's [`Running`] handle, and a receiver that resolves when the relay has
+/// stopped (after `stopped` turned true).
 async fn start_relay(
     state: &AppState,
     config: &Config,
-    stopped: watch::Receiver<bool>,
-) -> anyhow::Result<oneshot::Receiver<()>> {
-    let (started, start) = oneshot::channel::<anyhow::Result<()>>();
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(Running, oneshot::Receiver<()>)> {
+    let (started, start) = oneshot::channel::<anyhow::Result<Running>>();
     let (done, relay_done) = oneshot::channel();
     let client = state.client().clone();
-    let running = state.relay_flag();
     let config = config.clone();
     std::thread::Builder::new()
         .name("coupon-relay".to_owned())
@@ -95,17 +89,21 @@ async fn start_relay(
             };
             runtime.block_on(async move {
                 let relay = async {
-                    let conn = server::connect_redis(&client, &config).await?;
+                    let conn = state::connect_redis(&client, &config).await?;
                     let gate = Gate::with_key_prefix(conn, config.key_prefix.clone())
                         .context("invalid key prefix")?;
-                    let relay = Relay::new(gate, config.relay.clone())?;
+                    let relay = Relay::new(&gate, config.relay.clone())?;
                     relay.ensure_topic().await?;
                     anyhow::Ok(relay)
                 };
                 match relay.await {
                     Ok(relay) => {
-                        let _ = started.send(Ok(()));
-                        relay.run(running, stopped).await;
+                        let _ = started.send(Ok(relay.running()));
+                        relay
+                            .run(async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            })
+                            .await;
                     }
                     Err(err) => {
                         let _ = started.send(Err(err));
@@ -115,8 +113,8 @@ async fn start_relay(
             let _ = done.send(());
         })
         .context("cannot start the relay thread")?;
-    start
+    let running = start
         .await
         .context("the relay thread ended before it started")??;
-    Ok(relay_done)
+    Ok((running, relay_done))
 }

@@ -1,13 +1,16 @@
-//! Typed configuration of the server and the relay, with documented defaults.
+//! Typed configuration of the server, with documented defaults; the relay's part is
+//! [`RelayConfig`], from coupon-relay.
 //!
 //! The binary builds a [`Config`] from flags and environment variables; everything below takes
 //! it (or a part of it) as a value and reads no environment itself.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-/// Everything `coupon-http` needs to run.
+use coupon_relay::RelayConfig;
+
+/// Everything `coupon-http` needs to run. [`Config::default`] gives every documented default.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Where the HTTP server listens.
@@ -41,12 +44,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Default listen address.
-    pub const DEFAULT_ADDR: &'static str = "127.0.0.1:8080";
+    /// Default listen address: loopback, port 8080.
+    pub const DEFAULT_ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
     /// Default Redis.
     pub const DEFAULT_REDIS_URL: &'static str = "redis://127.0.0.1:6379";
     /// Default quota of the `default` campaign.
-    pub const DEFAULT_QUOTA: u32 = 100;
+    pub const DEFAULT_QUOTA: NonZeroU32 = NonZeroU32::new(100).expect("100 is not zero");
     /// Default cap on concurrent connections.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
     /// Default wait on Redis per request.
@@ -61,73 +65,21 @@ impl Config {
     pub const DEFAULT_SOLD_OUT_TTL: Duration = Duration::from_secs(1);
 }
 
-/// Where and how the relay delivers admissions.
-#[derive(Clone, Debug)]
-pub struct RelayConfig {
-    /// Kafka bootstrap servers, comma separated.
-    pub brokers: String,
-    /// The topic admissions are produced to.
-    pub topic: String,
-    /// Partitions of the topic when the relay creates it (an existing topic is left as it is).
-    pub partitions: i32,
-    /// Replication factor of the topic when the relay creates it.
-    pub replication: i32,
-    /// Outbox stream entries read per round; each holds the admissions of one script call,
-    /// and every one of them is produced.
-    pub batch: usize,
-    /// How long an entry read by another relay stays unacknowledged before this relay takes it
-    /// over. Well above a normal delivery round, so that a slow relay is not duplicated.
-    pub claim_idle: Duration,
-    /// How long the producer keeps trying to deliver one message before the relay gives up on
-    /// it for this round (it stays in the outbox and is retried).
-    pub message_timeout: Duration,
-    /// The relay's name in the outbox consumer group; unique per process.
-    pub consumer: String,
-    /// More librdkafka properties for the relay's clients (TLS, SASL, batching), applied after
-    /// the defaults and before the settings the guarantees rest on (`enable.idempotence`,
-    /// `acks`, `message.timeout.ms`), which cannot be overridden.
-    pub kafka_properties: Vec<(String, String)>,
-}
-
-impl RelayConfig {
-    /// Default bootstrap servers.
-    pub const DEFAULT_BROKERS: &'static str = "127.0.0.1:9092";
-    /// Default topic.
-    pub const DEFAULT_TOPIC: &'static str = "coupon_create";
-    /// Default partitions of a topic the relay creates.
-    pub const DEFAULT_PARTITIONS: i32 = 3;
-    /// Default entries per round.
-    pub const DEFAULT_BATCH: usize = 500;
-    /// Default idle time before another relay's pending entries are taken over.
-    pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
-    /// Default delivery timeout per message.
-    pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-    /// A consumer name unique to this process: host, process id and start time.
-    pub fn default_consumer() -> String {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "host".to_owned());
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        format!("{host}-{}-{started}", std::process::id())
-    }
-}
-
-/// Parses a librdkafka property given as `key=value`.
-///
-/// # Errors
-///
-/// No `=`, or an empty key.
-pub fn kafka_property(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.trim().to_owned()))
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: Self::DEFAULT_ADDR,
+            redis_url: Self::DEFAULT_REDIS_URL.to_owned(),
+            key_prefix: coupon_gate::DEFAULT_KEY_PREFIX.to_owned(),
+            default_quota: Self::DEFAULT_QUOTA,
+            admin_token: None,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            redis_timeout: Self::DEFAULT_REDIS_TIMEOUT,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            apply_batch: Self::DEFAULT_APPLY_BATCH,
+            sold_out_ttl: Self::DEFAULT_SOLD_OUT_TTL,
+            relay: RelayConfig::default(),
         }
-        _ => Err(format!("{text:?} is not key=value")),
     }
 }

@@ -1,22 +1,23 @@
-//! `coupon-http`: the HTTP front of the coupon gate, and the relay from the gate's outbox to
-//! Kafka.
+//! `coupon-http`: the HTTP front of the coupon gate, with the relay from the gate's outbox to
+//! Kafka running beside it.
 //!
-//! [`serve`] runs the whole process: [`server::run`] serves the API on a listener until a shutdown future resolves; the
-//! [`relay`] moves admissions from the campaigns' Redis outbox streams to a Kafka topic. The
-//! binary (`src/bin/coupon-http.rs`) only reads configuration and wires the two together, so
-//! tests run the same code on port 0.
+//! [`serve`] runs the whole process on a listener until a shutdown future resolves: the API
+//! (routing and validation in `api`, the accept loop in `server`, the state the handlers share
+//! in `state`) and a [`coupon_relay::Relay`] on a thread of its own. The binary
+//! (`src/bin/coupon-http.rs`) only reads a [`Config`] from flags and the environment, so tests
+//! run the same code on port 0.
 
-pub mod api;
+mod api;
 mod app;
 mod body;
-pub mod config;
+mod config;
 mod poll_again;
-pub mod relay;
 mod response;
-pub mod server;
-pub mod sold_out;
+mod server;
+mod sold_out;
+mod state;
 mod watchdog;
 
 pub use app::serve;
-pub use config::{Config, RelayConfig};
-pub use server::{AppState, run};
+pub use config::Config;
+pub use coupon_relay::RelayConfig;

@@ -6,6 +6,8 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::state::Failure;
+
 /// The body type of every answer.
 pub(crate) type Body = Full<Bytes>;
 
@@ -63,11 +65,23 @@ impl Rejection {
     }
 }
 
-/// Redis could not answer in time: 503 with a retry hint. The request may or may not have
-/// taken effect, so the client is told to retry, which is safe (a retry of an admission that
-/// did happen answers `duplicate`).
-pub(crate) fn unavailable(cause: &dyn std::fmt::Display) -> Response<Body> {
-    tracing::warn!(cause = %cause, "backend unavailable");
+/// The answer to a backend call that failed. Redis unavailable or too slow: 503 with a retry
+/// hint; the request may or may not have taken effect, so the client is told to retry, which is
+/// safe (a retry of an admission that did happen answers `duplicate`). Anything else is a fault
+/// of the server or its deployment, which a retry meets again: 500, logged at error level with
+/// its cause.
+pub(crate) fn failure(failure: &Failure) -> Response<Body> {
+    if !failure.is_unavailable() {
+        tracing::error!(cause = %failure, "internal error");
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({
+                "status": "error",
+                "message": "internal error; it is logged for the operators",
+            }),
+        );
+    }
+    tracing::warn!(cause = %failure, "backend unavailable");
     let mut response = json(
         StatusCode::SERVICE_UNAVAILABLE,
         &json!({

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 /// The campaigns known to be sold out; cheap to clone.
 #[derive(Clone)]
-pub struct SoldOutCache {
+pub(crate) struct SoldOutCache {
     inner: Arc<Inner>,
 }
 
@@ -39,7 +39,7 @@ struct Inner {
 impl SoldOutCache {
     /// A cache that trusts a sold-out answer for `ttl` (zero: never). It stays empty until
     /// [`watch`] has subscribed to the changes channel.
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ttl,
@@ -51,7 +51,7 @@ impl SoldOutCache {
     }
 
     /// Whether `campaign` is known to be sold out right now.
-    pub fn is_sold_out(&self, campaign: &CampaignId) -> bool {
+    pub(crate) fn is_sold_out(&self, campaign: &CampaignId) -> bool {
         if !self.inner.live.load(Ordering::Acquire) {
             return false;
         }
@@ -62,13 +62,13 @@ impl SoldOutCache {
     }
 
     /// The generation to pass to [`SoldOutCache::remember`] for an answer about to be asked.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
     }
 
     /// Remembers that Redis answered `SoldOut` for `campaign`, unless a change came since
     /// `generation` was read.
-    pub fn remember(&self, campaign: &CampaignId, generation: u64) {
+    pub(crate) fn remember(&self, campaign: &CampaignId, generation: u64) {
         if self.inner.ttl.is_zero() || !self.inner.live.load(Ordering::Acquire) {
             return;
         }
@@ -101,7 +101,7 @@ impl SoldOutCache {
 /// Keeps `cache` honest until `stop` turns true: subscribes to the gate's changes channel on
 /// the Redis at `client` and forgets every campaign announced there. When the subscription
 /// breaks, everything is forgotten and nothing is remembered until it is back.
-pub async fn watch(
+pub(crate) async fn watch(
     cache: SoldOutCache,
     client: redis::Client,
     channel: String,

@@ -6,17 +6,18 @@ mod support;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use coupon_http::Config;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Options, RedisServer, TestApp};
+use support::{ADMIN_TOKEN, RedisServer, TestApp, config, quota};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outcome_has_its_status_and_code() {
-    let app = TestApp::start(Options {
-        default_quota: 2,
-        ..Options::default()
+    let app = TestApp::start(Config {
+        default_quota: quota(2),
+        ..config()
     })
     .await;
     let (code, body) = app.apply(None, 1).await;
@@ -98,7 +99,7 @@ async fn every_outcome_has_its_status_and_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_status_user_lookup_health_and_ready() {
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     let definition = json!({"id": "spring-sale", "quota": 3, "opensAt": "2026-01-01T00:00:00Z", "closesAt": "2999-01-01T00:00:00Z"});
     assert_eq!(app.create(definition).await.0, StatusCode::CREATED);
     app.apply(Some("spring-sale"), 42).await;
@@ -186,7 +187,7 @@ async fn refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_apply_requests_are_refused_without_touching_redis() {
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     app.apply(None, 1).await; // some state to keep unchanged
     app.drained("default").await;
     let apply = "/api/coupons/apply";
@@ -370,7 +371,7 @@ async fn bad_apply_requests_are_refused_without_touching_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_over_the_limit_is_refused_while_reading() {
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     let before = app.snapshot().await;
     let addr = app.addr;
     // No Content-Length: the limit must hold while the body streams in.
@@ -398,7 +399,7 @@ async fn a_chunked_body_over_the_limit_is_refused_while_reading() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_admin_requests_are_refused_without_touching_redis() {
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let admin = [JSON, ("authorization", auth.as_str())];
     let ok = r#"{"id":"fresh","quota":5}"#;
@@ -476,9 +477,9 @@ async fn bad_admin_requests_are_refused_without_touching_redis() {
     )
     .await;
 
-    let disabled = TestApp::start(Options {
+    let disabled = TestApp::start(Config {
         admin_token: None,
-        ..Options::default()
+        ..config()
     })
     .await;
     refused(
@@ -495,10 +496,10 @@ async fn bad_admin_requests_are_refused_without_touching_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_answers_503_with_a_retry_hint() {
     let redis = RedisServer::start();
-    let app = TestApp::start(Options {
+    let app = TestApp::start(Config {
         redis_url: redis.url(),
         redis_timeout: Duration::from_millis(500),
-        ..Options::default()
+        ..config()
     })
     .await;
     assert_eq!(app.apply(None, 1).await.0, StatusCode::OK);
@@ -527,4 +528,30 @@ async fn redis_down_answers_503_with_a_retry_hint() {
         )
         .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
+}
+
+/// A fault is not an outage: a campaign whose keys something else overwrote makes Redis refuse
+/// the gate's commands, which a retry would meet again, so it answers 500, not 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_command_answers_500_not_503() {
+    let app = TestApp::start(config()).await;
+    let mut conn = support::connect(&app.config.redis_url).await;
+    let () = redis::cmd("SET")
+        .arg(format!("{}:{{broken}}:meta", app.prefix))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (code, body) = app.apply(Some("broken"), 1).await;
+    assert_eq!(
+        (code, &body["status"]),
+        (StatusCode::INTERNAL_SERVER_ERROR, &json!("error")),
+        "{body}"
+    );
+    let (code, body) = app
+        .call(Method::GET, "/api/campaigns/broken", &[], "")
+        .await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    // The server goes on answering everything else.
+    assert_eq!(app.apply(None, 1).await.0, StatusCode::OK);
 }

@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use coupon_http::Config;
 use hyper::{Method, StatusCode};
-use support::{Options, TestApp, eventually};
+use support::{TestApp, config, eventually};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,7 +26,7 @@ async fn read_answer(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_a_request_in_flight_and_refuses_new_connections() {
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     let addr = app.addr;
 
     // A request the handler is reading when shutdown begins, its body not yet sent.
@@ -54,9 +55,9 @@ async fn shutdown_finishes_a_request_in_flight_and_refuses_new_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
-    let app = TestApp::start(Options {
+    let app = TestApp::start(Config {
         max_connections: 2,
-        ..Options::default()
+        ..config()
     })
     .await;
     // `start` waited for /ready over a connection that has closed since; hold both slots now.
@@ -107,10 +108,10 @@ const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_silent_and_idle_clients_are_disconnected_busy_ones_are_not() {
     let limit = Duration::from_millis(400);
-    let app = TestApp::start(Options {
+    let app = TestApp::start(Config {
         request_timeout: limit,
         redis_timeout: Duration::from_millis(200),
-        ..Options::default()
+        ..config()
     })
     .await;
 
@@ -171,7 +172,7 @@ async fn slow_silent_and_idle_clients_are_disconnected_busy_ones_are_not() {
 
 #[tokio::test]
 async fn a_request_timeout_not_above_the_redis_timeout_is_refused() {
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     let mut config = app.config.clone();
     config.request_timeout = config.redis_timeout;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,9 +6,10 @@ mod support;
 
 use std::time::Duration;
 
+use coupon_http::Config;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Options, RedisServer, TestApp};
+use support::{ADMIN_TOKEN, RedisServer, TestApp, config, quota};
 
 fn spec() -> Value {
     serde_norway::from_str(include_str!("../openapi.yaml")).expect("openapi.yaml is valid YAML")
@@ -84,7 +85,7 @@ fn check(spec: &Value, method: &Method, template: &str, code: StatusCode, answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_is_served() {
     let spec = spec();
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     for (template, operations) in spec["paths"].as_object().unwrap() {
         let path = template.replace("{id}", "default").replace("{userId}", "1");
         for method in operations.as_object().unwrap().keys() {
@@ -117,9 +118,9 @@ type Step<'a> = (Method, &'a str, String, Vec<(&'a str, &'a str)>, String);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_on_a_tour_is_documented() {
     let spec = spec();
-    let app = TestApp::start(Options {
-        default_quota: 1,
-        ..Options::default()
+    let app = TestApp::start(Config {
+        default_quota: quota(1),
+        ..config()
     })
     .await;
     let json_type = ("content-type", "application/json");
@@ -332,12 +333,39 @@ async fn every_answer_on_a_tour_is_documented() {
         );
     }
 
+    // 500 for a campaign whose keys something else overwrote: Redis refuses the gate's command.
+    let mut conn = support::connect(&app.config.redis_url).await;
+    let () = redis::cmd("SET")
+        .arg(format!("{}:{{broken}}:meta", app.prefix))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (method, template, path, body) in [
+        (
+            Method::POST,
+            "/api/campaigns/{id}/apply",
+            "/api/campaigns/broken/apply",
+            r#"{"userId":1}"#,
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}",
+            "/api/campaigns/broken",
+            "",
+        ),
+    ] {
+        let (code, answer) = app.call(method.clone(), path, &[json_type], body).await;
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {answer}");
+        check(&spec, &method, template, code, &answer);
+    }
+
     // 503 for both readiness and a request, from an app whose own Redis was killed.
     let redis = RedisServer::start();
-    let down = TestApp::start(Options {
+    let down = TestApp::start(Config {
         redis_url: redis.url(),
         redis_timeout: Duration::from_millis(300),
-        ..Options::default()
+        ..config()
     })
     .await;
     drop(redis);

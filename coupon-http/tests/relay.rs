@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use coupon_gate::EventKind;
+use coupon_relay::Event;
 use futures_util::future::join_all;
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
-    Broker, Options, Scratch, TestApp, brokers, call, eventually, free_port, read_topic, redis_url,
+    Broker, Scratch, TestApp, brokers, call, config, eventually, free_port, read_topic, redis_url,
 };
 
 /// Applies `users` concurrently to `campaign`; returns the users told `success`, with their seq.
@@ -42,23 +44,19 @@ async fn burst(
 
 /// Checks the topic holds exactly one distinct admission per admitted user, and nothing else.
 fn assert_topic_matches(
-    messages: &[(String, Value)],
+    messages: &[(String, Vec<u8>)],
     campaign: &str,
     admitted: &BTreeMap<u64, u64>,
 ) {
     let mut seen = BTreeMap::new();
-    for (key, value) in messages {
-        let user = value["userId"].as_u64().unwrap();
-        assert_eq!(key, &format!("{campaign}:{user}"));
-        assert_eq!(value["event"], "admitted");
-        assert_eq!(value["campaignId"], campaign);
-        assert!(
-            value["admittedAt"]
-                .as_str()
-                .is_some_and(|t| t.ends_with('Z')),
-            "{value}"
-        );
-        let previous = seen.insert(user, value["seq"].as_u64().unwrap());
+    for (key, payload) in messages {
+        let event = Event::decode(payload)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(payload)));
+        assert_eq!(key, &event.key());
+        assert_eq!(event.kind, EventKind::Admitted);
+        assert_eq!(event.campaign.as_str(), campaign);
+        let user = event.user.get();
+        let previous = seen.insert(user, u64::from(event.seq));
         // At-least-once: a redelivery is allowed, but must be the same admission.
         assert!(
             previous.is_none_or(|seq| Some(&seq) == seen.get(&user)),
@@ -82,7 +80,7 @@ fn assert_topic_matches(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admission_becomes_one_message() {
-    let app = TestApp::start(Options::default()).await;
+    let app = TestApp::start(config()).await;
     assert_eq!(
         app.create(json!({"id": "flash", "quota": 50})).await.0,
         StatusCode::CREATED
@@ -99,11 +97,9 @@ async fn every_admission_becomes_one_message() {
 /// for the queued ones to be delivered and goes on, so that nothing is dropped or sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_queue_smaller_than_a_round_loses_nothing() {
-    let app = TestApp::start(Options {
-        kafka_properties: vec![("queue.buffering.max.messages".into(), "2".into())],
-        ..Options::default()
-    })
-    .await;
+    let mut config = config();
+    config.relay.kafka_properties = vec![("queue.buffering.max.messages".into(), "2".into())];
+    let app = TestApp::start(config).await;
     assert_eq!(
         app.create(json!({"id": "narrow", "quota": 40})).await.0,
         StatusCode::CREATED
@@ -119,8 +115,8 @@ async fn a_producer_queue_smaller_than_a_round_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_a_campaign_and_each_admission_is_relayed_once() {
-    let first = TestApp::start(Options::default()).await;
-    let second = first.sibling(Options::default()).await;
+    let first = TestApp::start(config()).await;
+    let second = first.sibling(config()).await;
     assert_eq!(
         first.create(json!({"id": "shared", "quota": 60})).await.0,
         StatusCode::CREATED
@@ -142,13 +138,10 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
     let broker = Broker::behind_proxy().await;
     // Short delivery timeouts, so that failed deliveries go back to the outbox and are
     // re-claimed, rather than waiting inside the producer for the broker to return.
-    let options = || Options {
-        brokers: broker.brokers(),
-        message_timeout: Duration::from_secs(2),
-        claim_idle: Duration::from_millis(500),
-        ..Options::default()
-    };
-    let app = TestApp::start(options()).await;
+    let mut options = config();
+    options.relay.brokers = broker.brokers();
+    options.relay.message_timeout = Duration::from_secs(2);
+    let app = TestApp::start(options).await;
     assert_eq!(
         app.create(json!({"id": "outage", "quota": 100})).await.0,
         StatusCode::CREATED
@@ -161,7 +154,8 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
     assert_eq!(admitted.len(), 100);
     let queued = app
         .gate
-        .outbox_len(&coupon_gate::CampaignId::new("outage").unwrap())
+        .outbox()
+        .len(&coupon_gate::CampaignId::new("outage").unwrap())
         .await
         .unwrap();
     assert!(
@@ -196,7 +190,8 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
     let messages = read_topic(&broker.brokers(), &app.topic, 100, Duration::from_secs(90)).await;
     let left = app
         .gate
-        .outbox_len(&coupon_gate::CampaignId::new("outage").unwrap())
+        .outbox()
+        .len(&coupon_gate::CampaignId::new("outage").unwrap())
         .await
         .unwrap();
     eprintln!("outbox entries left after reading the topic: {left}");
@@ -270,10 +265,10 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
 
     // Process B takes over what A left pending.
     let b = TestApp::join(
-        Options {
-            brokers: broker.brokers(),
-            claim_idle: Duration::from_millis(500),
-            ..Options::default()
+        {
+            let mut config = config();
+            config.relay.brokers = broker.brokers();
+            config
         },
         &scratch.prefix,
         &topic,

@@ -7,15 +7,16 @@ mod support;
 
 use std::time::Duration;
 
+use coupon_http::Config;
 use hyper::StatusCode;
 use serde_json::{Value, json};
-use support::{Options, RedisServer, TestApp, connect, eventually};
+use support::{RedisServer, TestApp, config, connect, eventually};
 
-fn options(redis_url: String) -> Options {
-    Options {
+fn options(redis_url: String) -> Config {
+    Config {
         redis_url,
         sold_out_ttl: Duration::from_secs(60),
-        ..Options::default()
+        ..config()
     }
 }
 

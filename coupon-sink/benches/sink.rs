@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use coupon_gate::{CampaignId, EventKind, UserId};
+use coupon_relay::Event;
 use coupon_sink::db::{self, Item};
 use coupon_sink::{Config, consumer};
 use coupon_testkit::{ScratchDb, brokers, produce};
@@ -20,8 +22,16 @@ use tokio::runtime::Runtime;
 const BATCH: u64 = 500;
 const DRAIN: u64 = 20_000;
 
+/// An admission of `user` to slot `user`, as the relay writes it.
 fn payload(campaign: &str, user: u64) -> Vec<u8> {
-    format!(r#"{{"event":"admitted","campaignId":"{campaign}","userId":{user},"seq":{user},"admittedAt":"2026-11-24T06:00:00Z"}}"#).into_bytes()
+    Event {
+        kind: EventKind::Admitted,
+        campaign: CampaignId::new(campaign).expect("campaign id"),
+        user: UserId::new(user).expect("user id"),
+        seq: u32::try_from(user).expect("seq"),
+        at: time::macros::datetime!(2026-11-24 06:00:00 UTC),
+    }
+    .encode()
 }
 
 fn sink(c: &mut Criterion) {
@@ -86,20 +96,14 @@ fn sink(c: &mut Criterion) {
                 let topic = format!("bench_{}_{round}", db.name);
                 let events: Vec<(String, Vec<u8>)> = (1..=DRAIN).map(|u| (format!("{campaign}:{u}"), payload(&campaign, u))).collect();
                 total += rt.block_on(async {
-                    coupon_http::relay::ensure_topic(&brokers(), &topic, 3, 1).await.expect("topic");
+                    coupon_relay::ensure_topic(&brokers(), &topic, 3, 1).await.expect("topic");
                     produce(&brokers(), &topic, &events).await;
                     let config = Config {
                         database_url: db.url(),
                         brokers: brokers(),
                         topic: topic.clone(),
                         group: format!("{topic}-sink"),
-                        batch_size: Config::DEFAULT_BATCH_SIZE,
-                        linger: Config::DEFAULT_LINGER,
-                        max_backoff: Config::DEFAULT_MAX_BACKOFF,
-                        session_timeout: Config::DEFAULT_SESSION_TIMEOUT,
-                        instance_id: None,
-                        fetch_wait: Config::DEFAULT_FETCH_WAIT,
-                        kafka_properties: Vec::new(),
+                        ..Config::default()
                     };
                     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                     let run_pool = pool.clone();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Everything `coupon-sink` needs to run.
+/// Everything `coupon-sink` needs to run. [`Config::default`] gives every documented default.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The database; created if missing.
@@ -39,10 +39,6 @@ pub struct Config {
 impl Config {
     /// Default database.
     pub const DEFAULT_DATABASE_URL: &'static str = "mysql://root@127.0.0.1:3306/coupon";
-    /// Default bootstrap servers.
-    pub const DEFAULT_BROKERS: &'static str = "127.0.0.1:9092";
-    /// Default topic.
-    pub const DEFAULT_TOPIC: &'static str = "coupon_create";
     /// Default consumer group.
     pub const DEFAULT_GROUP: &'static str = "coupon-sink";
     /// Default batch size.
@@ -58,4 +54,22 @@ impl Config {
     /// `fetch.max.wait.ms`), so that the sink asks an idle broker twice a second, as every other
     /// Kafka consumer of the deployment does.
     pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(500);
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: Self::DEFAULT_DATABASE_URL.to_owned(),
+            brokers: coupon_relay::DEFAULT_BROKERS.to_owned(),
+            topic: coupon_relay::DEFAULT_TOPIC.to_owned(),
+            group: Self::DEFAULT_GROUP.to_owned(),
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            linger: Self::DEFAULT_LINGER,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            session_timeout: Self::DEFAULT_SESSION_TIMEOUT,
+            instance_id: None,
+            fetch_wait: Self::DEFAULT_FETCH_WAIT,
+            kafka_properties: Vec::new(),
+        }
+    }
 }

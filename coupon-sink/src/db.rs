@@ -8,14 +8,15 @@
 //! another user) is reported as a failed event, never hidden. Unlike `INSERT IGNORE`, this form
 //! keeps strict mode's errors for truncation and out-of-range values.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use coupon_gate::EventKind;
+use coupon_relay::{Event, InvalidEvent};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
-
-use crate::event::{Coupon, Event};
+use time::OffsetDateTime;
 
 /// The migrations, in order; applied at start, each once.
 const MIGRATIONS: [(u32, &str, &str); 2] = [
@@ -119,7 +120,7 @@ pub struct Item {
     /// The payload as received, kept for the failed-event table.
     pub payload: Vec<u8>,
     /// The event, or why the payload is not one.
-    pub event: Result<Event, String>,
+    pub event: Result<Event, InvalidEvent>,
 }
 
 impl Item {
@@ -130,7 +131,7 @@ impl Item {
             partition,
             offset,
             payload: payload.to_vec(),
-            event: Event::parse(payload),
+            event: Event::decode(payload),
         }
     }
 }
@@ -146,31 +147,60 @@ pub struct Written {
     pub failed: Vec<(i32, i64, String)>,
 }
 
+/// One step of writing a batch, in the order of the items: a run of admissions goes in as one
+/// insert; a release ends a run, so that for one user an admission, its release and a later
+/// re-admission apply in the order they were made.
+enum Step<'a> {
+    Admit(Vec<(&'a Item, &'a Event)>),
+    Release(&'a Event),
+}
+
+/// Splits `items` into steps, and the items that are no event into failures.
+fn plan(items: &[Item]) -> (Vec<Step<'_>>, Vec<(&Item, String)>) {
+    let mut steps = Vec::new();
+    let mut failures = Vec::new();
+    let mut run = Vec::new();
+    for item in items {
+        match &item.event {
+            Err(reason) => failures.push((item, reason.to_string())),
+            Ok(event) if event.kind == EventKind::Admitted => run.push((item, event)),
+            Ok(event) => {
+                if !run.is_empty() {
+                    steps.push(Step::Admit(std::mem::take(&mut run)));
+                }
+                steps.push(Step::Release(event));
+            }
+        }
+    }
+    if !run.is_empty() {
+        steps.push(Step::Admit(run));
+    }
+    (steps, failures)
+}
+
 /// Writes `items` in one transaction.
 ///
 /// # Errors
 ///
 /// A database error; nothing of the batch is then written. See [`is_transient`].
 pub async fn write_batch(pool: &Pool, items: &[Item]) -> Result<Written, mysql_async::Error> {
+    let (steps, mut failures) = plan(items);
     let mut conn = pool.get_conn().await?;
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
     let mut written = Written::default();
-    let mut failures: Vec<(&Item, String)> = Vec::new();
-    // Admissions are written in runs; a release ends a run so that, for one user, an admission,
-    // its release and a later re-admission apply in the order they were made.
-    let mut run: Vec<(&Item, &Coupon)> = Vec::new();
-    for item in items {
-        match &item.event {
-            Err(reason) => failures.push((item, reason.clone())),
-            Ok(Event::Admitted(coupon)) => run.push((item, coupon)),
-            Ok(Event::Released(coupon)) => {
-                insert_run(&mut tx, &mut run, &mut written, &mut failures).await?;
-                release(&mut tx, coupon).await?;
+    for step in steps {
+        match step {
+            Step::Admit(mut run) => {
+                let inserted = insert_admissions(&mut tx, &mut run).await?;
+                written.admitted += inserted.admitted;
+                failures.extend(inserted.conflicts);
+            }
+            Step::Release(event) => {
+                release(&mut tx, event).await?;
                 written.released += 1;
             }
         }
     }
-    insert_run(&mut tx, &mut run, &mut written, &mut failures).await?;
     record_failures(&mut tx, &failures).await?;
     tx.commit().await?;
     written.failed = failures
@@ -180,24 +210,27 @@ pub async fn write_batch(pool: &Pool, items: &[Item]) -> Result<Written, mysql_a
     Ok(written)
 }
 
-/// Inserts a run of admissions, checks each landed as itself, and empties the run.
-async fn insert_run<'a>(
+/// What inserting a run of admissions did.
+struct Inserted<'a> {
+    /// Rows inserted, or found already present with the same content (a redelivery).
+    admitted: usize,
+    /// Admissions that collide with another row, with the reason.
+    conflicts: Vec<(&'a Item, String)>,
+}
+
+/// Inserts a run of admissions and checks that each landed as itself.
+async fn insert_admissions<'a>(
     tx: &mut Transaction<'_>,
-    run: &mut Vec<(&'a Item, &'a Coupon)>,
-    written: &mut Written,
-    failures: &mut Vec<(&'a Item, String)>,
-) -> Result<(), mysql_async::Error> {
-    if run.is_empty() {
-        return Ok(());
-    }
+    run: &mut [(&'a Item, &'a Event)],
+) -> Result<Inserted<'a>, mysql_async::Error> {
     run.sort_by(|a, b| (&a.1.campaign, a.1.user).cmp(&(&b.1.campaign, b.1.user)));
     let mut params: Vec<Value> = Vec::with_capacity(run.len() * 4);
-    for (_, c) in run.iter() {
+    for (_, e) in run.iter() {
         params.extend([
-            c.campaign.as_str().into(),
-            c.user.get().into(),
-            c.seq.into(),
-            c.at.as_str().into(),
+            e.campaign.as_str().into(),
+            e.user.get().into(),
+            e.seq.into(),
+            datetime(e.at),
         ]);
     }
     let rows = vec!["(?, ?, ?, ?)"; run.len()].join(", ");
@@ -208,65 +241,120 @@ async fn insert_run<'a>(
     .await?;
     // Each new row counts 1 and each existing one 0: when all are new, each landed as itself.
     if tx.affected_rows() == run.len() as u64 {
-        written.admitted += run.len();
-        run.clear();
-        return Ok(());
+        return Ok(Inserted {
+            admitted: run.len(),
+            conflicts: Vec::new(),
+        });
     }
 
-    // Some (campaign, user) or (campaign, seq) existed: read back what each holds now. Keys
-    // borrow the batch's own campaign ids, so the check allocates nothing per row.
-    let mut by_campaign: BTreeMap<&'a str, Vec<u64>> = BTreeMap::new();
-    for &(_, c) in run.iter() {
-        by_campaign
-            .entry(c.campaign.as_str())
-            .or_default()
-            .push(c.user.get());
-    }
-    let mut held: BTreeMap<(&'a str, u64), u32> = BTreeMap::new();
-    for (campaign, users) in by_campaign {
-        let marks = vec!["?"; users.len()].join(", ");
-        let mut params: Vec<Value> = vec![campaign.into()];
-        params.extend(users.into_iter().map(Value::from));
-        let found: Vec<(u64, u32)> = tx
-            .exec(
-                format!(
-                    "SELECT user_id, seq FROM coupon WHERE campaign_id = ? AND user_id IN ({marks})"
-                ),
-                params,
-            )
-            .await?;
-        held.extend(found.into_iter().map(|(user, seq)| ((campaign, user), seq)));
-    }
-    for (item, c) in run.drain(..) {
-        match held.get(&(c.campaign.as_str(), c.user.get())) {
-            Some(&seq) if seq == c.seq => written.admitted += 1,
-            Some(&seq) => failures.push((
+    // Some (campaign, user) or (campaign, seq) existed: read every row either could be.
+    let existing = Existing::read(tx, run).await?;
+    let mut inserted = Inserted {
+        admitted: 0,
+        conflicts: Vec::new(),
+    };
+    for &(item, e) in run.iter() {
+        let campaign = e.campaign.as_str();
+        match existing.seq_of(campaign, e.user.get()) {
+            Some(seq) if seq == e.seq => inserted.admitted += 1,
+            Some(seq) => inserted.conflicts.push((
                 item,
                 format!(
-                    "user {} already holds seq {seq} of campaign {}, not seq {}",
-                    c.user, c.campaign, c.seq
+                    "user {} already holds seq {seq} of campaign {campaign}, not seq {}",
+                    e.user, e.seq
                 ),
             )),
             None => {
-                let holder: Option<u64> = tx
-                    .exec_first(
-                        "SELECT user_id FROM coupon WHERE campaign_id = ? AND seq = ?",
-                        (c.campaign.as_str(), c.seq),
-                    )
-                    .await?;
-                let holder =
-                    holder.map_or_else(|| "another user".to_owned(), |u| format!("user {u}"));
-                failures.push((
+                let holder = existing
+                    .holder_of(campaign, e.seq)
+                    .map_or_else(|| "another user".to_owned(), |user| format!("user {user}"));
+                inserted.conflicts.push((
                     item,
                     format!(
-                        "seq {} of campaign {} is held by {holder}, not user {}",
-                        c.seq, c.campaign, c.user
+                        "seq {} of campaign {campaign} is held by {holder}, not user {}",
+                        e.seq, e.user
                     ),
                 ));
             }
         }
     }
-    Ok(())
+    Ok(inserted)
+}
+
+/// The rows that share a (campaign, user) or a (campaign, seq) with a run of admissions.
+struct Existing {
+    /// (campaign, user) -> seq.
+    by_user: HashMap<(String, u64), u32>,
+    /// (campaign, seq) -> user.
+    by_seq: HashMap<(String, u32), u64>,
+}
+
+impl Existing {
+    /// Reads them in one query.
+    async fn read(
+        tx: &mut Transaction<'_>,
+        run: &[(&Item, &Event)],
+    ) -> Result<Self, mysql_async::Error> {
+        let mut by_campaign: HashMap<&str, (Vec<u64>, Vec<u32>)> = HashMap::new();
+        for (_, e) in run {
+            let (users, seqs) = by_campaign.entry(e.campaign.as_str()).or_default();
+            users.push(e.user.get());
+            seqs.push(e.seq);
+        }
+        let mut clauses = Vec::with_capacity(by_campaign.len());
+        let mut params: Vec<Value> = Vec::new();
+        for (campaign, (users, seqs)) in &by_campaign {
+            clauses.push(format!(
+                "(campaign_id = ? AND (user_id IN ({}) OR seq IN ({})))",
+                vec!["?"; users.len()].join(", "),
+                vec!["?"; seqs.len()].join(", ")
+            ));
+            params.push((*campaign).into());
+            params.extend(users.iter().map(|&u| Value::from(u)));
+            params.extend(seqs.iter().map(|&s| Value::from(s)));
+        }
+        let rows: Vec<(String, u64, u32)> = tx
+            .exec(
+                format!(
+                    "SELECT campaign_id, user_id, seq FROM coupon WHERE {}",
+                    clauses.join(" OR ")
+                ),
+                params,
+            )
+            .await?;
+        let mut existing = Self {
+            by_user: HashMap::with_capacity(rows.len()),
+            by_seq: HashMap::with_capacity(rows.len()),
+        };
+        for (campaign, user, seq) in rows {
+            existing.by_user.insert((campaign.clone(), user), seq);
+            existing.by_seq.insert((campaign, seq), user);
+        }
+        Ok(existing)
+    }
+
+    fn seq_of(&self, campaign: &str, user: u64) -> Option<u32> {
+        self.by_user.get(&(campaign.to_owned(), user)).copied()
+    }
+
+    fn holder_of(&self, campaign: &str, seq: u32) -> Option<u64> {
+        self.by_seq.get(&(campaign.to_owned(), seq)).copied()
+    }
+}
+
+/// A time as a `DATETIME(3)` value: UTC, to the millisecond.
+fn datetime(at: OffsetDateTime) -> Value {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    // The event decoder refused years outside 1970..=9999, which fit a u16.
+    Value::Date(
+        u16::try_from(at.year()).unwrap_or(9999),
+        at.month().into(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        u32::from(at.millisecond()) * 1000,
+    )
 }
 
 /// Records `item` as failed with `reason`, in a transaction of its own: for an item whose own
@@ -286,11 +374,12 @@ pub async fn record_failure(
     tx.commit().await
 }
 
-/// Removes exactly the row of `coupon`; a row already gone is fine (a redelivered release).
-async fn release(tx: &mut Transaction<'_>, coupon: &Coupon) -> Result<(), mysql_async::Error> {
+/// Removes exactly the row of a release's coupon; a row already gone is fine (a redelivered
+/// release).
+async fn release(tx: &mut Transaction<'_>, event: &Event) -> Result<(), mysql_async::Error> {
     tx.exec_drop(
         "DELETE FROM coupon WHERE campaign_id = ? AND user_id = ? AND seq = ?",
-        (coupon.campaign.as_str(), coupon.user.get(), coupon.seq),
+        (event.campaign.as_str(), event.user.get(), event.seq),
     )
     .await
 }

@@ -11,7 +11,6 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::{Proxy, eventually, free_port};
@@ -23,13 +22,13 @@ pub fn brokers() -> String {
 
 /// Every message on `topic` from the start, read until at least `expected` distinct keys were
 /// seen (or `limit` passed), and then until the topic has been quiet for a second, so that
-/// extra messages are caught too. Returns (key, value) pairs in arrival order.
+/// extra messages are caught too. Returns (key, payload) pairs in arrival order.
 pub async fn read_topic(
     brokers: &str,
     topic: &str,
     expected: usize,
     limit: Duration,
-) -> Vec<(String, Value)> {
+) -> Vec<(String, Vec<u8>)> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{topic}-{}", free_port()))
@@ -50,10 +49,8 @@ pub async fn read_topic(
         match tokio::time::timeout(wait, consumer.recv()).await {
             Ok(Ok(message)) => {
                 let key = String::from_utf8(message.key().unwrap_or_default().to_vec()).unwrap();
-                let value: Value =
-                    serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
                 keys.insert(key.clone());
-                messages.push((key, value));
+                messages.push((key, message.payload().unwrap_or_default().to_vec()));
             }
             Ok(Err(err)) => panic!("reading {topic}: {err}"),
             Err(_) => break,

@@ -62,9 +62,10 @@ async fn measure(
             "not every user admitted"
         );
         // Relay as the relay does, so that the outbox is measured after delivery.
-        let entries = gate.read_outbox(&id, "memory", chunk.len()).await?;
-        let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
-        gate.ack_outbox(&id, &ids).await?;
+        let outbox = gate.outbox();
+        let records = outbox.read(&id, "memory", chunk.len()).await?;
+        let entries: Vec<String> = records.into_iter().map(|r| r.entry).collect();
+        outbox.ack(&id, &entries).await?;
     }
     let after = used_memory(conn).await?;
     println!("{users} users admitted and relayed (key prefix {prefix})");

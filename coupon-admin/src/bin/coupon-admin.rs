@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coupon_admin::{audit, rebuild, sources};
-use coupon_gate::{Campaign, CampaignId, Gate, UserId};
+use coupon_gate::{Campaign, CampaignId, CampaignState, Gate, UserId};
 use redis::aio::MultiplexedConnection;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -29,12 +29,7 @@ struct Args {
     )]
     redis_url: String,
     /// Prefix of every Redis key.
-    #[arg(
-        long,
-        global = true,
-        env = "COUPON_KEY_PREFIX",
-        default_value = "coupon"
-    )]
+    #[arg(long, global = true, env = "COUPON_KEY_PREFIX", default_value = coupon_gate::DEFAULT_KEY_PREFIX)]
     key_prefix: String,
     /// MySQL database the sink writes to.
     #[arg(
@@ -45,20 +40,10 @@ struct Args {
     )]
     database_url: String,
     /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        global = true,
-        env = "KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = coupon_relay::DEFAULT_BROKERS)]
     kafka_brokers: String,
     /// Topic of admissions.
-    #[arg(
-        long,
-        global = true,
-        env = "COUPON_TOPIC",
-        default_value = "coupon_create"
-    )]
+    #[arg(long, global = true, env = "COUPON_TOPIC", default_value = coupon_relay::DEFAULT_TOPIC)]
     topic: String,
     /// Reading the topic (to where each partition ends when reading starts) fails if it takes
     /// longer than this many milliseconds.
@@ -122,22 +107,41 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Where every command reads from and writes to.
+struct Stores<'a> {
+    args: &'a Args,
+    gate: Gate<MultiplexedConnection>,
+    pool: mysql_async::Pool,
+    /// How long reading the topic to its end may take.
+    topic_limit: Duration,
+}
+
+/// What `rebuild` was asked for.
+struct RebuildRequest {
+    id: CampaignId,
+    quota: Option<NonZeroU32>,
+    window: (Option<SystemTime>, Option<SystemTime>),
+    force: bool,
+    dry_run: bool,
+}
+
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let conn = redis::Client::open(args.redis_url.as_str())
         .context("invalid REDIS_URL")?
         .get_multiplexed_async_connection()
         .await
         .with_context(|| format!("cannot connect to redis at {}", args.redis_url))?;
-    let gate =
-        Gate::with_key_prefix(conn, args.key_prefix.clone()).context("invalid key prefix")?;
-    let pool = mysql_async::Pool::new(
-        mysql_async::Opts::from_url(&args.database_url).context("invalid DATABASE_URL")?,
-    );
-    let topic_limit = Duration::from_millis(args.topic_timeout_ms);
+    let stores = Stores {
+        args: &args,
+        gate: Gate::with_key_prefix(conn, args.key_prefix.clone()).context("invalid key prefix")?,
+        pool: mysql_async::Pool::new(
+            mysql_async::Opts::from_url(&args.database_url).context("invalid DATABASE_URL")?,
+        ),
+        topic_limit: Duration::from_millis(args.topic_timeout_ms),
+    };
     let code = match &args.command {
         Command::Audit { campaign, no_topic } => {
-            let id = CampaignId::new(campaign.as_str())?;
-            audit(&args, &gate, &pool, &id, (!no_topic).then_some(topic_limit)).await?
+            audit(&stores, &CampaignId::new(campaign.as_str())?, !no_topic).await?
         }
         Command::Rebuild {
             campaign,
@@ -147,49 +151,40 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             force,
             dry_run,
         } => {
-            let id = CampaignId::new(campaign.as_str())?;
-            let window = (
-                time_arg(opens_at.as_deref())?,
-                time_arg(closes_at.as_deref())?,
-            );
-            rebuild(
-                &args,
-                &gate,
-                &pool,
-                &id,
-                *quota,
-                window,
-                *force,
-                *dry_run,
-                topic_limit,
-            )
-            .await?
+            let request = RebuildRequest {
+                id: CampaignId::new(campaign.as_str())?,
+                quota: *quota,
+                window: (
+                    time_arg(opens_at.as_deref())?,
+                    time_arg(closes_at.as_deref())?,
+                ),
+                force: *force,
+                dry_run: *dry_run,
+            };
+            rebuild(&stores, &request).await?
         }
     };
-    pool.disconnect().await.ok();
+    stores.pool.disconnect().await.ok();
     Ok(code)
 }
 
-async fn audit(
-    args: &Args,
-    gate: &Gate<MultiplexedConnection>,
-    pool: &mysql_async::Pool,
-    id: &CampaignId,
-    topic_limit: Option<Duration>,
-) -> anyhow::Result<ExitCode> {
+async fn audit(stores: &Stores<'_>, id: &CampaignId, read_topic: bool) -> anyhow::Result<ExitCode> {
+    let Stores {
+        args, gate, pool, ..
+    } = stores;
     let status = gate.status(id).await?;
     let holders: Vec<(u64, u32)> = gate
+        .recovery()
         .holders(id)
         .await?
         .into_iter()
         .map(|(u, s)| (u.get(), s))
         .collect();
-    let outbox = gate.peek_outbox(id).await?;
-    let topic = match topic_limit {
-        Some(limit) => {
-            Some(sources::topic_events(&args.kafka_brokers, &args.topic, id, limit).await?)
-        }
-        None => None,
+    let outbox = gate.outbox().peek(id).await?;
+    let topic = if read_topic {
+        Some(sources::topic_events(&args.kafka_brokers, &args.topic, id, stores.topic_limit).await?)
+    } else {
+        None
     };
     let rows = sources::coupon_rows(pool, id).await?;
     let failed_events = sources::unresolved_failures(pool, id).await?;
@@ -238,53 +233,108 @@ async fn audit(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn rebuild(
-    args: &Args,
+/// Validates the request, works out the state the other stores imply, and writes it (unless a
+/// dry run). Every refusal prints why and exits 1, having written nothing.
+async fn rebuild(stores: &Stores<'_>, request: &RebuildRequest) -> anyhow::Result<ExitCode> {
+    let refused = |why: String| {
+        println!("refused: {why}");
+        Ok(ExitCode::from(1))
+    };
+    let definition = match definition(&stores.gate, request).await? {
+        Ok(definition) => definition,
+        Err(why) => return refused(why),
+    };
+    let plan = match plan(stores, &request.id).await? {
+        Ok(plan) => plan,
+        Err(conflict) => return refused(conflict.to_string()),
+    };
+    let quota = definition.quota();
+    if plan.holders.len() > quota.get() as usize {
+        return refused(format!(
+            "{} holders exceed the quota {quota}",
+            plan.holders.len()
+        ));
+    }
+    let holders = plan
+        .holders
+        .iter()
+        .map(|(&u, &s)| Ok((UserId::new(u)?, s)))
+        .collect::<Result<Vec<_>, coupon_gate::InvalidInput>>()?;
+    let state = match CampaignState::new(definition, holders) {
+        Ok(state) => state,
+        Err(invalid) => return refused(invalid.to_string()),
+    };
+    if request.dry_run {
+        println!("dry run: nothing written");
+        return Ok(ExitCode::SUCCESS);
+    }
+    stores.gate.recovery().restore(&state).await?;
+    let now = stores
+        .gate
+        .status(&request.id)
+        .await?
+        .context("the campaign after restoring")?;
+    println!(
+        "rebuilt: quota {}, issued {}, remaining {}",
+        now.quota,
+        now.issued,
+        now.remaining()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The definition to restore: the request's quota and window, else what Redis still knows.
+/// `Err` says why the rebuild is refused: the campaign is open to traffic (without `--force`),
+/// or nothing gives its quota.
+async fn definition(
     gate: &Gate<MultiplexedConnection>,
-    pool: &mysql_async::Pool,
-    id: &CampaignId,
-    quota: Option<NonZeroU32>,
-    window: (Option<SystemTime>, Option<SystemTime>),
-    force: bool,
-    dry_run: bool,
-    topic_limit: Duration,
-) -> anyhow::Result<ExitCode> {
+    request: &RebuildRequest,
+) -> anyhow::Result<Result<Campaign, String>> {
+    let id = &request.id;
     let status = gate.status(id).await?;
     if let Some(s) = &status {
         let now = SystemTime::now();
         let open = s.opens_at.is_none_or(|t| t <= now) && s.closes_at.is_none_or(|t| now < t);
-        if open && !force {
-            println!(
-                "refused: campaign {id} is open to traffic in Redis (issued {} of {}). Close its \
-                 window first (POST /api/campaigns with closesAt in the past) and rebuild with \
+        if open && !request.force {
+            return Ok(Err(format!(
+                "campaign {id} is open to traffic in Redis (issued {} of {}). Close its window \
+                 first (POST /api/campaigns with closesAt in the past) and rebuild with \
                  --closes-at, or pass --force.",
                 s.issued, s.quota
-            );
-            return Ok(ExitCode::from(1));
+            )));
         }
     }
-    let Some(quota) = quota.or_else(|| status.as_ref().and_then(|s| NonZeroU32::new(s.quota)))
+    let Some(quota) = request
+        .quota
+        .or_else(|| status.as_ref().and_then(|s| NonZeroU32::new(s.quota)))
     else {
-        println!("refused: Redis does not know campaign {id}; give its --quota");
-        return Ok(ExitCode::from(1));
+        return Ok(Err(format!(
+            "Redis does not know campaign {id}; give its --quota"
+        )));
     };
-    let (opens, closes) = match (&status, window) {
+    let (opens, closes) = match (&status, request.window) {
         (Some(s), (None, None)) => (s.opens_at, s.closes_at),
         (_, window) => window,
     };
-    let definition = Campaign::new(id.clone(), quota).with_window(opens, closes)?;
+    Ok(Ok(
+        Campaign::new(id.clone(), quota).with_window(opens, closes)?
+    ))
+}
 
-    let rows = sources::coupon_rows(pool, id).await?;
+/// Reads MySQL, the topic and the outbox, works out the holders they imply and prints how.
+async fn plan(
+    stores: &Stores<'_>,
+    id: &CampaignId,
+) -> anyhow::Result<Result<rebuild::Plan, rebuild::Conflict>> {
+    let args = stores.args;
+    let rows = sources::coupon_rows(&stores.pool, id).await?;
     eprintln!("reading topic {} to its end…", args.topic);
-    let topic = sources::topic_events(&args.kafka_brokers, &args.topic, id, topic_limit).await?;
-    let outbox = gate.peek_outbox(id).await?;
+    let topic =
+        sources::topic_events(&args.kafka_brokers, &args.topic, id, stores.topic_limit).await?;
+    let outbox = stores.gate.outbox().peek(id).await?;
     let plan = match rebuild::plan(&rows, &topic, &outbox) {
         Ok(plan) => plan,
-        Err(conflict) => {
-            println!("refused: {conflict}");
-            return Ok(ExitCode::from(1));
-        }
+        Err(conflict) => return Ok(Err(conflict)),
     };
     println!(
         "campaign {id}: {} rows in MySQL, {} events on the topic, {} in the outbox",
@@ -297,34 +347,7 @@ async fn rebuild(
         plan.released,
         plan.holders.values().max().copied().unwrap_or(0)
     );
-    if plan.holders.len() > quota.get() as usize {
-        println!(
-            "refused: {} holders exceed the quota {quota}",
-            plan.holders.len()
-        );
-        return Ok(ExitCode::from(1));
-    }
-    if dry_run {
-        println!("dry run: nothing written");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let holders: Vec<(UserId, u32)> = plan
-        .holders
-        .iter()
-        .map(|(&u, &s)| Ok((UserId::new(u)?, s)))
-        .collect::<Result<_, coupon_gate::InvalidInput>>()?;
-    gate.restore(&definition, &holders).await?;
-    let now = gate
-        .status(id)
-        .await?
-        .context("the campaign after restoring")?;
-    println!(
-        "rebuilt: quota {}, issued {}, remaining {}",
-        now.quota,
-        now.issued,
-        now.remaining()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(Ok(plan))
 }
 
 fn time_arg(text: Option<&str>) -> anyhow::Result<Option<SystemTime>> {

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use clap::builder::TypedValueParser;
 use coupon_http::{Config, RelayConfig};
+use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -21,28 +22,28 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Args {
     /// Listen address.
-    #[arg(long, env = "COUPON_HTTP_ADDR", default_value = Config::DEFAULT_ADDR)]
+    #[arg(long, env = "COUPON_HTTP_ADDR", default_value_t = Config::DEFAULT_ADDR)]
     addr: SocketAddr,
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = Config::DEFAULT_REDIS_URL)]
     redis_url: String,
     /// Prefix of every Redis key.
-    #[arg(long, env = "COUPON_KEY_PREFIX", default_value = "coupon")]
+    #[arg(long, env = "COUPON_KEY_PREFIX", default_value = coupon_gate::DEFAULT_KEY_PREFIX)]
     key_prefix: String,
     /// Kafka bootstrap servers, comma separated.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = RelayConfig::DEFAULT_BROKERS)]
+    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_BROKERS)]
     kafka_brokers: String,
     /// Topic admissions are produced to.
-    #[arg(long, env = "COUPON_TOPIC", default_value = RelayConfig::DEFAULT_TOPIC)]
+    #[arg(long, env = "COUPON_TOPIC", default_value = DEFAULT_TOPIC)]
     topic: String,
     /// Partitions of the topic, when it has to be created.
     #[arg(long, env = "COUPON_TOPIC_PARTITIONS", default_value_t = RelayConfig::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(i32).range(1..))]
     topic_partitions: i32,
     /// Replication factor of the topic, when it has to be created.
-    #[arg(long, env = "COUPON_TOPIC_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, env = "COUPON_TOPIC_REPLICATION", default_value_t = RelayConfig::DEFAULT_REPLICATION, value_parser = clap::value_parser!(i32).range(1..))]
     topic_replication: i32,
     /// Quota of the `default` campaign, created at start-up if missing.
-    #[arg(long, env = "COUPON_DEFAULT_QUOTA", default_value_t = NonZeroU32::new(Config::DEFAULT_QUOTA).expect("non-zero"))]
+    #[arg(long, env = "COUPON_DEFAULT_QUOTA", default_value_t = Config::DEFAULT_QUOTA)]
     default_quota: NonZeroU32,
     /// Bearer token for the admin endpoints; without it they answer 403.
     #[arg(long, env = "COUPON_ADMIN_TOKEN", hide_env_values = true)]
@@ -51,7 +52,7 @@ struct Args {
     #[arg(long, env = "COUPON_MAX_CONNECTIONS", default_value_t = Config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     max_connections: usize,
     /// Milliseconds a request waits on Redis before it is answered 503.
-    #[arg(long, env = "COUPON_REDIS_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "COUPON_REDIS_TIMEOUT_MS", default_value_t = Config::DEFAULT_REDIS_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     redis_timeout_ms: u64,
     /// Milliseconds a connection may take to send a complete request and have it answered,
     /// counted from when the server starts waiting for it; then it is closed (silent, slow or
@@ -59,7 +60,7 @@ struct Args {
     #[arg(long, env = "COUPON_REQUEST_TIMEOUT_MS", default_value_t = Config::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
     /// Seconds shutdown waits for requests in flight and the relay.
-    #[arg(long, env = "COUPON_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    #[arg(long, env = "COUPON_SHUTDOWN_GRACE_SECS", default_value_t = Config::DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace_secs: u64,
     /// Most applications to one campaign decided in one Redis script call (1: one call each).
     #[arg(long, env = "COUPON_APPLY_BATCH", default_value_t = Config::DEFAULT_APPLY_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
@@ -72,10 +73,10 @@ struct Args {
     #[arg(long, env = "COUPON_RELAY_BATCH", default_value_t = RelayConfig::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     relay_batch: usize,
     /// Milliseconds an outbox entry stays unacknowledged before another relay takes it over.
-    #[arg(long, env = "COUPON_RELAY_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "COUPON_RELAY_CLAIM_IDLE_MS", default_value_t = RelayConfig::DEFAULT_CLAIM_IDLE.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     relay_claim_idle_ms: u64,
     /// Milliseconds the producer tries to deliver one message before the relay retries it later.
-    #[arg(long, env = "COUPON_RELAY_MESSAGE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "COUPON_RELAY_MESSAGE_TIMEOUT_MS", default_value_t = RelayConfig::DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     relay_message_timeout_ms: u64,
     /// Name of this relay in the outbox consumer group (default: host, pid and start time).
     #[arg(long, env = "COUPON_RELAY_CONSUMER")]
@@ -83,7 +84,7 @@ struct Args {
     /// More librdkafka properties, key=value (repeat the flag, or comma-separate in the
     /// environment): TLS and SASL settings, batching. enable.idempotence, acks and
     /// message.timeout.ms stay as the relay sets them.
-    #[arg(long = "kafka-property", env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = coupon_http::config::kafka_property)]
+    #[arg(long = "kafka-property", env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
     kafka_properties: Vec<(String, String)>,
 }
 

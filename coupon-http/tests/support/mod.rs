@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coupon_gate::Gate;
-use coupon_http::{Config, RelayConfig};
+use coupon_http::Config;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -34,40 +34,25 @@ pub use coupon_testkit::{
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// How a test app is configured; `Options::default()` suits most tests.
-pub struct Options {
-    pub redis_url: String,
-    pub brokers: String,
-    pub default_quota: u32,
-    pub claim_idle: Duration,
-    pub message_timeout: Duration,
-    pub redis_timeout: Duration,
-    pub admin_token: Option<String>,
-    pub max_connections: usize,
-    pub apply_batch: usize,
-    pub sold_out_ttl: Duration,
-    pub request_timeout: Duration,
-    /// librdkafka properties for the relay's producer.
-    pub kafka_properties: Vec<(String, String)>,
+/// The configuration test apps start from: the defaults, on the machine's Redis and broker,
+/// with the test admin token, and a relay that takes over stale entries within half a second.
+/// [`TestApp`] gives each app its own address, key prefix, topic and relay name.
+pub fn config() -> Config {
+    let mut config = Config {
+        redis_url: redis_url(),
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        max_connections: 1024,
+        ..Config::default()
+    };
+    config.relay.brokers = brokers();
+    config.relay.batch = 200;
+    config.relay.claim_idle = Duration::from_millis(500);
+    config
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            redis_url: redis_url(),
-            brokers: brokers(),
-            default_quota: 100,
-            claim_idle: Duration::from_millis(500),
-            message_timeout: Duration::from_secs(30),
-            redis_timeout: Duration::from_secs(2),
-            admin_token: Some(ADMIN_TOKEN.to_owned()),
-            max_connections: 1024,
-            apply_batch: Config::DEFAULT_APPLY_BATCH,
-            sold_out_ttl: Config::DEFAULT_SOLD_OUT_TTL,
-            request_timeout: Config::DEFAULT_REQUEST_TIMEOUT,
-            kafka_properties: Vec::new(),
-        }
-    }
+/// A quota, for `Config::default_quota`.
+pub fn quota(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("a quota is not zero")
 }
 
 /// `coupon_http::serve` on a port-0 listener, with a key prefix and a topic of its own.
@@ -85,25 +70,26 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn start(options: Options) -> Self {
-        let scratch = Scratch::new(&options.redis_url);
+    /// `config` (made from [`config`]) on a port-0 listener, a key prefix and a topic of its own.
+    pub async fn start(config: Config) -> Self {
+        let scratch = Scratch::new(&config.redis_url);
         let prefix = scratch.prefix.clone();
         let topic = format!("t_{}", prefix.replace('-', "_"));
-        Self::start_with(options, prefix, Some(scratch), topic).await
+        Self::start_with(config, prefix, Some(scratch), topic).await
     }
 
     /// Another app over the same keys and topic as `self`, as a second process would be.
-    pub async fn sibling(&self, options: Options) -> Self {
-        Self::start_with(options, self.prefix.clone(), None, self.topic.clone()).await
+    pub async fn sibling(&self, config: Config) -> Self {
+        Self::start_with(config, self.prefix.clone(), None, self.topic.clone()).await
     }
 
     /// An app over keys and a topic someone else owns (another process of the test's).
-    pub async fn join(options: Options, prefix: &str, topic: &str) -> Self {
-        Self::start_with(options, prefix.to_owned(), None, topic.to_owned()).await
+    pub async fn join(config: Config, prefix: &str, topic: &str) -> Self {
+        Self::start_with(config, prefix.to_owned(), None, topic.to_owned()).await
     }
 
     async fn start_with(
-        options: Options,
+        mut config: Config,
         prefix: String,
         scratch: Option<Scratch>,
         topic: String,
@@ -118,36 +104,15 @@ impl TestApp {
             .try_init();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = Config {
-            addr,
-            redis_url: options.redis_url.clone(),
-            key_prefix: prefix.clone(),
-            default_quota: NonZeroU32::new(options.default_quota).unwrap(),
-            admin_token: options.admin_token.clone(),
-            max_connections: options.max_connections,
-            redis_timeout: options.redis_timeout,
-            request_timeout: options.request_timeout,
-            shutdown_grace: Duration::from_secs(10),
-            apply_batch: options.apply_batch,
-            sold_out_ttl: options.sold_out_ttl,
-            relay: RelayConfig {
-                brokers: options.brokers.clone(),
-                topic: topic.clone(),
-                partitions: 3,
-                replication: 1,
-                batch: 200,
-                claim_idle: options.claim_idle,
-                message_timeout: options.message_timeout,
-                consumer: format!("relay-{}", addr.port()),
-                kafka_properties: options.kafka_properties.clone(),
-            },
-        };
+        config.addr = addr;
+        config.key_prefix = prefix.clone();
+        config.relay.topic = topic.clone();
+        config.relay.consumer = format!("relay-{}", addr.port());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(coupon_http::serve(config.clone(), listener, async {
             let _ = stopped.await;
         }));
-        let gate =
-            Gate::with_key_prefix(connect(&options.redis_url).await, prefix.clone()).unwrap();
+        let gate = Gate::with_key_prefix(connect(&config.redis_url).await, prefix.clone()).unwrap();
         let app = Self {
             addr,
             prefix,
@@ -258,7 +223,7 @@ impl TestApp {
     pub async fn drained(&self, campaign: &str) {
         let id = coupon_gate::CampaignId::new(campaign).unwrap();
         eventually(Duration::from_secs(30), "the outbox to drain", || async {
-            self.gate.outbox_len(&id).await.unwrap() == 0
+            self.gate.outbox().len(&id).await.unwrap() == 0
         })
         .await;
     }

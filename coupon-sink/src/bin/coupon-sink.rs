@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
 use coupon_sink::{Config, consumer, db, replay};
 use tracing_subscriber::EnvFilter;
 
@@ -19,10 +20,10 @@ struct Args {
     #[arg(long, global = true, env = "DATABASE_URL", default_value = Config::DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// Kafka bootstrap servers, comma separated.
-    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = Config::DEFAULT_BROKERS)]
+    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = DEFAULT_BROKERS)]
     kafka_brokers: String,
     /// Topic of admissions.
-    #[arg(long, global = true, env = "COUPON_TOPIC", default_value = Config::DEFAULT_TOPIC)]
+    #[arg(long, global = true, env = "COUPON_TOPIC", default_value = DEFAULT_TOPIC)]
     topic: String,
     /// Consumer group.
     #[arg(long, global = true, env = "COUPON_SINK_GROUP", default_value = Config::DEFAULT_GROUP)]
@@ -31,15 +32,10 @@ struct Args {
     #[arg(long, global = true, env = "COUPON_SINK_BATCH", default_value_t = Config::DEFAULT_BATCH_SIZE as u32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch_size: u32,
     /// Milliseconds a batch waits for more messages after its first.
-    #[arg(
-        long,
-        global = true,
-        env = "COUPON_SINK_LINGER_MS",
-        default_value_t = 20
-    )]
+    #[arg(long, global = true, env = "COUPON_SINK_LINGER_MS", default_value_t = Config::DEFAULT_LINGER.as_millis() as u64)]
     linger_ms: u64,
     /// Milliseconds the group waits for a silent member before moving its partitions.
-    #[arg(long, global = true, env = "COUPON_SINK_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1_000..=300_000))]
+    #[arg(long, global = true, env = "COUPON_SINK_SESSION_TIMEOUT_MS", default_value_t = Config::DEFAULT_SESSION_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1_000..=300_000))]
     session_timeout_ms: u64,
     /// Stable name of this sink in the group (static membership): a restart under the same
     /// name takes its partitions back at once. Give each sink of a group its own.
@@ -126,14 +122,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// A librdkafka property given as `key=value`.
-fn kafka_property(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.trim().to_owned()))
-        }
-        _ => Err(format!("{text:?} is not key=value")),
-    }
 }

@@ -8,30 +8,41 @@ use std::time::Duration;
 
 pub use coupon_testkit::{Process, Proxy, ScratchDb, brokers, eventually, free_port, produce};
 
+use coupon_gate::{CampaignId, EventKind, UserId};
+use coupon_relay::Event;
 use coupon_sink::{Config, consumer, db};
-use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A topic no other test uses, created with 3 partitions on `brokers`.
 pub async fn fresh_topic(brokers: &str) -> String {
     let topic = format!("sink_{}", ScratchDb::new().name);
-    coupon_http::relay::ensure_topic(brokers, &topic, 3, 1)
+    coupon_relay::ensure_topic(brokers, &topic, 3, 1)
         .await
         .expect("create topic");
     topic
 }
 
+/// A message as the relay produces it: key and value of `kind` for `user` holding `seq`.
+fn message(kind: EventKind, campaign: &str, user: u64, seq: u32) -> (String, Vec<u8>) {
+    let event = Event {
+        kind,
+        campaign: CampaignId::new(campaign).unwrap(),
+        user: UserId::new(user).unwrap(),
+        seq,
+        at: time::macros::datetime!(2026-11-24 06:00:00.123 UTC),
+    };
+    (event.key(), event.encode())
+}
+
 /// An admission message, as the relay produces it.
 pub fn admitted(campaign: &str, user: u64, seq: u64) -> (String, Vec<u8>) {
-    let value = json!({"event": "admitted", "campaignId": campaign, "userId": user, "seq": seq, "admittedAt": "2026-11-24T06:00:00.123Z"});
-    (format!("{campaign}:{user}"), value.to_string().into_bytes())
+    message(EventKind::Admitted, campaign, user, seq.try_into().unwrap())
 }
 
 /// A release message, as the relay produces it.
 pub fn released(campaign: &str, user: u64, seq: u64) -> (String, Vec<u8>) {
-    let value = json!({"event": "released", "campaignId": campaign, "userId": user, "seq": seq, "releasedAt": "2026-11-24T07:00:00Z"});
-    (format!("{campaign}:{user}"), value.to_string().into_bytes())
+    message(EventKind::Released, campaign, user, seq.try_into().unwrap())
 }
 
 /// The sink's configuration; `group` is made unique to the topic, so that tests never share a
@@ -45,10 +56,7 @@ pub fn config(database_url: &str, topic: &str, group: &str) -> Config {
         batch_size: 200,
         linger: Duration::from_millis(10),
         max_backoff: Duration::from_millis(200),
-        session_timeout: Duration::from_secs(10),
-        instance_id: None,
-        fetch_wait: Config::DEFAULT_FETCH_WAIT,
-        kafka_properties: Vec::new(),
+        ..Config::default()
     }
 }
 

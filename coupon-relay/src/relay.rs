@@ -1,40 +1,31 @@
-//! The relay: moves admissions from the campaigns' Redis outbox streams to a Kafka topic.
+//! The relay loop: moves admissions from the campaigns' Redis outbox streams to a Kafka topic.
 //!
 //! Each round reads new outbox entries of every campaign through the gate's consumer group,
 //! produces them with an idempotent producer (`enable.idempotence=true`, `acks=all`), and
 //! acknowledges (which deletes) only the entries the broker confirmed. An entry whose delivery
 //! failed stays pending in the outbox; so does every entry a crashed relay had read. Every relay
 //! periodically takes over entries left pending longer than
-//! [`RelayConfig::claim_idle`](crate::config::RelayConfig::claim_idle), its own included, so
-//! each admission reaches the topic at least once while any relay runs. The HTTP answer never
-//! waits for any of this.
-//!
-//! Message key: `<campaign>:<user>`. Value (JSON):
-//! `{"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2026-…Z"}`,
-//! or, after a compensation, `{"event":"released",…,"releasedAt":"…"}`.
+//! [`RelayConfig::claim_idle`], its own included, so each admission reaches the topic at least
+//! once while any relay runs. What is produced is [`Event`](crate::Event)'s form.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use coupon_gate::{CampaignId, EventKind, Gate, OutboxEntry};
+use coupon_gate::{CampaignId, Gate, Outbox, OutboxRecord};
+use futures_util::FutureExt;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use redis::aio::ConnectionLike;
-use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::RelayConfig;
+use crate::event::Encoder;
+use crate::topic::{client_config, create_topic};
+use crate::{Error, RelayConfig};
 
 /// How often the list of campaigns is read again, to find new outboxes.
 const CAMPAIGN_REFRESH: Duration = Duration::from_secs(1);
@@ -46,31 +37,52 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// queue is full of records already delivered but not yet freed.
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(1);
 
-/// A relay over one gate and one producer.
+/// Whether a relay's loop runs; cheap to clone, for readiness checks.
+#[derive(Clone, Debug, Default)]
+pub struct Running(Arc<AtomicBool>);
+
+impl Running {
+    /// True from the relay's first round until it stops.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, running: bool) {
+        self.0.store(running, Ordering::Relaxed);
+    }
+}
+
+/// A relay over one gate's outboxes and one producer.
 pub struct Relay<C> {
-    /// Where the outboxes are read and acknowledged.
+    /// The campaigns, whose outboxes are read.
     gate: Gate<C>,
+    /// Where the outboxes are read and acknowledged.
+    outbox: Outbox<C>,
     /// The idempotent producer; shared by every send of a round.
     producer: FutureProducer,
     /// Topic, batch size and timeouts.
     config: RelayConfig,
+    /// Set while [`Relay::run`] runs.
+    running: Running,
 }
 
 impl<C> Relay<C>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
-    /// A relay delivering `gate`'s outboxes as `config` says.
+    /// A relay delivering the outboxes of `gate`'s campaigns as `config` says.
     ///
     /// # Errors
     ///
-    /// A producer configuration librdkafka refuses.
-    pub fn new(gate: Gate<C>, config: RelayConfig) -> anyhow::Result<Self> {
+    /// [`Error::Config`]: a producer configuration librdkafka refuses.
+    pub fn new(gate: &Gate<C>, config: RelayConfig) -> Result<Self, Error> {
         let producer = producer(&config)?;
         Ok(Self {
-            gate,
+            gate: gate.clone(),
+            outbox: gate.outbox(),
             producer,
             config,
+            running: Running::default(),
         })
     }
 
@@ -79,7 +91,7 @@ where
     /// # Errors
     ///
     /// The broker is unreachable or refuses the topic.
-    pub async fn ensure_topic(&self) -> anyhow::Result<()> {
+    pub async fn ensure_topic(&self) -> Result<(), Error> {
         create_topic(
             &self.config.brokers,
             &self.config.kafka_properties,
@@ -90,16 +102,23 @@ where
         .await
     }
 
-    /// Runs rounds until `shutdown` turns true, then finishes the round in progress, flushes the
-    /// producer and returns. `running` is true while it runs.
-    pub async fn run(mut self, running: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
-        running.store(true, Ordering::Relaxed);
+    /// A handle that tells whether this relay's loop runs.
+    pub fn running(&self) -> Running {
+        self.running.clone()
+    }
+
+    /// Runs rounds until `shutdown` resolves, then finishes the round in progress, flushes the
+    /// producer and returns.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let shutdown = shutdown.fuse();
+        tokio::pin!(shutdown);
+        self.running.set(true);
         info!(topic = %self.config.topic, consumer = %self.config.consumer, "relay started");
         let mut campaigns: Vec<CampaignId> = Vec::new();
         let mut campaigns_read: Option<Instant> = None;
         // Claim at once on start, to pick up what a crashed predecessor left behind.
         let mut next_claim = Instant::now();
-        while !*shutdown.borrow() {
+        while shutdown.as_mut().now_or_never().is_none() {
             if campaigns_read.is_none_or(|t| t.elapsed() >= CAMPAIGN_REFRESH) {
                 match self.gate.campaigns().await {
                     Ok(ids) => {
@@ -135,7 +154,7 @@ where
             if moved == 0 || failed {
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    _ = shutdown.changed() => {}
+                    () = shutdown.as_mut() => break,
                 }
             }
         }
@@ -145,7 +164,7 @@ where
         {
             warn!(cause = %err, "relay could not flush the producer on shutdown");
         }
-        running.store(false, Ordering::Relaxed);
+        self.running.set(false);
         info!("relay stopped");
     }
 
@@ -153,23 +172,23 @@ where
     /// deliver, acknowledge what was delivered.
     async fn round(&self, campaign: &CampaignId, claim: bool) -> Result<Sent, coupon_gate::Error> {
         let (consumer, batch) = (&self.config.consumer, self.config.batch);
-        let mut entries = Vec::new();
+        let mut records = Vec::new();
         if claim {
-            entries = self
-                .gate
-                .claim_outbox(campaign, consumer, self.config.claim_idle, batch)
+            records = self
+                .outbox
+                .claim(campaign, consumer, self.config.claim_idle, batch)
                 .await?;
-            if !entries.is_empty() {
-                info!(campaign = %campaign, count = entries.len(), "relay took over pending outbox entries");
+            if !records.is_empty() {
+                info!(campaign = %campaign, count = records.len(), "relay took over pending outbox entries");
             }
         }
-        entries.extend(self.gate.read_outbox(campaign, consumer, batch).await?);
-        if entries.is_empty() {
+        records.extend(self.outbox.read(campaign, consumer, batch).await?);
+        if records.is_empty() {
             return Ok(Sent::default());
         }
-        let sent = self.deliver(&entries).await;
-        self.gate.ack_outbox(campaign, &sent.acknowledge).await?;
-        debug!(campaign = %campaign, read = entries.len(), delivered = sent.delivered, "relay round");
+        let sent = self.deliver(&records).await;
+        self.outbox.ack(campaign, &sent.acknowledge).await?;
+        debug!(campaign = %campaign, read = records.len(), delivered = sent.delivered, "relay round");
         Ok(sent)
     }
 
@@ -202,28 +221,18 @@ where
     /// Produces every record and says which outbox entries the broker confirmed whole.
     ///
     /// Every record is handed to the producer first (librdkafka copies key and value, so one
-    /// buffer of each serves every record), then the deliveries are awaited in order. The
-    /// records of one stream entry share its timestamp, which is formatted once.
-    async fn deliver(&self, entries: &[OutboxEntry]) -> Sent {
+    /// buffer of each serves every record), then the deliveries are awaited in order.
+    async fn deliver(&self, records: &[OutboxRecord]) -> Sent {
         let topic = self.config.topic.as_str();
-        let mut results: Vec<Option<KafkaError>> = Vec::with_capacity(entries.len());
-        let mut pending: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(entries.len());
-        let mut key = String::new();
-        let mut payload = Vec::new();
-        let (mut stamped, mut stamp) = (None, String::new());
-        for (i, entry) in entries.iter().enumerate() {
+        let mut results: Vec<Option<KafkaError>> = Vec::with_capacity(records.len());
+        let mut pending: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(records.len());
+        let mut encoder = Encoder::default();
+        for (i, outbox_record) in records.iter().enumerate() {
             results.push(None);
-            if stamped != Some(entry.at) {
-                stamp = rfc3339(entry.at);
-                stamped = Some(entry.at);
-            }
-            key.clear();
-            let _ = write!(key, "{}:{}", entry.campaign, entry.user);
-            payload.clear();
-            write_message(&mut payload, entry, &stamp);
+            let (key, payload) = encoder.encode(outbox_record);
             let mut full_since = None;
             loop {
-                let record = FutureRecord::to(topic).key(&key).payload(&payload);
+                let record = FutureRecord::to(topic).key(key).payload(payload);
                 match self.producer.send_result(record) {
                     Ok(delivery) => pending.push((i, delivery)),
                     // The producer's queue is full of this round's records: wait for them to
@@ -254,22 +263,22 @@ where
         let mut sent = Sent::default();
         let mut failed_ids = HashSet::new();
         let mut first_error = None;
-        for (entry, result) in entries.iter().zip(results) {
+        for (record, result) in records.iter().zip(results) {
             match result {
                 None => sent.delivered += 1,
                 Some(err) => {
                     sent.failed += 1;
-                    failed_ids.insert(entry.id.as_str());
+                    failed_ids.insert(record.entry.as_str());
                     sent.producer_rejected |= matches!(err.rdkafka_error_code(), Some(code) if PRODUCER_REJECTED.contains(&code));
                     first_error.get_or_insert(err);
                 }
             }
         }
         if let Some(err) = first_error {
-            let campaign = &entries[0].campaign;
+            let campaign = &records[0].campaign;
             warn!(cause = %err, campaign = %campaign, failed = sent.failed, "deliveries failed; the entries stay in the outbox");
         }
-        sent.acknowledge = acknowledgeable(entries, &failed_ids);
+        sent.acknowledge = acknowledgeable(records, &failed_ids);
         sent
     }
 }
@@ -291,11 +300,11 @@ async fn settle(pending: &mut Vec<(usize, DeliveryFuture)>, results: &mut [Optio
 /// The records of one stream entry (the admissions of one script call) share its id and come
 /// one after another; an entry with any record in `failed` stays pending and is delivered again
 /// as a whole (the consumers are idempotent).
-fn acknowledgeable(records: &[OutboxEntry], failed: &HashSet<&str>) -> Vec<String> {
+fn acknowledgeable(records: &[OutboxRecord], failed: &HashSet<&str>) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     for record in records {
-        if !failed.contains(record.id.as_str()) && ids.last() != Some(&record.id) {
-            ids.push(record.id.clone());
+        if !failed.contains(record.entry.as_str()) && ids.last() != Some(&record.entry) {
+            ids.push(record.entry.clone());
         }
     }
     ids
@@ -325,7 +334,7 @@ const PRODUCER_REJECTED: [RDKafkaErrorCode; 5] = [
 ];
 
 /// The relay's idempotent producer.
-fn producer(config: &RelayConfig) -> anyhow::Result<FutureProducer> {
+fn producer(config: &RelayConfig) -> Result<FutureProducer, Error> {
     let mut client = ClientConfig::new();
     client.set("linger.ms", "5");
     client_config(&mut client, &config.brokers, &config.kafka_properties)
@@ -336,148 +345,26 @@ fn producer(config: &RelayConfig) -> anyhow::Result<FutureProducer> {
             config.message_timeout.as_millis().to_string(),
         )
         .create()
-        .context("cannot create the Kafka producer")
-}
-
-/// librdkafka configuration shared by the relay's clients: the brokers, then the operator's
-/// `properties`.
-fn client_config<'a>(
-    config: &'a mut ClientConfig,
-    brokers: &str,
-    properties: &[(String, String)],
-) -> &'a mut ClientConfig {
-    config
-        .set("bootstrap.servers", brokers)
-        .set("client.id", "coupon-http");
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    config
-}
-
-/// Creates `topic` unless it exists.
-///
-/// # Errors
-///
-/// The broker is unreachable or refuses the topic.
-pub async fn ensure_topic(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    replication: i32,
-) -> anyhow::Result<()> {
-    create_topic(brokers, &[], topic, partitions, replication).await
-}
-
-async fn create_topic(
-    brokers: &str,
-    properties: &[(String, String)],
-    topic: &str,
-    partitions: i32,
-    replication: i32,
-) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(&mut ClientConfig::new(), brokers, properties)
-            .create()
-            .context("cannot create the Kafka admin client")?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(15)));
-    let results = admin
-        .create_topics([&new], &options)
-        .await
-        .with_context(|| format!("cannot reach Kafka at {brokers}"))?;
-    for result in results {
-        match result {
-            Ok(_) => info!(topic, partitions, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => debug!(topic, "topic exists"),
-            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
-        }
-    }
-    Ok(())
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Message<'a> {
-    event: &'static str,
-    campaign_id: &'a str,
-    user_id: u64,
-    seq: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    admitted_at: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    released_at: Option<&'a str>,
-}
-
-/// Appends the JSON value of an outbox entry on the topic to `out`; `at` is the entry's time
-/// in RFC 3339.
-fn write_message(out: &mut Vec<u8>, entry: &OutboxEntry, at: &str) {
-    let (event, admitted_at, released_at) = match entry.kind {
-        EventKind::Admitted => ("admitted", Some(at), None),
-        EventKind::Released => ("released", None, Some(at)),
-    };
-    let message = Message {
-        event,
-        campaign_id: entry.campaign.as_str(),
-        user_id: entry.user.get(),
-        seq: entry.seq,
-        admitted_at,
-        released_at,
-    };
-    serde_json::to_writer(out, &message).expect("plain fields serialize");
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_default()
+        .map_err(Error::Config)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use coupon_gate::{EventKind, UserId};
+
     use super::*;
-    use coupon_gate::UserId;
-
-    fn message(entry: &OutboxEntry) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_message(&mut out, entry, &rfc3339(entry.at));
-        out
-    }
-
-    #[test]
-    fn messages_carry_the_admission() {
-        let entry = OutboxEntry {
-            id: "1-0".into(),
-            kind: EventKind::Admitted,
-            campaign: CampaignId::new("spring-sale").unwrap(),
-            user: UserId::new(42).unwrap(),
-            seq: 7,
-            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
-        };
-        let value: serde_json::Value = serde_json::from_slice(&message(&entry)).unwrap();
-        assert_eq!(
-            value,
-            serde_json::json!({"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2025-11-24T16:00:00.123Z"})
-        );
-        let released = OutboxEntry {
-            kind: EventKind::Released,
-            ..entry
-        };
-        let value: serde_json::Value = serde_json::from_slice(&message(&released)).unwrap();
-        assert_eq!(value["event"], "released");
-        assert_eq!(value["releasedAt"], "2025-11-24T16:00:00.123Z");
-        assert!(value.get("admittedAt").is_none());
-    }
 
     #[test]
     fn an_entry_is_acknowledged_only_when_all_its_records_were_delivered() {
-        let record = |id: &str, user: u64| OutboxEntry {
-            id: id.into(),
+        let record = |id: &str, user: u64| OutboxRecord {
+            entry: id.into(),
             kind: EventKind::Admitted,
             campaign: CampaignId::new("spring-sale").unwrap(),
             user: UserId::new(user).unwrap(),
             seq: u32::try_from(user).unwrap(),
-            at: SystemTime::UNIX_EPOCH,
+            at: UNIX_EPOCH + Duration::from_millis(1),
         };
         let records = [
             record("1-0", 1),

@@ -1,0 +1,34 @@
+-- prelude.lua: joined in front of every script of the gate at compile time (see script.rs), so
+-- that the answer codes, the clock and the bucket rule are written once.
+
+-- Answer codes. Rust's `script::code` holds the same numbers; a unit test there reads this
+-- block and pins that they agree.
+local ADMITTED, DUPLICATE, SOLD_OUT, NOT_OPEN, CLOSED, UNKNOWN_CAMPAIGN = 1, 2, 3, 4, 5, 6
+local NOT_ADMITTED, RELEASED = 0, 1
+local CREATED, UNCHANGED, UPDATED, QUOTA_BELOW_ISSUED = 1, 2, 3, 4
+
+-- Milliseconds since the Unix epoch, by the Redis server's clock, so that every application
+-- node agrees on the time.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The bucket rule: a function giving the key of the hash that holds a user (decimal text) of a
+-- campaign whose bucket keys start with `users`: `<users>:<the id's last `digits` digits>`, or
+-- `<users>:0` when `digits` is 0. Rust's `Keys::user_bucket` is the same rule; the campaign
+-- tests pin that they agree. The keys are built from pieces made once per call, as string work
+-- is most of the admit script's cost per user.
+local function bucket_of(users, digits)
+  if digits == 0 then
+    local only = users .. ':0'
+    return function(_)
+      return only
+    end
+  end
+  local prefix = users .. ':'
+  return function(user)
+    return prefix .. string.sub(user, -digits)
+  end
+end
+

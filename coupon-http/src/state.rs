@@ -1,0 +1,182 @@
+//! What every request handler shares: the gate behind its batcher, the sold-out memory, the
+//! admin token, the Redis timeout, and whether the relay runs.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignId, Gate};
+use coupon_relay::Running;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::info;
+
+use crate::Config;
+use crate::sold_out::SoldOutCache;
+
+/// The campaign `POST /api/coupons/apply` applies to, created at start-up if missing.
+pub(crate) const DEFAULT_CAMPAIGN: &str = "default";
+
+/// The state of the server, behind one `Arc` shared by every connection.
+pub(crate) struct AppState {
+    /// The admission rules, over a connection that reconnects by itself; applications go
+    /// through it coalesced per campaign, everything else to its gate.
+    batcher: Batcher<ConnectionManager>,
+    /// Campaigns answered `sold_out` without asking Redis.
+    sold_out: SoldOutCache,
+    /// For connections of their own (the changes subscription, the relay).
+    client: redis::Client,
+    /// The same connection, for `/ready`'s `PING`.
+    redis: ConnectionManager,
+    /// The admin bearer token; `None` disables the admin endpoints.
+    admin_token: Option<Arc<str>>,
+    /// How long a request waits on Redis before it is answered 503.
+    redis_timeout: Duration,
+    /// Whether the relay runs, for `/ready`.
+    relay: Running,
+}
+
+/// Why a call to the backend gave no answer.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No answer within the Redis timeout.
+    TimedOut(Duration),
+    /// The gate failed; [`coupon_gate::Error::is_unavailable`] tells whether it is of the
+    /// moment.
+    Gate(coupon_gate::Error),
+}
+
+impl Failure {
+    /// Whether the client should be told to try again (503), rather than that the server
+    /// failed (500).
+    pub(crate) fn is_unavailable(&self) -> bool {
+        match self {
+            Self::TimedOut(_) => true,
+            Self::Gate(err) => err.is_unavailable(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut(limit) => write!(f, "no answer from redis within {limit:?}"),
+            Self::Gate(err) => err.fmt(f),
+        }
+    }
+}
+
+/// A connection to Redis with the timeouts of `config`; reconnects by itself.
+///
+/// # Errors
+///
+/// Redis unreachable.
+pub(crate) async fn connect_redis(
+    client: &redis::Client,
+    config: &Config,
+) -> anyhow::Result<ConnectionManager> {
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.redis_timeout))
+        .set_response_timeout(Some(config.redis_timeout));
+    ConnectionManager::new_with_config(client.clone(), manager_config)
+        .await
+        .with_context(|| format!("cannot connect to redis at {}", config.redis_url))
+}
+
+impl AppState {
+    /// Connects to Redis and creates the `default` campaign if it is missing (an existing one
+    /// is left as it is, whatever its quota). The relay counts as not running until
+    /// [`AppState::watch_relay`].
+    ///
+    /// # Errors
+    ///
+    /// Redis unreachable, or a key prefix that is not valid.
+    pub(crate) async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let client = redis::Client::open(config.redis_url.as_str())
+            .with_context(|| format!("invalid REDIS_URL {:?}", config.redis_url))?;
+        let redis = connect_redis(&client, config).await?;
+        let gate = Gate::with_key_prefix(redis.clone(), config.key_prefix.clone())
+            .context("invalid key prefix")?;
+
+        let default = CampaignId::new(DEFAULT_CAMPAIGN).context("default campaign id")?;
+        if gate.status(&default).await?.is_none() {
+            let created = gate
+                .create(&Campaign::new(default, config.default_quota))
+                .await?;
+            info!(quota = config.default_quota.get(), outcome = ?created, "default campaign");
+        }
+        let batcher = Batcher::new(
+            gate,
+            BatchConfig {
+                max_batch: config.apply_batch,
+                ..BatchConfig::default()
+            },
+        );
+        Ok(Self {
+            batcher,
+            sold_out: SoldOutCache::new(config.sold_out_ttl),
+            client,
+            redis,
+            admin_token: config.admin_token.as_deref().map(Arc::from),
+            redis_timeout: config.redis_timeout,
+            relay: Running::default(),
+        })
+    }
+
+    /// Reports `relay`'s state on `/ready` from now on.
+    pub(crate) fn watch_relay(&mut self, relay: Running) {
+        self.relay = relay;
+    }
+
+    /// The gate the handlers call (the relay has a gate and connection of its own).
+    pub(crate) fn gate(&self) -> &Gate<ConnectionManager> {
+        self.batcher.gate()
+    }
+
+    /// Applications, coalesced per campaign.
+    pub(crate) fn batcher(&self) -> &Batcher<ConnectionManager> {
+        &self.batcher
+    }
+
+    /// Campaigns known to be sold out.
+    pub(crate) fn sold_out(&self) -> &SoldOutCache {
+        &self.sold_out
+    }
+
+    /// The Redis client, for connections of their own (the changes subscription, the relay).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub(crate) fn relay_running(&self) -> bool {
+        self.relay.get()
+    }
+
+    pub(crate) fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    pub(crate) async fn ping_redis(&self) -> bool {
+        let mut conn = self.redis.clone();
+        let ping = async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(coupon_gate::Error::from)
+        };
+        self.within_timeout(ping).await.is_ok()
+    }
+
+    /// Runs a gate call under the Redis timeout.
+    pub(crate) async fn within_timeout<T>(
+        &self,
+        call: impl Future<Output = Result<T, coupon_gate::Error>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(self.redis_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(Failure::Gate(err)),
+            Err(_) => Err(Failure::TimedOut(self.redis_timeout)),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Typed configuration of the relay, with documented defaults, and the `key=value` form in which
+//! operators give more librdkafka properties.
+
+use std::time::Duration;
+
+/// Default bootstrap servers.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+/// Default topic of admissions, shared by the relay, the sink and the operator tools.
+pub const DEFAULT_TOPIC: &str = "coupon_create";
+
+/// Where and how the relay delivers admissions. [`RelayConfig::default`] gives every documented
+/// default.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Kafka bootstrap servers, comma separated.
+    pub brokers: String,
+    /// The topic admissions are produced to.
+    pub topic: String,
+    /// Partitions of the topic when the relay creates it (an existing topic is left as it is).
+    pub partitions: i32,
+    /// Replication factor of the topic when the relay creates it.
+    pub replication: i32,
+    /// Outbox stream entries read per round; each holds the admissions of one script call,
+    /// and every one of them is produced.
+    pub batch: usize,
+    /// How long an entry read by another relay stays unacknowledged before this relay takes it
+    /// over. Well above a normal delivery round, so that a slow relay is not duplicated.
+    pub claim_idle: Duration,
+    /// How long the producer keeps trying to deliver one message before the relay gives up on
+    /// it for this round (it stays in the outbox and is retried).
+    pub message_timeout: Duration,
+    /// The relay's name in the outbox consumer group; unique per process.
+    pub consumer: String,
+    /// More librdkafka properties for the relay's clients (TLS, SASL, batching), applied after
+    /// the defaults and before the settings the guarantees rest on (`enable.idempotence`,
+    /// `acks`, `message.timeout.ms`), which cannot be overridden.
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+impl RelayConfig {
+    /// Default partitions of a topic the relay creates.
+    pub const DEFAULT_PARTITIONS: i32 = 3;
+    /// Default replication factor of a topic the relay creates.
+    pub const DEFAULT_REPLICATION: i32 = 1;
+    /// Default entries per round.
+    pub const DEFAULT_BATCH: usize = 500;
+    /// Default idle time before another relay's pending entries are taken over.
+    pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
+    /// Default delivery timeout per message.
+    pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A consumer name unique to this process: host, process id and start time.
+    pub fn default_consumer() -> String {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".to_owned());
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        format!("{host}-{}-{started}", std::process::id())
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            brokers: DEFAULT_BROKERS.to_owned(),
+            topic: DEFAULT_TOPIC.to_owned(),
+            partitions: Self::DEFAULT_PARTITIONS,
+            replication: Self::DEFAULT_REPLICATION,
+            batch: Self::DEFAULT_BATCH,
+            claim_idle: Self::DEFAULT_CLAIM_IDLE,
+            message_timeout: Self::DEFAULT_MESSAGE_TIMEOUT,
+            consumer: Self::default_consumer(),
+            kafka_properties: Vec::new(),
+        }
+    }
+}
+
+/// Parses a librdkafka property given as `key=value`, as the binaries take them from
+/// `COUPON_KAFKA_PROPERTIES` and `--kafka-property`.
+///
+/// # Errors
+///
+/// No `=`, or an empty key.
+pub fn kafka_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not key=value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_key_value() {
+        assert_eq!(
+            kafka_property(" security.protocol = SASL_SSL "),
+            Ok(("security.protocol".to_owned(), "SASL_SSL".to_owned()))
+        );
+        assert_eq!(
+            kafka_property("sasl.password=a=b"),
+            Ok(("sasl.password".to_owned(), "a=b".to_owned()))
+        );
+        for bad in ["", "novalue", "=value", " =x"] {
+            assert!(kafka_property(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The relay from coupon-gate's outbox to Kafka, and the one definition of the events on the
+//! topic.
+//!
+//! The gate admits users and records every admission in its campaign's outbox stream, in the
+//! same atomic step; nothing leaves Redis until a [`Relay`] delivers it. A relay reads the
+//! outboxes of every campaign, produces each admission as an [`Event`] with an idempotent
+//! producer, and acknowledges an outbox entry only once the broker confirmed all of it; entries
+//! a crashed relay held are taken over by another. Run one beside every process that admits,
+//! or any number of them: they share the outboxes through one consumer group.
+//!
+//! Consumers read the topic with [`Event::decode`], the same definition the relay writes with.
+//!
+//! ```no_run
+//! use coupon_gate::Gate;
+//! use coupon_relay::{Relay, RelayConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let conn = redis::Client::open("redis://127.0.0.1:6379")?
+//!     .get_multiplexed_async_connection()
+//!     .await?;
+//! let gate = Gate::new(conn);
+//! let relay = Relay::new(&gate, RelayConfig::default())?;
+//! relay.ensure_topic().await?;
+//! relay.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod event;
+mod relay;
+mod topic;
+
+pub use config::{DEFAULT_BROKERS, DEFAULT_TOPIC, RelayConfig, kafka_property};
+pub use error::Error;
+pub use event::{Event, InvalidEvent};
+pub use relay::{Relay, Running};
+pub use topic::ensure_topic;
+
+// The workspace README's embedding example, which runs the gate and this relay, compiles as a
+// doctest of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct WorkspaceReadme;
