@@ -535,13 +535,7 @@ async fn redis_down_answers_503_with_a_retry_hint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_command_answers_500_not_503() {
     let app = TestApp::start(config()).await;
-    let mut conn = support::connect(&app.config.redis_url).await;
-    let () = redis::cmd("SET")
-        .arg(format!("{}:{{broken}}:meta", app.prefix))
-        .arg("not a hash")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    app.break_campaign("broken").await;
     let (code, body) = app.apply(Some("broken"), 1).await;
     assert_eq!(
         (code, &body["status"]),

@@ -334,13 +334,7 @@ async fn every_answer_on_a_tour_is_documented() {
     }
 
     // 500 for a campaign whose keys something else overwrote: Redis refuses the gate's command.
-    let mut conn = support::connect(&app.config.redis_url).await;
-    let () = redis::cmd("SET")
-        .arg(format!("{}:{{broken}}:meta", app.prefix))
-        .arg("not a hash")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    app.break_campaign("broken").await;
     for (method, template, path, body) in [
         (
             Method::POST,

@@ -219,6 +219,18 @@ impl TestApp {
         snapshot
     }
 
+    /// Overwrites `campaign`'s meta key with a string, as something else writing to the same
+    /// keys would: Redis then refuses the gate's commands on that campaign.
+    pub async fn break_campaign(&self, campaign: &str) {
+        let mut conn = connect(&self.config.redis_url).await;
+        let () = redis::cmd("SET")
+            .arg(format!("{}:{{{campaign}}}:meta", self.prefix))
+            .arg("not a hash")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
     /// Waits until the relay has delivered every outbox entry of `campaign`.
     pub async fn drained(&self, campaign: &str) {
         let id = coupon_gate::CampaignId::new(campaign).unwrap();
