@@ -43,7 +43,14 @@ pub async fn stored(pool: &Pool, campaign: &str) -> anyhow::Result<Stored> {
     let id = CampaignId::new(campaign)?;
     let rows = sources::coupon_rows(pool, &id).await?;
     let failed_events = sources::unresolved_failures(pool, &id).await?;
-    let users: Vec<u64> = rows.iter().map(|(user, _)| *user).collect();
+    // The crowds of coupon-load are numeric users.
+    let users: Vec<u64> = rows
+        .iter()
+        .map(|(user, _)| {
+            user.as_number()
+                .ok_or_else(|| anyhow::anyhow!("a row of user {user}, not a number"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut seqs: Vec<u64> = rows.iter().map(|(_, seq)| u64::from(*seq)).collect();
     seqs.sort_unstable();
     Ok(Stored {

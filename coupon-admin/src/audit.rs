@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use coupon_gate::OutboxRecord;
+use coupon_gate::{OutboxRecord, UserId};
 use coupon_relay::Event;
 
 use crate::rebuild;
@@ -15,13 +15,13 @@ pub struct Inputs<'a> {
     /// The campaign's issued count in Redis; `None` when Redis does not know the campaign.
     pub issued: Option<u32>,
     /// Users holding a seq in Redis, as (user, seq).
-    pub holders: &'a [(u64, u32)],
+    pub holders: &'a [(UserId, u32)],
     /// Entries still in the outbox.
     pub outbox: &'a [OutboxRecord],
     /// The campaign's events on the topic; `None` when the topic was not read.
     pub topic: Option<&'a [Event]>,
     /// Coupon rows in MySQL, as (user, seq).
-    pub rows: &'a [(u64, u32)],
+    pub rows: &'a [(UserId, u32)],
     /// Unresolved failed events of the campaign.
     pub failed_events: u64,
 }
@@ -32,7 +32,7 @@ pub enum Finding {
     /// On its way to MySQL: normal while traffic flows, a problem if it stays.
     InFlight {
         /// The user.
-        user: u64,
+        user: UserId,
         /// The seq.
         seq: u32,
         /// Where it is: `outbox` or `topic`.
@@ -43,21 +43,21 @@ pub enum Finding {
     /// Admitted in Redis but neither in MySQL nor on its way there.
     NotPersisted {
         /// The user.
-        user: u64,
+        user: UserId,
         /// The seq.
         seq: u32,
     },
     /// A coupon row whose user holds nothing in Redis, and no release on its way.
     NotAdmitted {
         /// The user.
-        user: u64,
+        user: UserId,
         /// The seq of the row.
         seq: u32,
     },
     /// The user holds another seq in Redis than in MySQL, and nothing on its way explains it.
     SeqMismatch {
         /// The user.
-        user: u64,
+        user: UserId,
         /// Seq in Redis.
         redis: u32,
         /// Seq in MySQL.
@@ -129,17 +129,17 @@ impl fmt::Display for Finding {
 
 /// Every finding, in user order, then the campaign-wide ones.
 pub fn audit(inputs: &Inputs<'_>) -> Vec<Finding> {
-    let redis: BTreeMap<u64, u32> = inputs.holders.iter().copied().collect();
-    let mysql: BTreeMap<u64, u32> = inputs.rows.iter().copied().collect();
+    let redis: BTreeMap<&UserId, u32> = inputs.holders.iter().map(|(u, s)| (u, *s)).collect();
+    let mysql: BTreeMap<&UserId, u32> = inputs.rows.iter().map(|(u, s)| (u, *s)).collect();
     // Downstream's view once everything on its way has arrived; seqs shared by two users are
     // a conflict the rebuild would refuse, and show here as mismatches.
     let topic = inputs.topic.unwrap_or(&[]);
-    let downstream = match rebuild::plan(inputs.rows, topic, inputs.outbox) {
+    let downstream: BTreeMap<UserId, u32> = match rebuild::plan(inputs.rows, topic, inputs.outbox) {
         Ok(plan) => plan.holders,
-        Err(_) => mysql.clone(),
+        Err(_) => inputs.rows.iter().cloned().collect(),
     };
-    let place = |user: u64| {
-        if inputs.outbox.iter().any(|e| e.user.get() == user) {
+    let place = |user: &UserId| {
+        if inputs.outbox.iter().any(|e| e.user == *user) {
             "outbox"
         } else {
             "topic"
@@ -149,42 +149,48 @@ pub fn audit(inputs: &Inputs<'_>) -> Vec<Finding> {
     if inputs.issued.is_none() && !mysql.is_empty() {
         findings.push(Finding::UnknownInRedis { rows: mysql.len() });
     }
-    let users: std::collections::BTreeSet<u64> =
+    let users: std::collections::BTreeSet<&UserId> =
         redis.keys().chain(mysql.keys()).copied().collect();
     for user in users {
-        match (redis.get(&user), mysql.get(&user)) {
+        match (redis.get(user), mysql.get(user)) {
             (Some(r), Some(m)) if r == m => {}
             (Some(&r), m) => {
-                if downstream.get(&user) == Some(&r) {
+                if downstream.get(user) == Some(&r) {
                     findings.push(Finding::InFlight {
-                        user,
+                        user: user.clone(),
                         seq: r,
                         place: place(user),
                         admitted: true,
                     });
                 } else if let Some(&m) = m {
                     findings.push(Finding::SeqMismatch {
-                        user,
+                        user: user.clone(),
                         redis: r,
                         mysql: m,
                     });
                 } else {
-                    findings.push(Finding::NotPersisted { user, seq: r });
+                    findings.push(Finding::NotPersisted {
+                        user: user.clone(),
+                        seq: r,
+                    });
                 }
             }
             (None, Some(&m)) => {
                 if inputs.issued.is_none() {
                     continue; // reported once, as UnknownInRedis
                 }
-                if downstream.get(&user) != Some(&m) {
+                if downstream.get(user) != Some(&m) {
                     findings.push(Finding::InFlight {
-                        user,
+                        user: user.clone(),
                         seq: m,
                         place: place(user),
                         admitted: false,
                     });
                 } else {
-                    findings.push(Finding::NotAdmitted { user, seq: m });
+                    findings.push(Finding::NotAdmitted {
+                        user: user.clone(),
+                        seq: m,
+                    });
                 }
             }
             (None, None) => {}
@@ -209,9 +215,18 @@ mod tests {
     use super::*;
     use coupon_gate::{CampaignId, EventKind, UserId};
 
+    fn user(u: u64) -> UserId {
+        UserId::from_number(u).unwrap()
+    }
+
+    /// (user, seq) pairs of numeric users.
+    fn pairs(list: &[(u64, u32)]) -> Vec<(UserId, u32)> {
+        list.iter().map(|&(u, s)| (user(u), s)).collect()
+    }
+
     fn inputs<'a>(
-        holders: &'a [(u64, u32)],
-        rows: &'a [(u64, u32)],
+        holders: &'a [(UserId, u32)],
+        rows: &'a [(UserId, u32)],
         topic: &'a [Event],
     ) -> Inputs<'a> {
         Inputs {
@@ -224,11 +239,11 @@ mod tests {
         }
     }
 
-    fn admitted(user: u64, seq: u32) -> Event {
+    fn admitted(u: u64, seq: u32) -> Event {
         Event {
             kind: EventKind::Admitted,
             campaign: CampaignId::new("c").unwrap(),
-            user: UserId::new(user).unwrap(),
+            user: user(u),
             seq,
             at: time::macros::datetime!(2026-11-24 00:00 UTC),
         }
@@ -236,23 +251,37 @@ mod tests {
 
     #[test]
     fn agreeing_stores_have_no_findings() {
-        assert!(audit(&inputs(&[(1, 1), (2, 2)], &[(1, 1), (2, 2)], &[])).is_empty());
+        assert!(
+            audit(&inputs(
+                &pairs(&[(1, 1), (2, 2)]),
+                &pairs(&[(1, 1), (2, 2)]),
+                &[]
+            ))
+            .is_empty()
+        );
     }
 
     #[test]
     fn an_admission_on_the_topic_is_in_flight_and_one_nowhere_is_not_persisted() {
         let topic = [admitted(2, 2)];
-        let found = audit(&inputs(&[(1, 1), (2, 2), (3, 3)], &[(1, 1)], &topic));
+        let found = audit(&inputs(
+            &pairs(&[(1, 1), (2, 2), (3, 3)]),
+            &pairs(&[(1, 1)]),
+            &topic,
+        ));
         assert_eq!(
             found,
             [
                 Finding::InFlight {
-                    user: 2,
+                    user: user(2),
                     seq: 2,
                     place: "topic",
                     admitted: true
                 },
-                Finding::NotPersisted { user: 3, seq: 3 },
+                Finding::NotPersisted {
+                    user: user(3),
+                    seq: 3
+                },
             ]
         );
         assert!(!found[0].is_problem() && found[1].is_problem());
@@ -260,18 +289,22 @@ mod tests {
 
     #[test]
     fn rows_without_holders_mismatches_counts_and_failures_are_problems() {
-        let mut i = inputs(&[(1, 2)], &[(1, 1), (5, 5)], &[]);
+        let (holders, rows) = (pairs(&[(1, 2)]), pairs(&[(1, 1), (5, 5)]));
+        let mut i = inputs(&holders, &rows, &[]);
         i.issued = Some(3);
         i.failed_events = 2;
         assert_eq!(
             audit(&i),
             [
                 Finding::SeqMismatch {
-                    user: 1,
+                    user: user(1),
                     redis: 2,
                     mysql: 1
                 },
-                Finding::NotAdmitted { user: 5, seq: 5 },
+                Finding::NotAdmitted {
+                    user: user(5),
+                    seq: 5
+                },
                 Finding::IssuedCount {
                     meta: 3,
                     holders: 1
@@ -279,7 +312,8 @@ mod tests {
                 Finding::FailedEvents(2),
             ]
         );
-        let mut lost = inputs(&[], &[(1, 1)], &[]);
+        let rows = pairs(&[(1, 1)]);
+        let mut lost = inputs(&[], &rows, &[]);
         lost.issued = None;
         assert_eq!(audit(&lost), [Finding::UnknownInRedis { rows: 1 }]);
     }

@@ -9,14 +9,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use coupon_gate::{EventKind, OutboxRecord};
+use coupon_gate::{EventKind, OutboxRecord, UserId};
 use coupon_relay::Event;
 
 /// The holders implied by the sources, and how each source contributed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// User -> seq.
-    pub holders: BTreeMap<u64, u32>,
+    pub holders: BTreeMap<UserId, u32>,
     /// Rows read from MySQL.
     pub rows: usize,
     /// Events replayed from the topic.
@@ -37,7 +37,7 @@ pub enum Conflict {
         /// The seq.
         seq: u32,
         /// Its holders.
-        users: (u64, u64),
+        users: (UserId, UserId),
     },
 }
 
@@ -59,7 +59,7 @@ impl fmt::Display for Conflict {
 ///
 /// The result would give one seq to two users.
 pub fn plan(
-    rows: &[(u64, u32)],
+    rows: &[(UserId, u32)],
     topic: &[Event],
     outbox: &[OutboxRecord],
 ) -> Result<Plan, Conflict> {
@@ -69,44 +69,36 @@ pub fn plan(
         outbox_entries: outbox.len(),
         ..Plan::default()
     };
-    plan.holders.extend(rows.iter().copied());
-    let mut apply = |admitted: bool, user: u64, seq: u32| {
+    plan.holders.extend(rows.iter().cloned());
+    let mut apply = |admitted: bool, user: &UserId, seq: u32| {
         if admitted {
-            plan.holders.insert(user, seq);
-        } else if plan.holders.get(&user) == Some(&seq) {
-            plan.holders.remove(&user);
+            plan.holders.insert(user.clone(), seq);
+        } else if plan.holders.get(user) == Some(&seq) {
+            plan.holders.remove(user);
         }
     };
     for event in topic {
-        apply(
-            event.kind == EventKind::Admitted,
-            event.user.get(),
-            event.seq,
-        );
+        apply(event.kind == EventKind::Admitted, &event.user, event.seq);
     }
     for record in outbox {
-        apply(
-            record.kind == EventKind::Admitted,
-            record.user.get(),
-            record.seq,
-        );
+        apply(record.kind == EventKind::Admitted, &record.user, record.seq);
     }
-    let in_mysql: BTreeMap<u64, u32> = rows.iter().copied().collect();
+    let in_mysql: BTreeMap<&UserId, u32> = rows.iter().map(|(u, s)| (u, *s)).collect();
     plan.not_yet_in_mysql = plan
         .holders
         .iter()
-        .filter(|(u, s)| in_mysql.get(u) != Some(s))
+        .filter(|(u, s)| in_mysql.get(u) != Some(*s))
         .count();
     plan.released = in_mysql
         .iter()
-        .filter(|(u, s)| plan.holders.get(u) != Some(s))
+        .filter(|(u, s)| plan.holders.get(**u) != Some(s))
         .count();
-    let mut by_seq: BTreeMap<u32, u64> = BTreeMap::new();
-    for (&user, &seq) in &plan.holders {
+    let mut by_seq: BTreeMap<u32, &UserId> = BTreeMap::new();
+    for (user, &seq) in &plan.holders {
         if let Some(&other) = by_seq.get(&seq) {
             return Err(Conflict::SharedSeq {
                 seq,
-                users: (other, user),
+                users: (other.clone(), user.clone()),
             });
         }
         by_seq.insert(seq, user);
@@ -119,11 +111,20 @@ mod tests {
     use super::*;
     use coupon_gate::{CampaignId, UserId};
 
-    fn event(kind: EventKind, user: u64, seq: u32) -> Event {
+    fn user(u: u64) -> UserId {
+        UserId::from_number(u).unwrap()
+    }
+
+    /// (user, seq) pairs of numeric users.
+    fn pairs(list: &[(u64, u32)]) -> Vec<(UserId, u32)> {
+        list.iter().map(|&(u, s)| (user(u), s)).collect()
+    }
+
+    fn event(kind: EventKind, u: u64, seq: u32) -> Event {
         Event {
             kind,
             campaign: CampaignId::new("c").unwrap(),
-            user: UserId::new(user).unwrap(),
+            user: user(u),
             seq,
             at: time::macros::datetime!(2026-11-24 00:00 UTC),
         }
@@ -139,7 +140,7 @@ mod tests {
 
     #[test]
     fn rows_then_topic_then_outbox() {
-        let rows = [(1, 1), (2, 2), (3, 3)];
+        let rows = pairs(&[(1, 1), (2, 2), (3, 3)]);
         let topic = [
             admitted(1, 1), // already a row
             released(2, 2),
@@ -149,25 +150,27 @@ mod tests {
         let plan = plan(&rows, &topic, &[]).unwrap();
         assert_eq!(
             plan.holders,
-            BTreeMap::from([(1, 1), (3, 3), (4, 2), (5, 4)])
+            pairs(&[(1, 1), (3, 3), (4, 2), (5, 4)])
+                .into_iter()
+                .collect()
         );
         assert_eq!((plan.not_yet_in_mysql, plan.released), (2, 1));
     }
 
     #[test]
     fn a_release_removes_only_its_own_coupon() {
-        let plan = plan(&[(1, 5)], &[released(1, 4)], &[]).unwrap();
-        assert_eq!(plan.holders, BTreeMap::from([(1, 5)]));
+        let plan = plan(&pairs(&[(1, 5)]), &[released(1, 4)], &[]).unwrap();
+        assert_eq!(plan.holders, pairs(&[(1, 5)]).into_iter().collect());
     }
 
     #[test]
     fn one_seq_for_two_users_is_refused() {
-        let err = plan(&[(1, 1)], &[admitted(2, 1)], &[]).unwrap_err();
+        let err = plan(&pairs(&[(1, 1)]), &[admitted(2, 1)], &[]).unwrap_err();
         assert_eq!(
             err,
             Conflict::SharedSeq {
                 seq: 1,
-                users: (1, 2)
+                users: (user(1), user(2))
             }
         );
     }

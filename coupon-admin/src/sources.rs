@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context;
-use coupon_gate::CampaignId;
+use coupon_gate::{CampaignId, UserId};
 use coupon_relay::Event;
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
@@ -17,16 +17,24 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 ///
 /// # Errors
 ///
-/// MySQL unreachable or refusing the query for another reason.
-pub async fn coupon_rows(pool: &Pool, campaign: &CampaignId) -> anyhow::Result<Vec<(u64, u32)>> {
-    let rows = query(
+/// MySQL unreachable or refusing the query for another reason, or a row whose user id the gate
+/// would not accept.
+pub async fn coupon_rows(pool: &Pool, campaign: &CampaignId) -> anyhow::Result<Vec<(UserId, u32)>> {
+    let rows: Vec<(String, u32)> = query(
         pool,
         "SELECT user_id, seq FROM coupon WHERE campaign_id = ? ORDER BY user_id",
         campaign,
     )
     .await
-    .context("cannot read the coupon table")?;
-    Ok(rows.unwrap_or_default())
+    .context("cannot read the coupon table")?
+    .unwrap_or_default();
+    rows.into_iter()
+        .map(|(user, seq)| {
+            let id = UserId::new(user.as_str())
+                .with_context(|| format!("coupon row of user {user:?}"))?;
+            Ok((id, seq))
+        })
+        .collect()
 }
 
 /// Unresolved failed events that name the campaign; none in a database the sink has not set up

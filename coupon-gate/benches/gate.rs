@@ -62,7 +62,11 @@ impl Bench {
         for _ in 0..BATCHED {
             let (batcher, id) = (batcher.clone(), id.clone());
             let u = users.fetch_add(1, Ordering::Relaxed);
-            set.spawn(async move { batcher.apply(&id, UserId::new(u).expect("user")).await });
+            set.spawn(async move {
+                batcher
+                    .apply(&id, UserId::from_number(u).expect("user"))
+                    .await
+            });
         }
         while let Some(joined) = set.join_next().await {
             let outcome = joined.expect("task").expect("apply");
@@ -96,7 +100,10 @@ impl Bench {
             } else {
                 users.fetch_add(1, Ordering::Relaxed)
             };
-            set.spawn(async move { gate.apply(&id, UserId::new(u).expect("user")).await });
+            set.spawn(async move {
+                gate.apply(&id, &UserId::from_number(u).expect("user"))
+                    .await
+            });
         }
         while let Some(joined) = set.join_next().await {
             let outcome = joined.expect("task").expect("apply");
@@ -123,7 +130,11 @@ fn gate(c: &mut Criterion) {
     let full = bench.campaign("sold-out", 1);
     bench
         .rt
-        .block_on(bench.gate.apply(&full, UserId::new(1).expect("user")))
+        .block_on(
+            bench
+                .gate
+                .apply(&full, &UserId::from_number(1).expect("user")),
+        )
         .expect("admit the only user");
     let next_user = AtomicU64::new(2);
     group.bench_function("sold_out", |b| {

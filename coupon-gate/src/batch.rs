@@ -94,9 +94,10 @@ where
     ///
     /// As for [`Gate::apply`]; when a batch's call fails, every application in it gets the
     /// error (and, as always, may or may not have been decided).
+    /// The user is taken by value, as it waits in the campaign's queue.
     pub async fn apply(&self, campaign: &CampaignId, user: UserId) -> Result<Outcome, Error> {
         if self.config.max_batch == 1 {
-            return self.gate.apply(campaign, user).await;
+            return self.gate.apply(campaign, &user).await;
         }
         let (reply, answer) = oneshot::channel();
         let mut job = (user, reply);
@@ -169,15 +170,15 @@ where
                 Err(_) => break,
             }
         }
-        let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
+        let (users, replies): (Vec<UserId>, Vec<Reply>) = batch.into_iter().unzip();
         match batcher.gate.apply_many(&campaign, &users).await {
             Ok(outcomes) => {
-                for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(err) => {
-                for (_, reply) in batch {
+                for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
             }

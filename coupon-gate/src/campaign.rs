@@ -62,36 +62,90 @@ impl FromStr for CampaignId {
     }
 }
 
-/// The identifier of a user: a positive integer that fits in a signed 64-bit column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(u64);
+/// The identifier of a user: an opaque string, as identity providers name their subjects
+/// (`auth0|5f3a9c`, a UUID, an e-mail address), or a positive integer.
+///
+/// 1 to [`UserId::MAX_LEN`] bytes of `A-Z a-z 0-9 . _ : @ | -`. An id that reads as a number
+/// (digits, perhaps after `-` or around one `.`) must be a positive integer written plainly: no
+/// leading zero, from 1 to [`UserId::MAX_NUMBER`], so that `42` and `"42"` are the same user,
+/// numeric ids keep the form they always had in Redis and downstream, and `"-1"` or `"1.5"` are
+/// refused as the numbers -1 and 1.5 are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
 
 impl UserId {
-    /// The largest id accepted, `i64::MAX`, so that the id fits a signed `BIGINT` column.
-    pub const MAX: u64 = i64::MAX as u64;
+    /// The longest id accepted, in bytes.
+    pub const MAX_LEN: usize = 64;
+    /// The largest numeric id, `i64::MAX`, so that it fits a signed `BIGINT` wherever ids were
+    /// kept as numbers.
+    pub const MAX_NUMBER: u64 = i64::MAX as u64;
 
     /// Checks `id` and wraps it.
     ///
     /// # Errors
     ///
-    /// [`InvalidInput::UserId`] when `id` is 0 or above [`UserId::MAX`].
-    pub fn new(id: u64) -> Result<Self, InvalidInput> {
-        if (1..=Self::MAX).contains(&id) {
-            Ok(Self(id))
+    /// [`InvalidInput::UserId`] when `id` is empty, longer than 64 bytes, has a character outside
+    /// the alphabet, or reads as a number that is not one from 1 to [`UserId::MAX_NUMBER`]
+    /// written without leading zeros.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidInput> {
+        let id = id.into();
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._:@|-".contains(&b);
+        if id.is_empty() || id.len() > Self::MAX_LEN || !id.bytes().all(allowed) {
+            return Err(InvalidInput::UserId);
+        }
+        if looks_numeric(&id) {
+            let canonical = id.bytes().all(|b| b.is_ascii_digit())
+                && !id.starts_with('0')
+                && id
+                    .parse::<u64>()
+                    .is_ok_and(|n| (1..=Self::MAX_NUMBER).contains(&n));
+            if !canonical {
+                return Err(InvalidInput::UserId);
+            }
+        }
+        Ok(Self(id))
+    }
+
+    /// The numeric id `n`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput::UserId`] when `n` is 0 or above [`UserId::MAX_NUMBER`].
+    pub fn from_number(n: u64) -> Result<Self, InvalidInput> {
+        if (1..=Self::MAX_NUMBER).contains(&n) {
+            Ok(Self(n.to_string()))
         } else {
             Err(InvalidInput::UserId)
         }
     }
 
-    /// The id as an integer.
-    pub fn get(self) -> u64 {
-        self.0
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
+
+    /// The id as a number, when it is one.
+    pub fn as_number(&self) -> Option<u64> {
+        if self.0.bytes().all(|b| b.is_ascii_digit()) {
+            self.0.parse().ok()
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether `id` reads as a number: digits, perhaps after one `-`, perhaps with one `.` between
+/// digits.
+fn looks_numeric(id: &str) -> bool {
+    let unsigned = id.strip_prefix('-').unwrap_or(id);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "1"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && digits(fraction)
 }
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        f.write_str(&self.0)
     }
 }
 
@@ -99,13 +153,7 @@ impl FromStr for UserId {
     type Err = InvalidInput;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // `u64::from_str` accepts a leading `+`; a user id is plain digits only.
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(InvalidInput::UserId);
-        }
-        s.parse::<u64>()
-            .map_err(|_| InvalidInput::UserId)
-            .and_then(Self::new)
+        Self::new(s)
     }
 }
 
@@ -212,7 +260,8 @@ impl CampaignStatus {
 pub enum InvalidInput {
     /// A campaign id that is not a slug of 1 to 64 characters from `a-z 0-9 - _`.
     CampaignId,
-    /// A user id that is not an integer from 1 to 2^63 - 1.
+    /// A user id that is not 1 to 64 bytes of `A-Z a-z 0-9 . _ : @ | -`, or digits that are not
+    /// a number from 1 to 2^63 - 1 without leading zeros.
     UserId,
     /// A window whose end is not after its start, or that lies before the Unix epoch.
     Window,
@@ -226,7 +275,9 @@ impl fmt::Display for InvalidInput {
             Self::CampaignId => {
                 "campaign id must be 1 to 64 characters from a-z, 0-9, '-' and '_', starting with a letter or digit"
             }
-            Self::UserId => "user id must be an integer from 1 to 9223372036854775807",
+            Self::UserId => {
+                "user id must be 1 to 64 characters from A-Z, a-z, 0-9 and . _ : @ | -, or an integer from 1 to 9223372036854775807"
+            }
             Self::Window => "campaign window must close after it opens, and not before 1970",
             Self::KeyPrefix => "key prefix must be non-empty and contain no '{' or '}'",
         })
@@ -281,24 +332,56 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_are_positive_i64() {
-        assert_eq!(UserId::new(0), Err(InvalidInput::UserId));
-        assert!(UserId::new(1).is_ok());
-        assert!(UserId::new(i64::MAX as u64).is_ok());
-        assert_eq!(UserId::new(i64::MAX as u64 + 1), Err(InvalidInput::UserId));
-        assert_eq!("42".parse::<UserId>().map(UserId::get), Ok(42));
+    fn user_ids_are_opaque_strings_or_canonical_numbers() {
+        for ok in [
+            "1",
+            "42",
+            "9223372036854775807",
+            "auth0|5f3a9c",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "someone@example.com",
+            "urn:user:7",
+            "A.b_c",
+            "1-2",
+            "1.2.3",
+            "-",
+            "1.",
+            ".5",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(
+                UserId::new(ok).map(|u| u.as_str().to_owned()),
+                Ok(ok.to_owned())
+            );
+        }
         for bad in [
             "",
+            " 1",
             "+1",
             "-1",
             "0",
+            "007",
             "1.0",
-            " 1",
+            "1.5",
+            "-0",
             "9223372036854775808",
             "99999999999999999999",
+            "a b",
+            "쿠폰",
+            "a{b}",
+            "a/b",
+            &"x".repeat(65),
         ] {
             assert_eq!(bad.parse::<UserId>(), Err(InvalidInput::UserId), "{bad:?}");
         }
+        assert_eq!(UserId::from_number(42).unwrap().as_str(), "42");
+        assert_eq!(UserId::from_number(0), Err(InvalidInput::UserId));
+        assert_eq!(
+            UserId::from_number(i64::MAX as u64 + 1),
+            Err(InvalidInput::UserId)
+        );
+        assert_eq!(UserId::new("42").unwrap().as_number(), Some(42));
+        assert_eq!(UserId::new("auth0|1").unwrap().as_number(), None);
     }
 
     #[test]

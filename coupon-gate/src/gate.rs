@@ -109,8 +109,10 @@ where
     /// A Redis or protocol failure. The script may or may not have run (a timeout can hide a
     /// success): treat the application as undecided and let the user retry, which answers
     /// [`Outcome::Duplicate`] if it did run.
-    pub async fn apply(&self, campaign: &CampaignId, user: UserId) -> Result<Outcome, Error> {
-        let outcomes = self.apply_many(campaign, &[user]).await?;
+    pub async fn apply(&self, campaign: &CampaignId, user: &UserId) -> Result<Outcome, Error> {
+        let outcomes = self
+            .apply_many(campaign, std::slice::from_ref(user))
+            .await?;
         outcomes
             .into_iter()
             .next()
@@ -139,7 +141,7 @@ where
         let mut call = self.shared.scripts.admit.key(&keys.meta);
         call.key(&keys.users).key(&keys.free).key(&keys.outbox);
         for user in users {
-            call.arg(user.get());
+            call.arg(user.as_str());
         }
         let reply: Vec<i64> = script::run(&call, &mut self.conn.clone()).await?;
         if reply.len() != users.len() * 2 {
@@ -170,13 +172,13 @@ where
     ///
     /// A Redis or protocol failure; the release may or may not have happened, and calling
     /// again is safe.
-    pub async fn release(&self, campaign: &CampaignId, user: UserId) -> Result<Release, Error> {
+    pub async fn release(&self, campaign: &CampaignId, user: &UserId) -> Result<Release, Error> {
         let keys = self.keys(campaign);
         let mut call = self.shared.scripts.release.key(&keys.meta);
         call.key(&keys.users)
             .key(&keys.free)
             .key(&keys.outbox)
-            .arg(user.get())
+            .arg(user.as_str())
             .arg(self.changes_channel())
             .arg(campaign.as_str());
         let (answer, seq): (i64, i64) = script::run(&call, &mut self.conn.clone()).await?;
@@ -268,7 +270,7 @@ where
     pub async fn admission(
         &self,
         campaign: &CampaignId,
-        user: UserId,
+        user: &UserId,
     ) -> Result<Option<u32>, Error> {
         let keys = self.keys(campaign);
         let mut conn = self.conn.clone();
@@ -283,8 +285,8 @@ where
             return Ok(None);
         };
         let seq: Option<u64> = redis::cmd("HGET")
-            .arg(keys.user_bucket(digits, user.get()))
-            .arg(user.get())
+            .arg(keys.user_bucket(digits, user))
+            .arg(user.as_str())
             .query_async(&mut conn)
             .await?;
         seq.map(to_seq).transpose()

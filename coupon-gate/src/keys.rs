@@ -4,7 +4,7 @@
 //! (`coupon:{spring-sale}:users`), so the scripts, which touch several keys at once, run on a
 //! single node of a cluster.
 
-use crate::CampaignId;
+use crate::{CampaignId, UserId};
 
 /// The keys of one campaign under a prefix.
 pub(crate) struct Keys {
@@ -31,16 +31,22 @@ impl Keys {
         }
     }
 
-    /// The bucket holding `user`: `users:<last digits of the id>`, or `users:0` when the
-    /// campaign has one bucket. The same rule as `bucket_of` in prelude.lua, which the scripts
-    /// use; the campaign tests pin that the two agree.
-    pub(crate) fn user_bucket(&self, digits: usize, user: u64) -> String {
-        let id = user.to_string();
+    /// The bucket holding `user`: `users:<the id's last digits>` for a numeric id, `users:<a
+    /// stable hash of the id, in as many digits>` for any other, or `users:0` when the campaign
+    /// has one bucket. The same rule as `bucket_of` in prelude.lua, which the scripts use; the
+    /// campaign tests pin that the two agree.
+    pub(crate) fn user_bucket(&self, digits: usize, user: &UserId) -> String {
+        let id = user.as_str();
         if digits == 0 {
             return format!("{}:0", self.users);
         }
-        let tail = &id[id.len().saturating_sub(digits)..];
-        format!("{}:{tail}", self.users)
+        if id.bytes().all(|b| b.is_ascii_digit()) {
+            let tail = &id[id.len().saturating_sub(digits)..];
+            return format!("{}:{tail}", self.users);
+        }
+        let modulus = 10u64.pow(u32::try_from(digits).unwrap_or(u32::MAX).min(19));
+        let bucket = u64::from(hash(id)) % modulus;
+        format!("{}:{bucket:0digits$}", self.users)
     }
 
     /// How many last digits of the user id name a campaign's user buckets: the fewest that keep
@@ -67,6 +73,14 @@ impl Keys {
     }
 }
 
+/// djb2 over the id's bytes, modulo 2^32: simple enough to compute the same in Lua, whose
+/// numbers are doubles (every step stays below 2^38).
+fn hash(id: &str) -> u32 {
+    id.bytes().fold(5381u32, |h, b| {
+        h.wrapping_mul(33).wrapping_add(u32::from(b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,10 +93,16 @@ mod tests {
         assert_eq!(Keys::bucket_digits(1_000_000), 4);
         assert_eq!(Keys::bucket_digits(u32::MAX), 8);
         let keys = Keys::new("p", &CampaignId::new("c").unwrap());
-        assert_eq!(keys.user_bucket(0, 12345), "p:{c}:users:0");
-        assert_eq!(keys.user_bucket(2, 12345), "p:{c}:users:45");
-        assert_eq!(keys.user_bucket(4, 7), "p:{c}:users:7");
-        assert_eq!(keys.user_bucket(4, 10007), "p:{c}:users:0007");
+        let user = |id: &str| UserId::new(id).unwrap();
+        assert_eq!(keys.user_bucket(0, &user("12345")), "p:{c}:users:0");
+        assert_eq!(keys.user_bucket(2, &user("12345")), "p:{c}:users:45");
+        assert_eq!(keys.user_bucket(4, &user("7")), "p:{c}:users:7");
+        assert_eq!(keys.user_bucket(4, &user("10007")), "p:{c}:users:0007");
+        assert_eq!(keys.user_bucket(0, &user("auth0|5f3a9c")), "p:{c}:users:0");
+        // djb2("ab") = (5381 * 33 + 97) * 33 + 98 = 5863208
+        assert_eq!(hash("ab"), 5_863_208);
+        assert_eq!(keys.user_bucket(4, &user("ab")), "p:{c}:users:3208");
+        assert_eq!(keys.user_bucket(8, &user("ab")), "p:{c}:users:05863208");
     }
 
     #[test]

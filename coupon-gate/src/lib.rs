@@ -33,11 +33,13 @@
 //! let quota = NonZeroU32::new(2).expect("quota is not zero");
 //! assert_eq!(gate.create(&Campaign::new(id.clone(), quota)).await?, Create::Created);
 //!
-//! let (alice, bob, carol) = (UserId::new(1)?, UserId::new(2)?, UserId::new(3)?);
-//! assert_eq!(gate.apply(&id, alice).await?, Outcome::Admitted { seq: 1 });
-//! assert_eq!(gate.apply(&id, alice).await?, Outcome::Duplicate { seq: 1 });
-//! assert_eq!(gate.apply(&id, bob).await?, Outcome::Admitted { seq: 2 });
-//! assert_eq!(gate.apply(&id, carol).await?, Outcome::SoldOut);
+//! // Opaque ids, as identity providers name their subjects, or numbers.
+//! let alice = UserId::new("auth0|5f3a9c")?;
+//! let (bob, carol) = (UserId::from_number(42)?, UserId::new("carol@example.com")?);
+//! assert_eq!(gate.apply(&id, &alice).await?, Outcome::Admitted { seq: 1 });
+//! assert_eq!(gate.apply(&id, &alice).await?, Outcome::Duplicate { seq: 1 });
+//! assert_eq!(gate.apply(&id, &bob).await?, Outcome::Admitted { seq: 2 });
+//! assert_eq!(gate.apply(&id, &carol).await?, Outcome::SoldOut);
 //!
 //! let status = gate.status(&id).await?.expect("the campaign exists");
 //! assert_eq!((status.issued, status.remaining()), (2, 0));

@@ -272,16 +272,13 @@ fn decode_entry(
         .ok_or_else(|| bad("at"))?;
     let before = records.len();
     for part in parts {
-        let (user, seq) = part.split_once(':').ok_or_else(|| bad("user:seq"))?;
+        // A user id may hold ':' itself; the seq is what follows the last one.
+        let (user, seq) = part.rsplit_once(':').ok_or_else(|| bad("user:seq"))?;
         records.push(OutboxRecord {
             entry: id.to_owned(),
             kind,
             campaign: campaign.clone(),
-            user: user
-                .parse()
-                .ok()
-                .and_then(|u| UserId::new(u).ok())
-                .ok_or_else(|| bad("user"))?,
+            user: UserId::new(user).map_err(|_| bad("user"))?,
             seq: seq
                 .parse()
                 .ok()
@@ -315,31 +312,36 @@ mod tests {
         ])
     }
 
-    fn decode(entry: &Value) -> Result<Vec<(EventKind, u64, u32, SystemTime)>, Error> {
+    fn decode(entry: &Value) -> Result<Vec<(EventKind, String, u32, SystemTime)>, Error> {
         let campaign = CampaignId::new("spring-sale").unwrap();
         let mut records = Vec::new();
         decode_entry(&campaign, entry, &mut records)?;
         Ok(records
             .into_iter()
             .inspect(|r| assert_eq!((r.entry.as_str(), &r.campaign), ("7-1", &campaign)))
-            .map(|r| (r.kind, r.user.get(), r.seq, r.at))
+            .map(|r| (r.kind, r.user.as_str().to_owned(), r.seq, r.at))
             .collect())
     }
 
     #[test]
     fn one_entry_holds_the_admissions_of_one_call_in_order() {
         let at = from_millis(1_764_000_000_123);
-        let records = decode(&entry("7-1", &["admit", "1764000000123 42:1 7:2 1000:3"])).unwrap();
+        let records = decode(&entry(
+            "7-1",
+            &["admit", "1764000000123 42:1 auth0|7:2 urn:user:9:3"],
+        ))
+        .unwrap();
+        let admitted = |user: &str, seq| (EventKind::Admitted, user.to_owned(), seq, at);
         assert_eq!(
             records,
             [
-                (EventKind::Admitted, 42, 1, at),
-                (EventKind::Admitted, 7, 2, at),
-                (EventKind::Admitted, 1000, 3, at),
+                admitted("42", 1),
+                admitted("auth0|7", 2),
+                admitted("urn:user:9", 3)
             ]
         );
         let released = decode(&entry("7-1", &["release", "1764000000123 42:1"])).unwrap();
-        assert_eq!(released, [(EventKind::Released, 42, 1, at)]);
+        assert_eq!(released, [(EventKind::Released, "42".to_owned(), 1, at)]);
     }
 
     #[test]
@@ -348,6 +350,7 @@ mod tests {
             &["admit", "1764000000123"][..],
             &["admit", "1764000000123 42"],
             &["admit", "1764000000123 0:1"],
+            &["admit", "1764000000123 a b:1"],
             &["admit", "1764000000123 42:0"],
             &["admit", "soon 42:1"],
             &["grant", "1764000000123 42:1"],

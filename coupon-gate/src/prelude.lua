@@ -14,11 +14,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The bucket rule: a function giving the key of the hash that holds a user (decimal text) of a
--- campaign whose bucket keys start with `users`: `<users>:<the id's last `digits` digits>`, or
--- `<users>:0` when `digits` is 0. Rust's `Keys::user_bucket` is the same rule; the campaign
--- tests pin that they agree. The keys are built from pieces made once per call, as string work
--- is most of the admit script's cost per user.
+-- The bucket rule: a function giving the key of the hash that holds a user (its id as text) of
+-- a campaign whose bucket keys start with `users`: `<users>:<the id's last `digits` digits>` for
+-- a numeric id, `<users>:<a stable hash of the id, in `digits` digits>` for any other, or
+-- `<users>:0` when `digits` is 0. Rust's `Keys::user_bucket` is the same rule; the campaign tests
+-- pin that they agree. The keys are built from pieces made once per call, as string work is
+-- most of the admit script's cost per user.
 local function bucket_of(users, digits)
   if digits == 0 then
     local only = users .. ':0'
@@ -27,8 +28,18 @@ local function bucket_of(users, digits)
     end
   end
   local prefix = users .. ':'
+  local modulus = 10 ^ digits
+  local width = '%0' .. digits .. 'd'
   return function(user)
-    return prefix .. string.sub(user, -digits)
+    if not string.find(user, '[^0-9]') then
+      return prefix .. string.sub(user, -digits)
+    end
+    -- djb2 modulo 2^32: every step stays below 2^38, exact in Lua's doubles.
+    local h = 5381
+    for i = 1, #user do
+      h = (h * 33 + string.byte(user, i)) % 4294967296
+    end
+    return prefix .. string.format(width, h % modulus)
   end
 end
 

@@ -42,7 +42,7 @@ impl CampaignState {
         let mut holders: Vec<(UserId, u32)> = holders.into_iter().collect();
         holders.sort_unstable();
         if let Some(w) = holders.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(InvalidState::UserTwice(w[0].0));
+            return Err(InvalidState::UserTwice(w[0].0.clone()));
         }
         let mut seqs: Vec<u32> = holders.iter().map(|&(_, seq)| seq).collect();
         seqs.sort_unstable();
@@ -79,7 +79,7 @@ impl CampaignState {
 }
 
 /// Why a [`CampaignState`] was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InvalidState {
     /// This user is given two seqs.
@@ -135,13 +135,14 @@ where
         let mut conn = self.conn.clone();
         let mut holders = Vec::new();
         for bucket in self.buckets(campaign).await? {
-            let pairs: Vec<(u64, u64)> = redis::cmd("HGETALL")
+            let pairs: Vec<(String, u64)> = redis::cmd("HGETALL")
                 .arg(&bucket)
                 .query_async(&mut conn)
                 .await?;
             for (user, seq) in pairs {
-                let user = UserId::new(user)
-                    .map_err(|_| Error::protocol(format!("invalid user id {user} in {bucket}")))?;
+                let user = UserId::new(user.as_str()).map_err(|_| {
+                    Error::protocol(format!("invalid user id {user:?} in {bucket}"))
+                })?;
                 holders.push((user, to_seq(seq)?));
             }
         }
@@ -177,8 +178,8 @@ where
             let mut pipe = redis::pipe();
             for (user, seq) in chunk {
                 pipe.cmd("HSET")
-                    .arg(keys.user_bucket(digits, user.get()))
-                    .arg(user.get())
+                    .arg(keys.user_bucket(digits, user))
+                    .arg(user.as_str())
                     .arg(*seq)
                     .ignore();
             }
@@ -278,7 +279,7 @@ mod tests {
 
     use super::*;
 
-    fn state(quota: u32, holders: &[(u64, u32)]) -> Result<CampaignState, InvalidState> {
+    fn state(quota: u32, holders: &[(&str, u32)]) -> Result<CampaignState, InvalidState> {
         let campaign = Campaign::new(
             CampaignId::new("c").unwrap(),
             NonZeroU32::new(quota).unwrap(),
@@ -291,22 +292,25 @@ mod tests {
 
     #[test]
     fn a_state_gives_each_seq_once_within_the_quota() {
-        let user = |u| UserId::new(u).unwrap();
+        let user = |u: &str| UserId::new(u).unwrap();
         assert_eq!(
-            state(10, &[(1, 1), (1, 2)]),
-            Err(InvalidState::UserTwice(user(1)))
+            state(10, &[("1", 1), ("1", 2)]),
+            Err(InvalidState::UserTwice(user("1")))
         );
-        assert_eq!(state(10, &[(1, 3), (2, 3)]), Err(InvalidState::SeqTwice(3)));
         assert_eq!(
-            state(10, &[(1, 11)]),
+            state(10, &[("1", 3), ("b", 3)]),
+            Err(InvalidState::SeqTwice(3))
+        );
+        assert_eq!(
+            state(10, &[("1", 11)]),
             Err(InvalidState::SeqOutsideQuota { seq: 11, quota: 10 })
         );
         assert_eq!(
-            state(10, &[(1, 0)]),
+            state(10, &[("1", 0)]),
             Err(InvalidState::SeqOutsideQuota { seq: 0, quota: 10 })
         );
-        let ok = state(10, &[(9, 5), (3, 2)]).unwrap();
-        assert_eq!(ok.holders(), [(user(3), 2), (user(9), 5)]);
+        let ok = state(10, &[("9", 5), ("3", 2)]).unwrap();
+        assert_eq!(ok.holders(), [(user("3"), 2), (user("9"), 5)]);
         assert_eq!(ok.seqs(), (5, vec![1, 3, 4]));
         assert_eq!(state(10, &[]).unwrap().seqs(), (0, vec![]));
     }

@@ -91,7 +91,7 @@ async fn a_batcher_of_one_calls_once_per_application_and_idle_queues_end() {
         },
     );
     // Loads the script (a first EVALSHA answered NOSCRIPT is counted apart).
-    assert!(gate.apply(&id, user(1)).await.unwrap().is_admitted());
+    assert!(gate.apply(&id, &user(1)).await.unwrap().is_admitted());
     let before = script_calls(&mut admin).await;
     for u in 1..=5 {
         single.apply(&id, user(u)).await.unwrap();

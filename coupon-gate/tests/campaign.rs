@@ -6,7 +6,7 @@ mod support;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime};
 
-use coupon_gate::{Campaign, CampaignId, CampaignState, Create, Outcome, Release};
+use coupon_gate::{Campaign, CampaignId, CampaignState, Create, Outcome, Release, UserId};
 use support::{Scratch, ScratchGate, campaign, redis_url, user};
 
 fn quota(n: u32) -> NonZeroU32 {
@@ -31,9 +31,9 @@ async fn create_is_idempotent_and_refuses_a_quota_below_issued() {
         Create::Unchanged
     );
     for u in 1..=3 {
-        assert!(gate.apply(&id, user(u)).await.unwrap().is_admitted());
+        assert!(gate.apply(&id, &user(u)).await.unwrap().is_admitted());
     }
-    assert_eq!(gate.apply(&id, user(4)).await.unwrap(), Outcome::SoldOut);
+    assert_eq!(gate.apply(&id, &user(4)).await.unwrap(), Outcome::SoldOut);
 
     assert_eq!(
         gate.create(&Campaign::new(id.clone(), quota(5)))
@@ -42,7 +42,7 @@ async fn create_is_idempotent_and_refuses_a_quota_below_issued() {
         Create::Updated
     );
     assert_eq!(
-        gate.apply(&id, user(4)).await.unwrap(),
+        gate.apply(&id, &user(4)).await.unwrap(),
         Outcome::Admitted { seq: 4 },
         "a raised quota opens slots"
     );
@@ -64,7 +64,7 @@ async fn create_is_idempotent_and_refuses_a_quota_below_issued() {
             .unwrap(),
         Create::Updated
     );
-    assert_eq!(gate.apply(&id, user(5)).await.unwrap(), Outcome::SoldOut);
+    assert_eq!(gate.apply(&id, &user(5)).await.unwrap(), Outcome::SoldOut);
 }
 
 #[tokio::test]
@@ -86,7 +86,7 @@ async fn status_admission_and_registry() {
         .unwrap();
     assert_eq!(gate.campaigns().await.unwrap(), [a.clone(), b.clone()]);
 
-    gate.apply(&a, user(77)).await.unwrap();
+    gate.apply(&a, &user(77)).await.unwrap();
     let status = gate.status(&a).await.unwrap().unwrap();
     assert_eq!(
         (status.quota, status.issued, status.remaining()),
@@ -96,10 +96,10 @@ async fn status_admission_and_registry() {
         (status.opens_at, status.closes_at),
         (def.opens_at(), def.closes_at())
     );
-    assert_eq!(gate.admission(&a, user(77)).await.unwrap(), Some(1));
-    assert_eq!(gate.admission(&a, user(78)).await.unwrap(), None);
+    assert_eq!(gate.admission(&a, &user(77)).await.unwrap(), Some(1));
+    assert_eq!(gate.admission(&a, &user(78)).await.unwrap(), None);
     assert_eq!(
-        gate.admission(&b, user(77)).await.unwrap(),
+        gate.admission(&b, &user(77)).await.unwrap(),
         None,
         "campaigns are separate"
     );
@@ -121,13 +121,16 @@ async fn the_window_is_judged_by_redis_time() {
     gate.create(&create(&later, Some(now + hour), None))
         .await
         .unwrap();
-    assert_eq!(gate.apply(&later, user(1)).await.unwrap(), Outcome::NotOpen);
+    assert_eq!(
+        gate.apply(&later, &user(1)).await.unwrap(),
+        Outcome::NotOpen
+    );
 
     let over = campaign("over");
     gate.create(&create(&over, None, Some(now - hour)))
         .await
         .unwrap();
-    assert_eq!(gate.apply(&over, user(1)).await.unwrap(), Outcome::Closed);
+    assert_eq!(gate.apply(&over, &user(1)).await.unwrap(), Outcome::Closed);
     assert_eq!(gate.status(&over).await.unwrap().unwrap().issued, 0);
 
     // Opens two seconds from now: refused first, admitted once Redis's clock passes it.
@@ -139,10 +142,10 @@ async fn the_window_is_judged_by_redis_time() {
     ))
     .await
     .unwrap();
-    assert_eq!(gate.apply(&soon, user(1)).await.unwrap(), Outcome::NotOpen);
+    assert_eq!(gate.apply(&soon, &user(1)).await.unwrap(), Outcome::NotOpen);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match gate.apply(&soon, user(1)).await.unwrap() {
+        match gate.apply(&soon, &user(1)).await.unwrap() {
             Outcome::NotOpen if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
@@ -163,32 +166,32 @@ async fn a_released_slot_is_offered_again() {
         .await
         .unwrap();
     assert_eq!(
-        gate.apply(&id, user(1)).await.unwrap(),
+        gate.apply(&id, &user(1)).await.unwrap(),
         Outcome::Admitted { seq: 1 }
     );
     assert_eq!(
-        gate.apply(&id, user(2)).await.unwrap(),
+        gate.apply(&id, &user(2)).await.unwrap(),
         Outcome::Admitted { seq: 2 }
     );
-    assert_eq!(gate.apply(&id, user(3)).await.unwrap(), Outcome::SoldOut);
+    assert_eq!(gate.apply(&id, &user(3)).await.unwrap(), Outcome::SoldOut);
 
     assert_eq!(
-        gate.release(&id, user(1)).await.unwrap(),
+        gate.release(&id, &user(1)).await.unwrap(),
         Release::Released { seq: 1 }
     );
     assert_eq!(
-        gate.release(&id, user(1)).await.unwrap(),
+        gate.release(&id, &user(1)).await.unwrap(),
         Release::NotAdmitted,
         "release is idempotent"
     );
     assert_eq!(
-        gate.apply(&id, user(3)).await.unwrap(),
+        gate.apply(&id, &user(3)).await.unwrap(),
         Outcome::Admitted { seq: 1 },
         "the freed slot is reused"
     );
-    assert_eq!(gate.apply(&id, user(1)).await.unwrap(), Outcome::SoldOut);
+    assert_eq!(gate.apply(&id, &user(1)).await.unwrap(), Outcome::SoldOut);
     assert_eq!(
-        gate.release(&campaign("nope"), user(1)).await.unwrap(),
+        gate.release(&campaign("nope"), &user(1)).await.unwrap(),
         Release::UnknownCampaign
     );
 }
@@ -200,8 +203,9 @@ async fn a_released_slot_is_offered_again() {
 async fn lua_and_rust_find_a_user_in_the_same_bucket() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
-    // Quotas giving 0, 1, 2 and 5 bucket digits; ids shorter, as long as and longer than them.
-    let users = [
+    // Quotas giving 0, 1, 2 and 5 bucket digits; numeric ids shorter, as long as and longer than
+    // them (last digits), and string ids (hashed).
+    let numbers = [
         1,
         7,
         42,
@@ -212,17 +216,30 @@ async fn lua_and_rust_find_a_user_in_the_same_bucket() {
         9_000_000_001,
         i64::MAX as u64,
     ];
+    let strings = [
+        "auth0|5f3a9c",
+        "a",
+        "someone@example.com",
+        "urn:user:7",
+        "550e8400-e29b-41d4-a716-446655440000",
+        &"z".repeat(64),
+    ];
+    let users: Vec<UserId> = numbers
+        .into_iter()
+        .map(|u| UserId::from_number(u).unwrap())
+        .chain(strings.into_iter().map(|u| UserId::new(u).unwrap()))
+        .collect();
     for quota in [100, 1_000, 10_000, 10_000_000] {
         let id = campaign(&format!("buckets-{quota}"));
         gate.create(&Campaign::new(id.clone(), self::quota(quota)))
             .await
             .unwrap();
-        for &u in &users {
-            let Outcome::Admitted { seq } = gate.apply(&id, user(u)).await.unwrap() else {
+        for u in &users {
+            let Outcome::Admitted { seq } = gate.apply(&id, u).await.unwrap() else {
                 panic!("user {u} of quota {quota} not admitted");
             };
             assert_eq!(
-                gate.admission(&id, user(u)).await.unwrap(),
+                gate.admission(&id, u).await.unwrap(),
                 Some(seq),
                 "the lookup finds user {u} where admit.lua put it (quota {quota})"
             );
@@ -234,12 +251,9 @@ async fn lua_and_rust_find_a_user_in_the_same_bucket() {
         let state =
             CampaignState::new(Campaign::new(id.clone(), self::quota(quota)), holders).unwrap();
         recovery.restore(&state).await.unwrap();
-        for &u in &users {
+        for u in &users {
             assert!(
-                matches!(
-                    gate.apply(&id, user(u)).await.unwrap(),
-                    Outcome::Duplicate { .. }
-                ),
+                matches!(gate.apply(&id, u).await.unwrap(), Outcome::Duplicate { .. }),
                 "user {u} of quota {quota} is a holder after the restore"
             );
         }

@@ -33,11 +33,11 @@ async fn creation_quota_changes_and_releases_are_published_and_rejections_are_no
     let one = NonZeroU32::new(1).unwrap();
     gate.create(&Campaign::new(id.clone(), one)).await.unwrap();
     assert_eq!(next().await, "flash", "creation");
-    assert!(gate.apply(&id, user(1)).await.unwrap().is_admitted());
-    assert_eq!(gate.apply(&id, user(2)).await.unwrap(), Outcome::SoldOut);
+    assert!(gate.apply(&id, &user(1)).await.unwrap().is_admitted());
+    assert_eq!(gate.apply(&id, &user(2)).await.unwrap(), Outcome::SoldOut);
     gate.create(&Campaign::new(id.clone(), one)).await.unwrap(); // unchanged: not published
     assert_eq!(
-        gate.release(&id, user(1)).await.unwrap(),
+        gate.release(&id, &user(1)).await.unwrap(),
         Release::Released { seq: 1 }
     );
     assert_eq!(

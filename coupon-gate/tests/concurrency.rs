@@ -20,7 +20,7 @@ async fn thousand_distinct_users_on_quota_100_admit_exactly_100() {
     let tasks: Vec<_> = (1..=1000)
         .map(|u| {
             let (gate, id) = (gate.clone(), id.clone());
-            tokio::spawn(async move { (u, gate.apply(&id, user(u)).await.unwrap()) })
+            tokio::spawn(async move { (u, gate.apply(&id, &user(u)).await.unwrap()) })
         })
         .collect();
     let mut admitted = Vec::new();
@@ -45,7 +45,7 @@ async fn thousand_distinct_users_on_quota_100_admit_exactly_100() {
     let from_outbox: BTreeSet<(u64, u32)> = entries
         .iter()
         .inspect(|e| assert_eq!(e.kind, EventKind::Admitted))
-        .map(|e| (e.user.get(), e.seq))
+        .map(|e| (e.user.as_number().unwrap(), e.seq))
         .collect();
     assert_eq!(
         from_outbox,
@@ -66,7 +66,7 @@ async fn one_user_applying_1000_times_concurrently_is_admitted_once() {
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let (gate, id) = (gate.clone(), id.clone());
-            tokio::spawn(async move { gate.apply(&id, user(7)).await.unwrap() })
+            tokio::spawn(async move { gate.apply(&id, &user(7)).await.unwrap() })
         })
         .collect();
     let mut outcomes = Vec::new();

@@ -20,7 +20,7 @@ async fn exercise<C: ConnectionLike + Clone + Send + Sync>(gate: &Gate<C>) {
             .await
             .unwrap();
         assert_eq!(
-            gate.apply(id, user(1)).await.unwrap(),
+            gate.apply(id, &user(1)).await.unwrap(),
             Outcome::Admitted { seq: 1 }
         );
         let batch = [user(2), user(3), user(1)];
@@ -33,11 +33,11 @@ async fn exercise<C: ConnectionLike + Clone + Send + Sync>(gate: &Gate<C>) {
             ]
         );
         assert_eq!(
-            gate.release(id, user(2)).await.unwrap(),
+            gate.release(id, &user(2)).await.unwrap(),
             Release::Released { seq: 2 }
         );
         assert_eq!(gate.status(id).await.unwrap().unwrap().issued, 1);
-        assert_eq!(gate.admission(id, user(1)).await.unwrap(), Some(1));
+        assert_eq!(gate.admission(id, &user(1)).await.unwrap(), Some(1));
         let entries = gate.outbox().read(id, "c", 10).await.unwrap();
         assert_eq!(entries.len(), 3);
         gate.outbox()

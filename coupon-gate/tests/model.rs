@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
+use coupon_gate::UserId;
 use coupon_gate::{
     BatchConfig, Batcher, Campaign, CampaignId, CampaignStatus, Create, EventKind, Gate, Outcome,
     Release,
@@ -14,7 +15,17 @@ use coupon_gate::{
 use futures_util::future::join_all;
 use proptest::prelude::*;
 use redis::aio::MultiplexedConnection;
-use support::{Scratch, ScratchGate, campaign, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, redis_url};
+
+/// The gate's id of model user `u`: odd users are numeric ids, even ones strings, so that both
+/// bucket rules (last digits, hash) are exercised.
+fn user(u: u64) -> UserId {
+    if u % 2 == 1 {
+        UserId::from_number(u).unwrap()
+    } else {
+        UserId::new(format!("user-{u}")).unwrap()
+    }
+}
 
 const CAMPAIGNS: [&str; 2] = ["alpha", "beta"];
 const USERS: u64 = 6;
@@ -240,7 +251,7 @@ async fn run(gate: &Gate<MultiplexedConnection>, ops: &[Op]) -> Result<(), TestC
                 );
             }
             Op::Apply { c, u } => {
-                let real = gate.apply(&ids[*c], user(*u)).await.unwrap();
+                let real = gate.apply(&ids[*c], &user(*u)).await.unwrap();
                 prop_assert_eq!(real, model.apply(*c, *u), "step {}: {:?}", step, op);
             }
             Op::ApplyMany { c, users } => {
@@ -258,7 +269,7 @@ async fn run(gate: &Gate<MultiplexedConnection>, ops: &[Op]) -> Result<(), TestC
                 prop_assert_eq!(real, expected, "step {}: {:?}", step, op);
             }
             Op::Release { c, u } => {
-                let real = gate.release(&ids[*c], user(*u)).await.unwrap();
+                let real = gate.release(&ids[*c], &user(*u)).await.unwrap();
                 prop_assert_eq!(real, model.release(*c, *u), "step {}: {:?}", step, op);
             }
             Op::Status { c } => {
@@ -275,11 +286,15 @@ async fn run(gate: &Gate<MultiplexedConnection>, ops: &[Op]) -> Result<(), TestC
         let entries = gate.outbox().read(id, "model", 10_000).await.unwrap();
         let real: Vec<_> = entries
             .iter()
-            .map(|e| (e.kind, e.user.get(), e.seq))
+            .map(|e| (e.kind, e.user.clone(), e.seq))
+            .collect();
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|(kind, u, seq)| (kind, user(u), seq))
             .collect();
         prop_assert_eq!(real, expected, "outbox of {}", id);
         for (u, seq) in &model.campaigns[&c].users {
-            prop_assert_eq!(gate.admission(id, user(*u)).await.unwrap(), Some(*seq));
+            prop_assert_eq!(gate.admission(id, &user(*u)).await.unwrap(), Some(*seq));
         }
     }
     Ok(())

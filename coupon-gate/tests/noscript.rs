@@ -20,7 +20,7 @@ async fn apply_succeeds_after_script_flush() {
         .await
         .unwrap();
     assert_eq!(
-        gate.apply(&id, user(1)).await.unwrap(),
+        gate.apply(&id, &user(1)).await.unwrap(),
         Outcome::Admitted { seq: 1 }
     );
 
@@ -30,7 +30,7 @@ async fn apply_succeeds_after_script_flush() {
         .await
         .unwrap();
     assert_eq!(
-        gate.apply(&id, user(2)).await.unwrap(),
+        gate.apply(&id, &user(2)).await.unwrap(),
         Outcome::Admitted { seq: 2 }
     );
 
@@ -40,7 +40,7 @@ async fn apply_succeeds_after_script_flush() {
         .await
         .unwrap();
     assert_eq!(
-        gate.release(&id, user(2)).await.unwrap(),
+        gate.release(&id, &user(2)).await.unwrap(),
         Release::Released { seq: 2 }
     );
 

@@ -18,12 +18,15 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
         .await
         .unwrap();
     for u in 1..=5 {
-        assert!(gate.apply(&id, user(u)).await.unwrap().is_admitted());
+        assert!(gate.apply(&id, &user(u)).await.unwrap().is_admitted());
     }
 
     // Relay A reads three and then "crashes"; relay B reads the rest.
     let a = gate.outbox().read(&id, "relay-a", 3).await.unwrap();
-    let summary: Vec<_> = a.iter().map(|e| (e.kind, e.user.get(), e.seq)).collect();
+    let summary: Vec<_> = a
+        .iter()
+        .map(|e| (e.kind, e.user.as_number().unwrap(), e.seq))
+        .collect();
     assert_eq!(
         summary,
         [
@@ -34,7 +37,12 @@ async fn entries_are_read_once_claimed_after_idle_and_deleted_on_ack() {
     );
     assert!(a.iter().all(|e| e.campaign == id));
     let b = gate.outbox().read(&id, "relay-b", 10).await.unwrap();
-    assert_eq!(b.iter().map(|e| e.user.get()).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(
+        b.iter()
+            .map(|e| e.user.as_number().unwrap())
+            .collect::<Vec<_>>(),
+        [4, 5]
+    );
     assert!(
         gate.outbox()
             .read(&id, "relay-b", 10)
@@ -106,7 +114,7 @@ async fn acknowledging_never_removes_an_entry_no_relay_has_read() {
         .await
         .unwrap();
     for u in 1..=5 {
-        assert!(gate.apply(&id, user(u)).await.unwrap().is_admitted());
+        assert!(gate.apply(&id, &user(u)).await.unwrap().is_admitted());
     }
     let all = gate.outbox().peek(&id).await.unwrap();
     let read = gate.outbox().read(&id, "relay-a", 2).await.unwrap();
@@ -132,16 +140,16 @@ async fn a_release_is_recorded_in_the_outbox() {
     gate.create(&Campaign::new(id.clone(), NonZeroU32::new(3).unwrap()))
         .await
         .unwrap();
-    gate.apply(&id, user(9)).await.unwrap();
+    gate.apply(&id, &user(9)).await.unwrap();
     assert_eq!(
-        gate.release(&id, user(9)).await.unwrap(),
+        gate.release(&id, &user(9)).await.unwrap(),
         Release::Released { seq: 1 }
     );
 
     let entries = gate.outbox().read(&id, "r", 10).await.unwrap();
     let summary: Vec<_> = entries
         .iter()
-        .map(|e| (e.kind, e.user.get(), e.seq))
+        .map(|e| (e.kind, e.user.as_number().unwrap(), e.seq))
         .collect();
     assert_eq!(
         summary,
@@ -176,7 +184,10 @@ async fn one_call_writes_one_entry_whose_records_keep_the_arrival_order() {
     assert_eq!(gate.outbox().len(&id).await.unwrap(), 1, "one stream entry");
 
     let read = gate.outbox().read(&id, "relay", 1).await.unwrap();
-    let records: Vec<_> = read.iter().map(|e| (e.user.get(), e.seq)).collect();
+    let records: Vec<_> = read
+        .iter()
+        .map(|e| (e.user.as_number().unwrap(), e.seq))
+        .collect();
     assert_eq!(records, [(9, 1), (2, 2), (7, 3)]);
     assert!(
         read.iter()

@@ -26,8 +26,8 @@ async fn sold_out_duplicate_and_unknown_applications_write_nothing() {
 
     // The counter does see the admission path's writes, so it can catch a write on the others.
     let before = dirty(&mut admin).await;
-    assert!(gate.apply(&id, user(1)).await.unwrap().is_admitted());
-    assert!(gate.apply(&id, user(2)).await.unwrap().is_admitted());
+    assert!(gate.apply(&id, &user(1)).await.unwrap().is_admitted());
+    assert!(gate.apply(&id, &user(2)).await.unwrap().is_admitted());
     assert!(
         dirty(&mut admin).await > before,
         "admissions must register as writes"
@@ -35,7 +35,7 @@ async fn sold_out_duplicate_and_unknown_applications_write_nothing() {
 
     let before = dirty(&mut admin).await;
     for u in 3..=1002 {
-        assert_eq!(gate.apply(&id, user(u)).await.unwrap(), Outcome::SoldOut);
+        assert_eq!(gate.apply(&id, &user(u)).await.unwrap(), Outcome::SoldOut);
     }
     let batch: Vec<_> = (2000..2100).map(user).collect();
     assert!(
@@ -46,11 +46,11 @@ async fn sold_out_duplicate_and_unknown_applications_write_nothing() {
             .all(|o| *o == Outcome::SoldOut)
     );
     assert_eq!(
-        gate.apply(&id, user(1)).await.unwrap(),
+        gate.apply(&id, &user(1)).await.unwrap(),
         Outcome::Duplicate { seq: 1 }
     );
     assert_eq!(
-        gate.apply(&campaign("nope"), user(1)).await.unwrap(),
+        gate.apply(&campaign("nope"), &user(1)).await.unwrap(),
         Outcome::UnknownCampaign
     );
     assert_eq!(

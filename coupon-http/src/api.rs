@@ -150,7 +150,7 @@ async fn apply(
     } else {
         let generation = state.sold_out().generation();
         match state
-            .within_timeout(state.batcher().apply(&campaign, user))
+            .within_timeout(state.batcher().apply(&campaign, user.clone()))
             .await
         {
             Ok(Outcome::SoldOut) => {
@@ -199,7 +199,7 @@ async fn apply(
         message,
         seq,
         status,
-        user_id: user.get(),
+        user_id: UserJson::of(&user),
     };
     Ok(json_bytes(
         code,
@@ -219,7 +219,23 @@ struct ApplyAnswer<'a> {
     seq: Option<u32>,
     status: &'a str,
     #[serde(rename = "userId")]
-    user_id: u64,
+    user_id: UserJson<'a>,
+}
+
+/// A user id in an answer: a number for a numeric id (as such ids were always answered), else
+/// a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UserJson<'a> {
+    Number(u64),
+    Text(&'a str),
+}
+
+impl<'a> UserJson<'a> {
+    fn of(user: &'a UserId) -> Self {
+        user.as_number()
+            .map_or(Self::Text(user.as_str()), Self::Number)
+    }
 }
 
 async fn campaign_status(state: &AppState, id: &str) -> Result<Response<Body>, Rejection> {
@@ -244,7 +260,7 @@ async fn user_admission(
     let lookup = async {
         Ok((
             gate.status(&campaign).await?.is_some(),
-            gate.admission(&campaign, user).await?,
+            gate.admission(&campaign, &user).await?,
         ))
     };
     match state.within_timeout(lookup).await {
@@ -254,7 +270,7 @@ async fn user_admission(
             &json!({
                 "status": "success",
                 "campaignId": campaign.as_str(),
-                "userId": user.get(),
+                "userId": UserJson::of(&user),
                 "admitted": seq.is_some(),
                 "seq": seq,
             }),
@@ -362,18 +378,21 @@ fn campaign_id(id: &str) -> Result<CampaignId, Rejection> {
 }
 
 fn user_id_from_json(value: Option<Value>) -> Result<UserId, Rejection> {
-    let value =
-        value.ok_or_else(|| Rejection::bad_request("userId is required: a positive integer"))?;
+    let value = value.ok_or_else(|| {
+        Rejection::bad_request("userId is required: a positive integer or an id string")
+    })?;
     // `as_u64` is `None` for negative numbers, fractions (even 1.0) and numbers beyond u64.
-    value
-        .as_u64()
-        .and_then(|n| UserId::new(n).ok())
-        .ok_or_else(|| {
-            Rejection::bad_request(format!(
-                "userId must be an integer from 1 to {}, got {value}",
-                UserId::MAX
-            ))
-        })
+    let user = match &value {
+        Value::Number(n) => n.as_u64().and_then(|n| UserId::from_number(n).ok()),
+        Value::String(text) => UserId::new(text.as_str()).ok(),
+        _ => None,
+    };
+    user.ok_or_else(|| {
+        Rejection::bad_request(format!(
+            "userId must be an integer from 1 to {} or 1 to 64 characters from A-Z, a-z, 0-9 and . _ : @ | -, got {value}",
+            UserId::MAX_NUMBER
+        ))
+    })
 }
 
 fn quota_from_json(value: Option<Value>) -> Result<NonZeroU32, Rejection> {
@@ -457,18 +476,32 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_from_json_must_be_positive_i64_integers() {
+    fn user_ids_from_json_are_positive_i64_integers_or_id_strings() {
         let parse = |text: &str| user_id_from_json(Some(serde_json::from_str(text).unwrap()));
-        assert_eq!(parse("1").unwrap().get(), 1);
-        assert_eq!(parse("9223372036854775807").unwrap().get(), i64::MAX as u64);
+        assert_eq!(parse("1").unwrap().as_str(), "1");
+        assert_eq!(
+            parse("9223372036854775807").unwrap().as_number(),
+            Some(i64::MAX as u64)
+        );
+        assert_eq!(parse(r#""42""#).unwrap(), parse("42").unwrap());
+        assert_eq!(parse(r#""auth0|5f3a9c""#).unwrap().as_str(), "auth0|5f3a9c");
+        let longest = format!("\"{}\"", "x".repeat(64));
+        assert!(parse(&longest).is_ok());
+        let too_long = format!("\"{}\"", "x".repeat(65));
         for bad in [
             "0",
             "-1",
             "1.0",
             "1.5",
-            "\"1\"",
             "9223372036854775808",
             "18446744073709551616",
+            r#""""#,
+            r#""0""#,
+            r#""-1""#,
+            r#""1.5""#,
+            r#""a b""#,
+            r#""쿠폰""#,
+            &too_long,
             "true",
             "null",
             "[1]",

@@ -27,12 +27,38 @@ async fn every_outcome_has_its_status_and_code() {
         "{body}"
     );
     assert!(body["message"].is_string());
-    let (code, body) = app.apply(None, 1).await;
+    assert_eq!(
+        body["userId"],
+        json!(1),
+        "numeric ids are answered as numbers"
+    );
+    // The same user as a string is the same user.
+    let (code, body) = app
+        .call(
+            Method::POST,
+            "/api/coupons/apply",
+            &[JSON],
+            r#"{"userId":"1"}"#,
+        )
+        .await;
     assert_eq!(
         (code, &body["status"], &body["seq"]),
         (StatusCode::CONFLICT, &json!("duplicate"), &json!(1))
     );
-    assert_eq!(app.apply(None, 2).await.0, StatusCode::OK);
+    // An identity provider's subject.
+    let (code, body) = app
+        .call(
+            Method::POST,
+            "/api/coupons/apply",
+            &[JSON],
+            r#"{"userId":"auth0|5f3a9c"}"#,
+        )
+        .await;
+    assert_eq!(
+        (code, &body["status"], &body["userId"]),
+        (StatusCode::OK, &json!("success"), &json!("auth0|5f3a9c")),
+        "{body}"
+    );
     let (code, body) = app.apply(None, 3).await;
     assert_eq!(
         (code, &body["status"]),
@@ -203,7 +229,14 @@ async fn bad_apply_requests_are_refused_without_touching_redis() {
         "{}",
         r#"{"user":5}"#,
         r#"{"userId":null}"#,
-        r#"{"userId":"5"}"#,
+        r#"{"userId":""}"#,
+        r#"{"userId":"0"}"#,
+        r#"{"userId":"-5"}"#,
+        r#"{"userId":"5.5"}"#,
+        r#"{"userId":"007"}"#,
+        r#"{"userId":"a b"}"#,
+        r#"{"userId":"a/b"}"#,
+        r#"{"userId":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
         r#"{"userId":5.5}"#,
         r#"{"userId":5.0}"#,
         r#"{"userId":0}"#,
@@ -302,7 +335,17 @@ async fn bad_apply_requests_are_refused_without_touching_redis() {
         )
         .await;
     }
-    for bad_user in ["0", "-1", "abc", "1.5", "9223372036854775808", "+1"] {
+    let too_long = "x".repeat(65);
+    for bad_user in [
+        "0",
+        "-1",
+        "007",
+        "a%20b",
+        "1.5",
+        "9223372036854775808",
+        "+1",
+        too_long.as_str(),
+    ] {
         refused(
             &app,
             Method::GET,

@@ -26,6 +26,18 @@ fn resolve<'a>(spec: &'a Value, mut value: &'a Value) -> &'a Value {
     value
 }
 
+/// Whether `value` has the type `schema` names (any, if it names none).
+fn type_matches(schema: &Value, value: &Value, at: &str) -> bool {
+    match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => panic!("{at}: schema type {other} not handled by this test"),
+        None => true,
+    }
+}
+
 fn check_value(spec: &Value, schema: &Value, value: &Value, at: &str) {
     let schema = resolve(spec, schema);
     if value.is_null() {
@@ -35,15 +47,25 @@ fn check_value(spec: &Value, schema: &Value, value: &Value, at: &str) {
         );
         return;
     }
-    let type_ok = match schema["type"].as_str() {
-        Some("object") => value.is_object(),
-        Some("string") => value.is_string(),
-        Some("integer") => value.is_i64() || value.is_u64(),
-        Some("boolean") => value.is_boolean(),
-        Some(other) => panic!("{at}: schema type {other} not handled by this test"),
-        None => true,
-    };
-    assert!(type_ok, "{at}: {value} is not of type {}", schema["type"]);
+    if let Some(alternatives) = schema["oneOf"].as_array() {
+        // The alternatives this spec uses differ by type: check the one of the value's type.
+        let of_type: Vec<_> = alternatives
+            .iter()
+            .filter(|alternative| type_matches(resolve(spec, alternative), value, at))
+            .collect();
+        assert_eq!(
+            of_type.len(),
+            1,
+            "{at}: {value} is of {} oneOf types",
+            of_type.len()
+        );
+        return check_value(spec, of_type[0], value, at);
+    }
+    assert!(
+        type_matches(schema, value, at),
+        "{at}: {value} is not of type {}",
+        schema["type"]
+    );
     if let Some(allowed) = schema["enum"].as_array() {
         assert!(
             allowed.contains(value),

@@ -55,7 +55,10 @@ fn assert_topic_matches(
         assert_eq!(key, &event.key());
         assert_eq!(event.kind, EventKind::Admitted);
         assert_eq!(event.campaign.as_str(), campaign);
-        let user = event.user.get();
+        let user = event
+            .user
+            .as_number()
+            .expect("the tests apply numeric users");
         let previous = seen.insert(user, u64::from(event.seq));
         // At-least-once: a redelivery is allowed, but must be the same admission.
         assert!(

@@ -107,7 +107,7 @@ async fn a_released_slot_and_a_raised_quota_are_offered_again_on_every_server() 
     let id = coupon_gate::CampaignId::new("flash").unwrap();
     first
         .gate
-        .release(&id, coupon_gate::UserId::new(1).unwrap())
+        .release(&id, &coupon_gate::UserId::from_number(1).unwrap())
         .await
         .unwrap();
     eventually(

@@ -3,9 +3,10 @@
 //!
 //! Key: `<campaign>:<user>`, so that one user's events share a partition and keep their order.
 //! Value, JSON:
-//! `{"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2026-…Z"}`,
-//! or, after a compensation, `{"event":"released",…,"releasedAt":"…"}`. A value without `event`
-//! is an admission (the form of producers that only send admissions).
+//! `{"event":"admitted","campaignId":"spring-sale","userId":"42","seq":7,"admittedAt":"2026-…Z"}`,
+//! or, after a compensation, `{"event":"released",…,"releasedAt":"…"}`. The user id is written as
+//! a string; a number (the form written before user ids became strings) is read too. A value
+//! without `event` is an admission (the form of producers that only send admissions).
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -53,13 +54,46 @@ struct Wire<'a> {
     event: Option<Cow<'a, str>>,
     #[serde(borrow)]
     campaign_id: Cow<'a, str>,
+    #[serde(borrow)]
+    user_id: WireUser<'a>,
     /// A number; kept as a JSON value so that a wrong type is reported by field.
-    user_id: Value,
     seq: Value,
     #[serde(borrow, skip_serializing_if = "Option::is_none")]
     admitted_at: Option<Cow<'a, str>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none")]
     released_at: Option<Cow<'a, str>>,
+}
+
+/// A user id on the wire: written as a string, read as a string or a number.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireUser<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Number(u64),
+    /// Anything else, kept to say what it was.
+    Other(Value),
+}
+
+impl WireUser<'_> {
+    fn user(&self) -> Result<UserId, InvalidEvent> {
+        let user = match self {
+            Self::Text(text) => UserId::new(text.as_ref()).ok(),
+            Self::Number(n) => UserId::from_number(*n).ok(),
+            Self::Other(_) => None,
+        };
+        user.ok_or_else(|| {
+            let value = match self {
+                Self::Text(text) => Value::from(text.as_ref()),
+                Self::Number(n) => Value::from(*n),
+                Self::Other(value) => value.clone(),
+            };
+            InvalidEvent(format!(
+                "userId {value}: must be 1 to 64 characters from A-Z, a-z, 0-9 and . _ : @ | -, \
+                 or an integer from 1 to {}",
+                UserId::MAX_NUMBER
+            ))
+        })
+    }
 }
 
 impl Event {
@@ -75,7 +109,7 @@ impl Event {
             &mut out,
             self.kind,
             &self.campaign,
-            self.user,
+            &self.user,
             self.seq,
             &rfc3339(self.at),
         );
@@ -94,17 +128,7 @@ impl Event {
             .map_err(|err| invalid(format!("payload is not a valid event: {err}")))?;
         let campaign = CampaignId::new(wire.campaign_id.as_ref())
             .map_err(|err| invalid(format!("campaignId {:?}: {err}", wire.campaign_id)))?;
-        let user = wire
-            .user_id
-            .as_u64()
-            .and_then(|u| UserId::new(u).ok())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "userId {}: must be an integer from 1 to {}",
-                    wire.user_id,
-                    UserId::MAX
-                ))
-            })?;
+        let user = wire.user_id.user()?;
         let seq = wire
             .seq
             .as_u64()
@@ -143,7 +167,7 @@ impl From<&OutboxRecord> for Event {
         Self {
             kind: record.kind,
             campaign: record.campaign.clone(),
-            user: record.user,
+            user: record.user.clone(),
             seq: record.seq,
             at: OffsetDateTime::from(record.at),
         }
@@ -175,7 +199,7 @@ impl Encoder {
             &mut self.value,
             record.kind,
             &record.campaign,
-            record.user,
+            &record.user,
             record.seq,
             stamp,
         );
@@ -188,7 +212,7 @@ fn write_value(
     out: &mut Vec<u8>,
     kind: EventKind,
     campaign: &CampaignId,
-    user: UserId,
+    user: &UserId,
     seq: u32,
     at: &str,
 ) {
@@ -199,7 +223,7 @@ fn write_value(
     let wire = Wire {
         event: Some(Cow::Borrowed(event)),
         campaign_id: Cow::Borrowed(campaign.as_str()),
-        user_id: Value::from(user.get()),
+        user_id: WireUser::Text(Cow::Borrowed(user.as_str())),
         seq: Value::from(seq),
         admitted_at,
         released_at,
@@ -236,7 +260,7 @@ mod tests {
             entry: "1-0".into(),
             kind,
             campaign: CampaignId::new("spring-sale").unwrap(),
-            user: UserId::new(42).unwrap(),
+            user: UserId::from_number(42).unwrap(),
             seq: 7,
             at: UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
         }
@@ -249,7 +273,7 @@ mod tests {
         assert_eq!(key, "spring-sale:42");
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(value).unwrap(),
-            json!({"event":"admitted","campaignId":"spring-sale","userId":42,"seq":7,"admittedAt":"2025-11-24T16:00:00.123Z"})
+            json!({"event":"admitted","campaignId":"spring-sale","userId":"42","seq":7,"admittedAt":"2025-11-24T16:00:00.123Z"})
         );
         let (_, value) = encoder.encode(&record(EventKind::Released));
         let value: serde_json::Value = serde_json::from_slice(value).unwrap();
@@ -273,6 +297,18 @@ mod tests {
     }
 
     #[test]
+    fn user_ids_are_strings_and_numbers_already_on_a_topic_still_read() {
+        let legacy = br#"{"event":"admitted","campaignId":"spring","userId":42,"seq":1,"admittedAt":"2026-11-24T06:00:00Z"}"#;
+        let text = br#"{"event":"admitted","campaignId":"spring","userId":"42","seq":1,"admittedAt":"2026-11-24T06:00:00Z"}"#;
+        assert_eq!(Event::decode(legacy), Event::decode(text));
+        assert_eq!(Event::decode(text).unwrap().user.as_str(), "42");
+        let opaque = br#"{"event":"admitted","campaignId":"spring","userId":"auth0|5f3a9c","seq":1,"admittedAt":"2026-11-24T06:00:00Z"}"#;
+        let event = Event::decode(opaque).unwrap();
+        assert_eq!(event.key(), "spring:auth0|5f3a9c");
+        assert_eq!(Event::decode(&event.encode()), Ok(event));
+    }
+
+    #[test]
     fn admissions_without_an_event_field_and_other_offsets_decode() {
         // The seed's shape has no `event` field; offsets are turned into UTC.
         let bare = br#"{"campaignId":"spring","userId":1,"seq":1,"admittedAt":"2026-11-24T15:00:00+09:00"}"#;
@@ -287,13 +323,17 @@ mod tests {
 
     #[test]
     fn bad_payloads_say_why() {
-        let cases: [(&[u8], &str); 11] = [
+        let cases: [(&[u8], &str); 15] = [
             (b"not json", "not a valid event"),
             (br#"{"campaignId":"a","userId":1,"seq":1}"#, "admittedAt is missing"),
             (br#"{"campaignId":"A!","userId":1,"seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "campaignId"),
             (br#"{"campaignId":"a","userId":0,"seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
             (br#"{"campaignId":"a","userId":9223372036854775808,"seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
-            (br#"{"campaignId":"a","userId":"1","seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
+            (br#"{"campaignId":"a","userId":"01","seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
+            (br#"{"campaignId":"a","userId":"a b","seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
+            (br#"{"campaignId":"a","userId":-1,"seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
+            (br#"{"campaignId":"a","userId":1.5,"seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
+            (br#"{"campaignId":"a","userId":true,"seq":1,"admittedAt":"2026-01-01T00:00:00Z"}"#, "userId"),
             (br#"{"campaignId":"a","userId":1,"seq":0,"admittedAt":"2026-01-01T00:00:00Z"}"#, "seq"),
             (br#"{"campaignId":"a","userId":1,"seq":4294967296,"admittedAt":"2026-01-01T00:00:00Z"}"#, "seq"),
             (br#"{"campaignId":"a","userId":1,"seq":1,"admittedAt":"yesterday"}"#, "RFC 3339"),

@@ -362,7 +362,7 @@ mod tests {
             entry: id.into(),
             kind: EventKind::Admitted,
             campaign: CampaignId::new("spring-sale").unwrap(),
-            user: UserId::new(user).unwrap(),
+            user: UserId::from_number(user).unwrap(),
             seq: u32::try_from(user).unwrap(),
             at: UNIX_EPOCH + Duration::from_millis(1),
         };

@@ -19,13 +19,22 @@ async fn admissions_reach_the_topic_once_each_and_the_outbox_empties() {
     gate.create(&Campaign::new(id.clone(), NonZeroU32::new(150).unwrap()))
         .await
         .unwrap();
-    let users: Vec<UserId> = (1..=200).map(|u| UserId::new(u).unwrap()).collect();
+    let users: Vec<UserId> = (1..=200)
+        .map(|u| {
+            // Numeric ids and opaque ones, as an identity provider gives them.
+            if u % 2 == 0 {
+                UserId::from_number(u).unwrap()
+            } else {
+                UserId::new(format!("auth0|{u:x}")).unwrap()
+            }
+        })
+        .collect();
     let mut admitted = BTreeMap::new();
     for chunk in users.chunks(40) {
         let outcomes = gate.apply_many(&id, chunk).await.unwrap();
         for (user, outcome) in chunk.iter().zip(outcomes) {
             if let Outcome::Admitted { seq } = outcome {
-                admitted.insert(user.get(), seq);
+                admitted.insert(user.clone(), seq);
             }
         }
     }
@@ -61,7 +70,7 @@ async fn admissions_reach_the_topic_once_each_and_the_outbox_empties() {
         );
         assert_eq!(event.campaign, id);
         assert!(
-            seen.insert(event.user.get(), event.seq).is_none(),
+            seen.insert(event.user.clone(), event.seq).is_none(),
             "user {} relayed twice",
             event.user
         );

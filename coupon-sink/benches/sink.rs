@@ -27,7 +27,7 @@ fn payload(campaign: &str, user: u64) -> Vec<u8> {
     Event {
         kind: EventKind::Admitted,
         campaign: CampaignId::new(campaign).expect("campaign id"),
-        user: UserId::new(user).expect("user id"),
+        user: UserId::from_number(user).expect("user id"),
         seq: u32::try_from(user).expect("seq"),
         at: time::macros::datetime!(2026-11-24 06:00:00 UTC),
     }

@@ -19,12 +19,17 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
 use time::OffsetDateTime;
 
 /// The migrations, in order; applied at start, each once.
-const MIGRATIONS: [(u32, &str, &str); 2] = [
+const MIGRATIONS: [(u32, &str, &str); 3] = [
     (1, "coupon", include_str!("../migrations/0001_coupon.sql")),
     (
         2,
         "failed_event",
         include_str!("../migrations/0002_failed_event.sql"),
+    ),
+    (
+        3,
+        "user_id_text",
+        include_str!("../migrations/0003_user_id_text.sql"),
     ),
 ];
 
@@ -223,12 +228,12 @@ async fn insert_admissions<'a>(
     tx: &mut Transaction<'_>,
     run: &mut [(&'a Item, &'a Event)],
 ) -> Result<Inserted<'a>, mysql_async::Error> {
-    run.sort_by(|a, b| (&a.1.campaign, a.1.user).cmp(&(&b.1.campaign, b.1.user)));
+    run.sort_by(|a, b| (&a.1.campaign, &a.1.user).cmp(&(&b.1.campaign, &b.1.user)));
     let mut params: Vec<Value> = Vec::with_capacity(run.len() * 4);
     for (_, e) in run.iter() {
         params.extend([
             e.campaign.as_str().into(),
-            e.user.get().into(),
+            e.user.as_str().into(),
             e.seq.into(),
             datetime(e.at),
         ]);
@@ -255,7 +260,7 @@ async fn insert_admissions<'a>(
     };
     for &(item, e) in run.iter() {
         let campaign = e.campaign.as_str();
-        match existing.seq_of(campaign, e.user.get()) {
+        match existing.seq_of(campaign, e.user.as_str()) {
             Some(seq) if seq == e.seq => inserted.admitted += 1,
             Some(seq) => inserted.conflicts.push((
                 item,
@@ -284,9 +289,9 @@ async fn insert_admissions<'a>(
 /// The rows that share a (campaign, user) or a (campaign, seq) with a run of admissions.
 struct Existing {
     /// (campaign, user) -> seq.
-    by_user: HashMap<(String, u64), u32>,
+    by_user: HashMap<(String, String), u32>,
     /// (campaign, seq) -> user.
-    by_seq: HashMap<(String, u32), u64>,
+    by_seq: HashMap<(String, u32), String>,
 }
 
 impl Existing {
@@ -295,10 +300,10 @@ impl Existing {
         tx: &mut Transaction<'_>,
         run: &[(&Item, &Event)],
     ) -> Result<Self, mysql_async::Error> {
-        let mut by_campaign: HashMap<&str, (Vec<u64>, Vec<u32>)> = HashMap::new();
+        let mut by_campaign: HashMap<&str, (Vec<&str>, Vec<u32>)> = HashMap::new();
         for (_, e) in run {
             let (users, seqs) = by_campaign.entry(e.campaign.as_str()).or_default();
-            users.push(e.user.get());
+            users.push(e.user.as_str());
             seqs.push(e.seq);
         }
         let mut clauses = Vec::with_capacity(by_campaign.len());
@@ -313,7 +318,7 @@ impl Existing {
             params.extend(users.iter().map(|&u| Value::from(u)));
             params.extend(seqs.iter().map(|&s| Value::from(s)));
         }
-        let rows: Vec<(String, u64, u32)> = tx
+        let rows: Vec<(String, String, u32)> = tx
             .exec(
                 format!(
                     "SELECT campaign_id, user_id, seq FROM coupon WHERE {}",
@@ -327,18 +332,24 @@ impl Existing {
             by_seq: HashMap::with_capacity(rows.len()),
         };
         for (campaign, user, seq) in rows {
-            existing.by_user.insert((campaign.clone(), user), seq);
+            existing
+                .by_user
+                .insert((campaign.clone(), user.clone()), seq);
             existing.by_seq.insert((campaign, seq), user);
         }
         Ok(existing)
     }
 
-    fn seq_of(&self, campaign: &str, user: u64) -> Option<u32> {
-        self.by_user.get(&(campaign.to_owned(), user)).copied()
+    fn seq_of(&self, campaign: &str, user: &str) -> Option<u32> {
+        self.by_user
+            .get(&(campaign.to_owned(), user.to_owned()))
+            .copied()
     }
 
-    fn holder_of(&self, campaign: &str, seq: u32) -> Option<u64> {
-        self.by_seq.get(&(campaign.to_owned(), seq)).copied()
+    fn holder_of(&self, campaign: &str, seq: u32) -> Option<&str> {
+        self.by_seq
+            .get(&(campaign.to_owned(), seq))
+            .map(String::as_str)
     }
 }
 
@@ -379,7 +390,7 @@ pub async fn record_failure(
 async fn release(tx: &mut Transaction<'_>, event: &Event) -> Result<(), mysql_async::Error> {
     tx.exec_drop(
         "DELETE FROM coupon WHERE campaign_id = ? AND user_id = ? AND seq = ?",
-        (event.campaign.as_str(), event.user.get(), event.seq),
+        (event.campaign.as_str(), event.user.as_str(), event.seq),
     )
     .await
 }

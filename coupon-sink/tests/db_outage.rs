@@ -53,7 +53,7 @@ async fn events_that_arrive_while_the_database_is_down_are_written_when_it_retur
     sink.stop().await;
 
     let users: Vec<u64> = db
-        .query("SELECT user_id FROM coupon ORDER BY user_id")
+        .query("SELECT user_id FROM coupon ORDER BY CAST(user_id AS UNSIGNED)")
         .await;
     assert_eq!(users, (1..=150).collect::<Vec<_>>());
     assert_eq!(

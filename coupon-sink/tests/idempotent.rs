@@ -38,7 +38,7 @@ async fn n_events_make_n_rows_and_redelivery_changes_nothing() {
         0,
         "a redelivery is not a failure"
     );
-    let rows: Vec<(u64, u32, String)> = db.query("SELECT user_id, seq, DATE_FORMAT(admitted_at, '%Y-%m-%d %H:%i:%s.%f') FROM coupon ORDER BY user_id").await;
+    let rows: Vec<(u64, u32, String)> = db.query("SELECT user_id, seq, DATE_FORMAT(admitted_at, '%Y-%m-%d %H:%i:%s.%f') FROM coupon ORDER BY CAST(user_id AS UNSIGNED)").await;
     assert_eq!(rows.len(), 302);
     assert!(rows.iter().all(|(user, seq, _)| *user == u64::from(*seq)));
     assert_eq!(rows[0].2, "2026-11-24 06:00:00.123000");

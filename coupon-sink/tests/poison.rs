@@ -49,7 +49,7 @@ async fn poison_between_good_events_is_recorded_and_the_rest_flows() {
     again.stop().await;
 
     let rows: Vec<(u64, u32)> = db
-        .query("SELECT user_id, seq FROM coupon ORDER BY user_id")
+        .query("SELECT user_id, seq FROM coupon ORDER BY CAST(user_id AS UNSIGNED)")
         .await;
     assert_eq!(rows, [(1, 1), (2, 2), (4, 4)]);
     let failed: Vec<(i64, String, Option<String>)> =

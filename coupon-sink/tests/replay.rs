@@ -17,7 +17,7 @@ async fn replay_writes_a_fixed_event_and_marks_it_resolved() {
     let topic = fresh_topic(&brokers()).await;
     // User 9 holds seq 1 by mistake (say, a row copied in by hand), so user 1's admission fails.
     let sink = Sink::start(config(&db.url(), &topic, "sink")).await;
-    db.execute("INSERT INTO coupon (campaign_id, user_id, seq, admitted_at) VALUES ('camp', 9, 1, '2026-01-01 00:00:00')").await;
+    db.execute("INSERT INTO coupon (campaign_id, user_id, seq, admitted_at) VALUES ('camp', '9', 1, '2026-01-01 00:00:00')").await;
     let poison = ("camp:x".to_owned(), b"{broken".to_vec());
     produce(
         &brokers(),
@@ -33,7 +33,7 @@ async fn replay_writes_a_fixed_event_and_marks_it_resolved() {
     sink.stop().await;
 
     // The operator removes the wrong row, then replays.
-    db.execute("DELETE FROM coupon WHERE user_id = 9").await;
+    db.execute("DELETE FROM coupon WHERE user_id = '9'").await;
     let output = Command::new(env!("CARGO_BIN_EXE_coupon-sink"))
         .arg("replay")
         .env("DATABASE_URL", db.url())
@@ -54,7 +54,7 @@ async fn replay_writes_a_fixed_event_and_marks_it_resolved() {
     assert!(stdout.contains("resolved 1, still failing 1"), "{stdout}");
 
     let rows: Vec<(u64, u32)> = db
-        .query("SELECT user_id, seq FROM coupon ORDER BY user_id")
+        .query("SELECT user_id, seq FROM coupon ORDER BY CAST(user_id AS UNSIGNED)")
         .await;
     assert_eq!(rows, [(1, 1), (2, 2)]);
     let failed: Vec<(String, u32, bool)> =
@@ -63,7 +63,7 @@ async fn replay_writes_a_fixed_event_and_marks_it_resolved() {
     assert!(
         failed
             .iter()
-            .any(|(p, attempts, resolved)| p.contains("\"userId\":1")
+            .any(|(p, attempts, resolved)| p.contains(r#""userId":"1""#)
                 && *attempts == 1
                 && *resolved)
     );

@@ -55,7 +55,7 @@ async fn new_rows_are_written_and_conflicts_caught_even_with_client_found_rows()
     );
 
     let rows: Vec<(u64, u32)> = db
-        .query("SELECT user_id, seq FROM coupon ORDER BY user_id")
+        .query("SELECT user_id, seq FROM coupon ORDER BY CAST(user_id AS UNSIGNED)")
         .await;
     assert_eq!(rows, [(1, 1), (2, 2), (4, 4)]);
     pool.disconnect().await.expect("disconnect");

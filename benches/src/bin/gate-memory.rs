@@ -53,7 +53,7 @@ async fn measure(
     let mut next = 1;
     while next <= users {
         let chunk: Vec<UserId> = (next..=(next + batch - 1).min(users))
-            .map(UserId::new)
+            .map(UserId::from_number)
             .collect::<Result<_, _>>()?;
         next += chunk.len() as u64;
         let outcomes = gate.apply_many(&id, &chunk).await?;

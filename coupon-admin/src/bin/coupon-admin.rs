@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coupon_admin::{audit, rebuild, sources};
-use coupon_gate::{Campaign, CampaignId, CampaignState, Gate, UserId};
+use coupon_gate::{Campaign, CampaignId, CampaignState, Gate};
 use redis::aio::MultiplexedConnection;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -173,13 +173,7 @@ async fn audit(stores: &Stores<'_>, id: &CampaignId, read_topic: bool) -> anyhow
         args, gate, pool, ..
     } = stores;
     let status = gate.status(id).await?;
-    let holders: Vec<(u64, u32)> = gate
-        .recovery()
-        .holders(id)
-        .await?
-        .into_iter()
-        .map(|(u, s)| (u.get(), s))
-        .collect();
+    let holders = gate.recovery().holders(id).await?;
     let outbox = gate.outbox().peek(id).await?;
     let topic = if read_topic {
         Some(sources::topic_events(&args.kafka_brokers, &args.topic, id, stores.topic_limit).await?)
@@ -255,12 +249,7 @@ async fn rebuild(stores: &Stores<'_>, request: &RebuildRequest) -> anyhow::Resul
             plan.holders.len()
         ));
     }
-    let holders = plan
-        .holders
-        .iter()
-        .map(|(&u, &s)| Ok((UserId::new(u)?, s)))
-        .collect::<Result<Vec<_>, coupon_gate::InvalidInput>>()?;
-    let state = match CampaignState::new(definition, holders) {
+    let state = match CampaignState::new(definition, plan.holders) {
         Ok(state) => state,
         Err(invalid) => return refused(invalid.to_string()),
     };

@@ -26,5 +26,5 @@ pub fn campaign(id: &str) -> CampaignId {
 }
 
 pub fn user(id: u64) -> UserId {
-    UserId::new(id).expect("valid user id")
+    UserId::from_number(id).expect("valid user id")
 }

@@ -28,7 +28,7 @@ fn message(kind: EventKind, campaign: &str, user: u64, seq: u32) -> (String, Vec
     let event = Event {
         kind,
         campaign: CampaignId::new(campaign).unwrap(),
-        user: UserId::new(user).unwrap(),
+        user: UserId::from_number(user).unwrap(),
         seq,
         at: time::macros::datetime!(2026-11-24 06:00:00.123 UTC),
     };
