@@ -98,18 +98,24 @@ impl Server {
     }
 
     /// The seq `user` holds in campaign `id`, if any: the definitive answer for a user whose
-    /// application got no decision.
+    /// application got no decision. `token` is the admin token, which a server that verifies
+    /// tokens asks for.
     ///
     /// # Errors
     ///
-    /// No such campaign, or the server failed.
-    pub async fn admission(&self, id: &str, user: u64) -> anyhow::Result<Option<u64>> {
+    /// No such campaign, a refused token, or the server failed.
+    pub async fn admission(
+        &self,
+        id: &str,
+        user: u64,
+        token: Option<&str>,
+    ) -> anyhow::Result<Option<u64>> {
         let (code, answer) = self
             .call(
                 Method::GET,
                 &format!("/api/campaigns/{id}/users/{user}"),
                 None,
-                None,
+                token,
             )
             .await?;
         anyhow::ensure!(

@@ -14,14 +14,14 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Who applies, and how often.
 #[derive(Debug, Clone)]
@@ -151,8 +151,75 @@ impl Tally {
     }
 }
 
+/// How the crowd tells the server who applies.
+#[derive(Clone)]
+pub enum Identity {
+    /// `{"userId":N}` in the body, for a server with `COUPON_IDENTITY=body`.
+    Body,
+    /// A bearer token per user, signed as the server's `COUPON_JWT_SECRET` expects; no body.
+    Token(Box<Signer>),
+}
+
+/// Signs HS256 tokens for simulated users, as an identity provider would for real ones.
+#[derive(Clone)]
+pub struct Signer {
+    key: jsonwebtoken::EncodingKey,
+    header: jsonwebtoken::Header,
+}
+
+#[derive(serde::Serialize)]
+struct Claims {
+    sub: String,
+    iat: u64,
+    exp: u64,
+}
+
+impl Signer {
+    /// Tokens signed with `secret` (HS256).
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self {
+            key: jsonwebtoken::EncodingKey::from_secret(secret),
+            header: jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        }
+    }
+
+    /// Tokens signed with the private key of a PEM file, by `algorithm` (RS256, ES256, EdDSA).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, or holds no key for `algorithm`.
+    pub fn from_pem(
+        path: &std::path::Path,
+        algorithm: jsonwebtoken::Algorithm,
+    ) -> anyhow::Result<Self> {
+        use jsonwebtoken::{Algorithm, EncodingKey};
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let key = match algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem)?,
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem)?,
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem)?,
+            other => anyhow::bail!("{other:?} is not a public-key algorithm the server verifies"),
+        };
+        Ok(Self {
+            key,
+            header: jsonwebtoken::Header::new(algorithm),
+        })
+    }
+
+    /// A token naming `user`, valid for an hour from now.
+    pub fn token(&self, user: u64) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: user.to_string(),
+            iat: now,
+            exp: now + 3600,
+        };
+        jsonwebtoken::encode(&self.header, &claims, &self.key).expect("plain claims sign")
+    }
+}
+
 /// Where the sale goes: a `coupon-http` address and one of its campaigns.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// The server's address.
     pub addr: SocketAddr,
@@ -160,6 +227,8 @@ pub struct Target {
     pub host: String,
     /// The campaign applied to.
     pub campaign: String,
+    /// How users say who they are.
+    pub identity: Identity,
 }
 
 impl Target {
@@ -188,16 +257,23 @@ impl Target {
             addr,
             host: format!("{host}:{port}"),
             campaign: campaign.to_owned(),
+            identity: Identity::Body,
         })
     }
 
-    /// A target on a local address.
+    /// A target on a local address, users naming themselves in the body.
     pub fn local(addr: SocketAddr, campaign: &str) -> Self {
         Self {
             addr,
             host: addr.to_string(),
             campaign: campaign.to_owned(),
+            identity: Identity::Body,
         }
+    }
+
+    /// The same target, users saying who they are as `identity` does.
+    pub fn with_identity(self, identity: Identity) -> Self {
+        Self { identity, ..self }
     }
 }
 
@@ -214,12 +290,16 @@ pub async fn run(
         addr: target.addr,
         host: HeaderValue::from_str(&target.host).expect("host:port is a valid header"),
         path: format!("/api/campaigns/{}/apply", target.campaign),
+        identity: target.identity.clone(),
         clicks,
         next: AtomicUsize::new(0),
     });
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| tokio::spawn(worker(shared.clone(), progress.clone())))
+        .map(|n| {
+            let source = source_address(target.addr, n);
+            tokio::spawn(worker(shared.clone(), progress.clone(), source))
+        })
         .collect();
     let mut tally = Tally::empty();
     for worker in workers {
@@ -234,12 +314,28 @@ struct Shared {
     addr: SocketAddr,
     host: HeaderValue,
     path: String,
+    identity: Identity,
     clicks: Vec<u64>,
     /// Index of the next click not yet taken by a worker.
     next: AtomicUsize,
 }
 
-async fn worker(shared: Arc<Shared>, progress: ProgressBar) -> Tally {
+/// The address connection `n` sends from: toward a server on loopback, one of 127.1.0.1 onward
+/// (every 127.x.y.z is this machine), so that a crowd of users comes from many addresses as it
+/// would in the field, not all from one, which the server limits per address. `None`, the
+/// system's choice, toward any other server.
+fn source_address(target: SocketAddr, n: usize) -> Option<SocketAddr> {
+    match target.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => {
+            let (high, low) = (n / 254, n % 254 + 1);
+            let octets = [127, 1, u8::try_from(high).ok()?, u8::try_from(low).ok()?];
+            Some(SocketAddr::from((octets, 0)))
+        }
+        _ => None,
+    }
+}
+
+async fn worker(shared: Arc<Shared>, progress: ProgressBar, source: Option<SocketAddr>) -> Tally {
     let mut tally = Tally::empty();
     let mut connection: Option<SendRequest<Full<Bytes>>> = None;
     loop {
@@ -248,7 +344,7 @@ async fn worker(shared: Arc<Shared>, progress: ProgressBar) -> Tally {
             break;
         };
         let started = Instant::now();
-        let answer = match apply(&shared, &mut connection, user).await {
+        let answer = match apply(&shared, &mut connection, source, user).await {
             Ok((code, body)) => Answer {
                 code,
                 status: status_word(&body),
@@ -267,7 +363,10 @@ async fn worker(shared: Arc<Shared>, progress: ProgressBar) -> Tally {
         match answer.status.as_str() {
             "success" => tally.winners.push(user),
             "duplicate" => tally.duplicates.push(user),
-            _ if answer.code == 0 || answer.code >= 500 => tally.undecided.push(user),
+            // No decision: the client is told to try again (503 and 429 say when).
+            _ if answer.code == 0 || answer.code >= 500 || answer.code == 429 => {
+                tally.undecided.push(user)
+            }
             _ => {}
         }
         *tally.answers.entry(answer).or_default() += 1;
@@ -282,6 +381,7 @@ async fn worker(shared: Arc<Shared>, progress: ProgressBar) -> Tally {
 async fn apply(
     shared: &Shared,
     connection: &mut Option<SendRequest<Full<Bytes>>>,
+    source: Option<SocketAddr>,
     user: u64,
 ) -> anyhow::Result<(u16, Bytes)> {
     if let Some(sender) = connection
@@ -291,23 +391,39 @@ async fn apply(
     }
     let sender = match connection {
         Some(sender) => sender,
-        None => connection.insert(connect(shared.addr).await?),
+        None => connection.insert(connect(shared.addr, source).await?),
     };
     let request = Request::builder()
         .method(Method::POST)
         .uri(shared.path.as_str())
-        .header(HOST, shared.host.clone())
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(format!("{{\"userId\":{user}}}"))))
-        .expect("a valid request");
+        .header(HOST, shared.host.clone());
+    let request = match &shared.identity {
+        Identity::Body => request
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(format!("{{\"userId\":{user}}}")))),
+        Identity::Token(signer) => request
+            .header(AUTHORIZATION, format!("Bearer {}", signer.token(user)))
+            .body(Full::new(Bytes::new())),
+    }
+    .expect("a valid request");
     let response = sender.send_request(request).await?;
     let code = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((code, body))
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(addr).await?;
+async fn connect(
+    addr: SocketAddr,
+    source: Option<SocketAddr>,
+) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = match source {
+        Some(source) => {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(source)?;
+            socket.connect(addr).await?
+        }
+        None => TcpStream::connect(addr).await?,
+    };
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);

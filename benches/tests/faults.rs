@@ -72,7 +72,7 @@ async fn settle(pipeline: &Pipeline, i: usize, campaign: &str, tally: &mut Tally
     for user in asked.difference(&holders) {
         if pipeline.http[i]
             .server
-            .admission(campaign, *user)
+            .admission(campaign, *user, Some(support::ADMIN_TOKEN))
             .await
             .expect("user lookup")
             .is_some()

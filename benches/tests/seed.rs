@@ -1,6 +1,8 @@
 //! The seed's tests, end to end: real HTTP into the `coupon-http` binary, Redis, the relay, the
 //! Kafka-API broker, the `coupon-sink` binary and MariaDB. Each test has a campaign, key prefix,
-//! topic and database of its own, so they run in any order and again.
+//! topic and database of its own, so they run in any order and again. Each runs twice: with a
+//! bearer token per user (jwt mode, as in production), and with the user in the body (body
+//! mode, the seed's API).
 
 mod support;
 
@@ -8,12 +10,31 @@ use std::collections::BTreeSet;
 
 use coupon_bench::check;
 use coupon_bench::sale::Crowd;
-use support::Pipeline;
+use support::{Mode, Pipeline, Setup};
+
+/// A pipeline of `servers` coupon-http processes in `mode`.
+async fn pipeline(servers: usize, mode: Mode) -> Pipeline {
+    Pipeline::start_with(Setup {
+        servers,
+        mode,
+        ..Setup::default()
+    })
+    .await
+}
 
 /// 한번만응모: one apply gives one coupon row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 한번만응모() {
-    let pipeline = Pipeline::start(1).await;
+    once_in(Mode::Jwt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 한번만응모_body_mode() {
+    once_in(Mode::Body).await;
+}
+
+async fn once_in(mode: Mode) {
+    let pipeline = pipeline(1, mode).await;
     let campaign = pipeline.campaign("once", 100).await;
 
     let tally = pipeline.fire(0, &campaign, vec![1], 1).await;
@@ -30,7 +51,16 @@ async fn 한번만응모() {
 /// 100, and 900 sold-out answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 여러명응모() {
-    let pipeline = Pipeline::start(1).await;
+    crowd_in(Mode::Jwt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 여러명응모_body_mode() {
+    crowd_in(Mode::Body).await;
+}
+
+async fn crowd_in(mode: Mode) {
+    let pipeline = pipeline(1, mode).await;
     let campaign = pipeline.campaign("crowd", 100).await;
     let crowd = Crowd {
         seed: 1,
@@ -50,7 +80,16 @@ async fn 여러명응모() {
 /// 한명당_한개의_쿠폰발급: one user applying 1000 times at once gets one coupon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn 한명당_한개의_쿠폰발급() {
-    let pipeline = Pipeline::start(1).await;
+    one_user_in(Mode::Jwt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn 한명당_한개의_쿠폰발급_body_mode() {
+    one_user_in(Mode::Body).await;
+}
+
+async fn one_user_in(mode: Mode) {
+    let pipeline = pipeline(1, mode).await;
     let campaign = pipeline.campaign("one-user", 100).await;
 
     let tally = pipeline.fire(0, &campaign, vec![7; 1000], 64).await;
@@ -67,7 +106,16 @@ async fn 한명당_한개의_쿠폰발급() {
 /// both at once, and still exactly the quota is issued, one coupon per user, each in MySQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_campaign() {
-    let pipeline = Pipeline::start(2).await;
+    two_servers_in(Mode::Jwt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_campaign_body_mode() {
+    two_servers_in(Mode::Body).await;
+}
+
+async fn two_servers_in(mode: Mode) {
+    let pipeline = pipeline(2, mode).await;
     let campaign = pipeline.campaign("shared", 100).await;
     let clicks = Crowd {
         seed: 2,

@@ -31,8 +31,11 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::body::read_json;
+use crate::body::{read_json, read_optional_json};
+use crate::identity::Unauthenticated;
+use crate::limits::Limited;
 use crate::response::{self, Body, Rejection, json, json_bytes};
+use crate::server::ConnectionScope;
 use crate::state::{AppState, DEFAULT_CAMPAIGN};
 
 /// Every route, recognised from the path alone so that a known path with the wrong method
@@ -44,6 +47,7 @@ enum Route<'a> {
     ApplyDefault,
     Apply(&'a str),
     Campaign(&'a str),
+    Me(&'a str),
     UserAdmission(&'a str, &'a str),
     Campaigns,
 }
@@ -64,26 +68,39 @@ impl<'a> Route<'a> {
             ["api", "campaigns"] => Self::Campaigns,
             ["api", "campaigns", id] => Self::Campaign(id),
             ["api", "campaigns", id, "apply"] => Self::Apply(id),
+            ["api", "campaigns", id, "me"] => Self::Me(id),
             ["api", "campaigns", id, "users", user] => Self::UserAdmission(id, user),
             _ => return None,
         })
     }
 
-    fn method(&self) -> (Method, &'static str) {
+    /// The methods the route answers, as `Allow` lists them. Reads answer `HEAD` too (hyper
+    /// sends the head of the `GET` answer).
+    fn allow(&self) -> &'static str {
         match self {
-            Self::Health | Self::Ready | Self::Campaign(_) | Self::UserAdmission(..) => {
-                (Method::GET, "GET")
-            }
-            Self::ApplyDefault | Self::Apply(_) | Self::Campaigns => (Method::POST, "POST"),
+            Self::Health
+            | Self::Ready
+            | Self::Campaign(_)
+            | Self::Me(_)
+            | Self::UserAdmission(..) => "GET, HEAD",
+            Self::ApplyDefault | Self::Apply(_) | Self::Campaigns => "POST",
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        match self.allow() {
+            "POST" => method == Method::POST,
+            _ => method == Method::GET || method == Method::HEAD,
         }
     }
 }
 
-/// Answers one request. Never fails: every problem is an answer.
+/// Answers one request of a connection. Never fails: every problem is an answer.
 pub(crate) async fn handle(
-    state: &AppState,
+    scope: &ConnectionScope,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let state = &*scope.state;
     // Split so that the route can borrow the path while the body is read.
     let (head, body) = req.into_parts();
     let path = head.uri.path();
@@ -92,8 +109,8 @@ pub(crate) async fn handle(
             Rejection::new(StatusCode::NOT_FOUND, format!("no endpoint at {path}")).into_response(),
         );
     };
-    let (method, allow) = route.method();
-    if head.method != method {
+    if !route.allows(&head.method) {
+        let allow = route.allow();
         let message = format!("{} is not allowed on {path}; use {allow}", head.method);
         let rejection =
             Rejection::new(StatusCode::METHOD_NOT_ALLOWED, message).with_header("allow", allow);
@@ -102,10 +119,11 @@ pub(crate) async fn handle(
     let answer = match route {
         Route::Health => Ok(json(StatusCode::OK, &json!({ "status": "ok" }))),
         Route::Ready => Ok(ready(state).await),
-        Route::ApplyDefault => apply(state, DEFAULT_CAMPAIGN, &head, body).await,
-        Route::Apply(id) => apply(state, id, &head, body).await,
+        Route::ApplyDefault => apply(scope, DEFAULT_CAMPAIGN, &head, body).await,
+        Route::Apply(id) => apply(scope, id, &head, body).await,
         Route::Campaign(id) => campaign_status(state, id).await,
-        Route::UserAdmission(id, user) => user_admission(state, id, user).await,
+        Route::Me(id) => me(state, id, &head).await,
+        Route::UserAdmission(id, user) => user_admission(state, id, user, &head).await,
         Route::Campaigns => create_campaign(state, &head, body).await,
     };
     Ok(answer.unwrap_or_else(Rejection::into_response))
@@ -130,21 +148,44 @@ async fn ready(state: &AppState) -> Response<Body> {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ApplyBody {
     #[serde(rename = "userId")]
     user_id: Option<Value>,
 }
 
+/// An application. Checked in order, each before anything costs more: the campaign id, the
+/// client address's limit, who applies (the token's user, or the body's in body mode), that
+/// user's limit; then the sold-out memory, then Redis.
 async fn apply(
-    state: &AppState,
+    scope: &ConnectionScope,
     id: &str,
     head: &Parts,
     body: Incoming,
 ) -> Result<Response<Body>, Rejection> {
+    let state = &*scope.state;
     let campaign = campaign_id(id)?;
-    let body: ApplyBody = read_json(head, body).await?;
-    let user = user_id_from_json(body.user_id)?;
+    let client = state.limits().client(scope.peer.ip(), &head.headers);
+    state.limits().check_address(client).map_err(limited)?;
+    let user = match state.verifier() {
+        Some(verifier) => {
+            let user = token_user(verifier, head)?;
+            // The body may be absent or `{}`; a userId it names must be the token's user.
+            let body: ApplyBody = read_optional_json(head, body).await?;
+            if body.user_id.is_some() && user_id_from_json(body.user_id)? != user {
+                return Err(Rejection::new(
+                    StatusCode::FORBIDDEN,
+                    "the userId in the body is not the user of the token",
+                ));
+            }
+            user
+        }
+        None => {
+            let body: ApplyBody = read_json(head, body).await?;
+            user_id_from_json(body.user_id)?
+        }
+    };
+    state.limits().check_user(&user).map_err(limited)?;
     let outcome = if state.sold_out().is_sold_out(&campaign) {
         Outcome::SoldOut
     } else {
@@ -247,15 +288,42 @@ async fn campaign_status(state: &AppState, id: &str) -> Result<Response<Body>, R
     }
 }
 
+/// `GET /api/campaigns/{id}/me`: the admission of the token's user.
+async fn me(state: &AppState, id: &str, head: &Parts) -> Result<Response<Body>, Rejection> {
+    let campaign = campaign_id(id)?;
+    let Some(verifier) = state.verifier() else {
+        return Err(Rejection::bad_request(
+            "this server takes the user from the body (COUPON_IDENTITY=body), not from a token: \
+             ask /api/campaigns/{id}/users/{userId}",
+        ));
+    };
+    let user = token_user(verifier, head)?;
+    lookup(state, campaign, user).await
+}
+
+/// `GET /api/campaigns/{id}/users/{userId}`: any user's admission; in jwt mode an admin call.
 async fn user_admission(
     state: &AppState,
     id: &str,
     user: &str,
+    head: &Parts,
 ) -> Result<Response<Body>, Rejection> {
+    if state.verifier().is_some() {
+        authorize(state, head)?;
+    }
     let campaign = campaign_id(id)?;
     let user: UserId = user
         .parse()
         .map_err(|err| Rejection::bad_request(format!("{err}")))?;
+    lookup(state, campaign, user).await
+}
+
+/// Whether `user` holds a coupon of `campaign`, and which.
+async fn lookup(
+    state: &AppState,
+    campaign: CampaignId,
+    user: UserId,
+) -> Result<Response<Body>, Rejection> {
     let gate = state.gate();
     let lookup = async {
         Ok((
@@ -346,19 +414,14 @@ fn authorize(state: &AppState, head: &Parts) -> Result<(), Rejection> {
             "admin endpoints are disabled: no COUPON_ADMIN_TOKEN is configured",
         ));
     };
-    let given = head
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(given) = given else {
-        return Err(Rejection::new(
+    let given = bearer(head).map_err(|_| {
+        Rejection::new(
             StatusCode::UNAUTHORIZED,
             "send the admin token as Authorization: Bearer <token>",
         )
-        .with_header("www-authenticate", "Bearer"));
-    };
-    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        .with_header("www-authenticate", "Bearer")
+    })?;
+    if !same_secret(given.as_bytes(), expected.as_bytes()) {
         return Err(Rejection::new(
             StatusCode::FORBIDDEN,
             "the admin token is wrong",
@@ -367,10 +430,55 @@ fn authorize(state: &AppState, head: &Parts) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Compares without returning early, so the time taken does not tell how much of a guess
-/// was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The credentials of `Authorization: Bearer <credentials>`; the scheme's case does not matter
+/// (RFC 7235).
+fn bearer(head: &Parts) -> Result<&str, Unauthenticated> {
+    let value = head
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| Unauthenticated("send a token as Authorization: Bearer <token>".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Unauthenticated("the Authorization header is not text".into()))?;
+    match value.trim().split_once(' ') {
+        Some((scheme, credentials))
+            if scheme.eq_ignore_ascii_case("bearer") && !credentials.trim().is_empty() =>
+        {
+            Ok(credentials.trim())
+        }
+        _ => Err(Unauthenticated(
+            "the Authorization header must be Bearer <token>".into(),
+        )),
+    }
+}
+
+/// The user of the request's bearer token, or 401 saying why there is none.
+fn token_user(verifier: &crate::identity::Verifier, head: &Parts) -> Result<UserId, Rejection> {
+    let token = bearer(head).map_err(|Unauthenticated(why)| Rejection::unauthorized(why, false))?;
+    verifier
+        .verify(token)
+        .map_err(|Unauthenticated(why)| Rejection::unauthorized(why, true))
+}
+
+/// 429 for an application over a limit.
+fn limited(limited: Limited) -> Rejection {
+    let whose = if limited.per_user {
+        "this user"
+    } else {
+        "this client address"
+    };
+    Rejection::rate_limited(
+        format!("too many applications from {whose}; retry after the time in Retry-After"),
+        limited.retry_after,
+    )
+}
+
+/// Compares two secrets in time that depends on neither their content nor their lengths: both
+/// are hashed, and the digests compared in constant time.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 fn campaign_id(id: &str) -> Result<CampaignId, Rejection> {
@@ -522,9 +630,28 @@ mod tests {
     }
 
     #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+    fn secret_comparison() {
+        assert!(same_secret(b"secret", b"secret"));
+        assert!(!same_secret(b"secret", b"secreT"));
+        assert!(!same_secret(b"secret", b"secret2"));
+        assert!(!same_secret(b"", b"secret"));
+    }
+
+    #[test]
+    fn bearer_schemes_are_case_insensitive() {
+        let head = |value: &str| {
+            Request::builder()
+                .header(AUTHORIZATION, value)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        for ok in ["Bearer abc", "bearer abc", "BEARER  abc ", "bEaReR abc"] {
+            assert_eq!(bearer(&head(ok)).ok(), Some("abc"), "{ok:?}");
+        }
+        for bad in ["Basic abc", "Bearer", "Bearer ", "abc", "Token abc"] {
+            assert!(bearer(&head(bad)).is_err(), "{bad:?}");
+        }
     }
 }

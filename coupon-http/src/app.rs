@@ -1,6 +1,8 @@
 //! The whole process: HTTP server and relay, started and stopped together.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use coupon_gate::Gate;
@@ -39,8 +41,12 @@ pub async fn serve(
         state.sold_out().clone(),
         state.client().clone(),
         state.gate().changes_channel(),
-        relay_stopped,
+        relay_stopped.clone(),
     ));
+    // Shared by every connection: cloning the state itself (a Redis client with its connection
+    // info, the connection handles) would allocate.
+    let state = Arc::new(state);
+    tokio::spawn(sweep_limits(state.clone(), relay_stopped));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
     server::run(listener, state, &config, shutdown).await;
 
@@ -53,6 +59,16 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Forgets the rate limits' idle keys once a second, until `stopped` turns true.
+async fn sweep_limits(state: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => state.limits().sweep(),
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// Starts the relay on a thread of its own, with a single-threaded runtime and a Redis

@@ -25,6 +25,25 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     body: Incoming,
 ) -> Result<T, Rejection> {
     check_content_type(&head.headers)?;
+    parse(&collect(head, body).await?)
+}
+
+/// As [`read_json`], but a request without a body (none, or only whitespace) reads as
+/// `T::default()`, whatever its content type.
+pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
+    head: &Parts,
+    body: Incoming,
+) -> Result<T, Rejection> {
+    let bytes = collect(head, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    check_content_type(&head.headers)?;
+    parse(&bytes)
+}
+
+/// The body, at most [`MAX_BODY`] bytes of it.
+async fn collect(head: &Parts, body: Incoming) -> Result<bytes::Bytes, Rejection> {
     let declared = head
         .headers
         .get(CONTENT_LENGTH)
@@ -32,22 +51,19 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     if declared.is_some_and(|len| len > MAX_BODY as u64) {
         return Err(too_large());
     }
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(err)
             if err
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(too_large());
+            Err(too_large())
         }
-        Err(err) => {
-            return Err(Rejection::bad_request(format!(
-                "could not read the request body: {err}"
-            )));
-        }
-    };
-    parse(&bytes)
+        Err(err) => Err(Rejection::bad_request(format!(
+            "could not read the request body: {err}"
+        ))),
+    }
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {

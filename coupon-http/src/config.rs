@@ -9,6 +9,10 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use coupon_relay::RelayConfig;
+use ipnet::IpNet;
+
+use crate::identity::Identity;
+use crate::limits::RateLimit;
 
 /// Everything `coupon-http` needs to run. [`Config::default`] gives every documented default.
 #[derive(Clone, Debug)]
@@ -23,8 +27,26 @@ pub struct Config {
     pub default_quota: NonZeroU32,
     /// Bearer token for the admin endpoints; without one they answer 403.
     pub admin_token: Option<String>,
-    /// Connections served at once; further clients wait in the listen backlog.
+    /// How the server learns who applies: a verified bearer token (the default) or the body.
+    pub identity: Identity,
+    /// Applications per user; `None` for no limit.
+    pub user_limit: Option<RateLimit>,
+    /// Applications per client address; `None` (the default) for no limit, as a mobile carrier
+    /// may put many users behind one address.
+    pub address_limit: Option<RateLimit>,
+    /// Proxies in front of the server: their `X-Forwarded-For` entries name the client, and
+    /// their connections are not counted per address.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Connections served at once. At the cap, the connection idle the longest is closed for a
+    /// new client; when none is idle, new clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold at once (trusted proxies excepted).
+    pub max_connections_per_address: usize,
+    /// How long a request's head may take to arrive, from its first byte.
+    pub header_timeout: Duration,
+    /// The largest request head accepted (request line and headers), in bytes; a larger one is
+    /// answered 431.
+    pub max_head_bytes: usize,
     /// How long one request may wait on Redis before it is answered 503.
     pub redis_timeout: Duration,
     /// How long a connection may take to send a complete request and have it answered,
@@ -53,6 +75,20 @@ impl Config {
     pub const DEFAULT_QUOTA: NonZeroU32 = NonZeroU32::new(100).expect("100 is not zero");
     /// Default cap on concurrent connections.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    /// Default of [`Config::user_limit`]: 5 a second, 10 at once.
+    pub const DEFAULT_USER_LIMIT: RateLimit = RateLimit {
+        per_second: NonZeroU32::new(5).expect("5 is not zero"),
+        burst: NonZeroU32::new(10).expect("10 is not zero"),
+    };
+    /// Default of [`Config::max_connections_per_address`]: a sixteenth of the default cap, so
+    /// that one address cannot take the server, yet a carrier's address shared by many users
+    /// can hold hundreds.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+    /// Default of [`Config::header_timeout`]: a request head of a few hundred bytes takes a
+    /// round trip or two, even on a poor mobile network.
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default of [`Config::max_head_bytes`]: headers of a browser or an app, with a token.
+    pub const DEFAULT_MAX_HEAD_BYTES: usize = 8 * 1024;
     /// Default wait on Redis per request.
     pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default of [`Config::request_timeout`].
@@ -73,7 +109,14 @@ impl Default for Config {
             key_prefix: coupon_gate::DEFAULT_KEY_PREFIX.to_owned(),
             default_quota: Self::DEFAULT_QUOTA,
             admin_token: None,
+            identity: Identity::default(),
+            user_limit: Some(Self::DEFAULT_USER_LIMIT),
+            address_limit: None,
+            trusted_proxies: Vec::new(),
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: Self::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            max_head_bytes: Self::DEFAULT_MAX_HEAD_BYTES,
             redis_timeout: Self::DEFAULT_REDIS_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,

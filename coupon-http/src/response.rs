@@ -26,12 +26,16 @@ pub(crate) fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     response
 }
 
-/// A request refused before it reached Redis: `{"status":"error","message":...}`.
+/// A request refused before it reached Redis: `{"status":"error","message":...}`, or
+/// `rate_limited` for a request over a limit.
 #[derive(Debug)]
 pub(crate) struct Rejection {
     status: StatusCode,
+    /// The `status` word of the answer.
+    word: &'static str,
     message: String,
-    /// Extra headers the status calls for (`Allow` on 405, `WWW-Authenticate` on 401).
+    /// Extra headers the status calls for (`Allow` on 405, `WWW-Authenticate` on 401,
+    /// `Retry-After` on 429).
     headers: Vec<(&'static str, HeaderValue)>,
 }
 
@@ -39,9 +43,36 @@ impl Rejection {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
+            word: "error",
             message: message.into(),
             headers: Vec::new(),
         }
+    }
+
+    /// 429 `rate_limited`, to come back after `retry_after` (whole seconds, at least one).
+    pub(crate) fn rate_limited(
+        message: impl Into<String>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut rejection = Self::new(StatusCode::TOO_MANY_REQUESTS, message);
+        rejection.word = "rate_limited";
+        rejection
+            .headers
+            .push(("retry-after", HeaderValue::from(seconds.max(1))));
+        rejection
+    }
+
+    /// 401 with the reason a bearer token is missing or refused (RFC 6750).
+    pub(crate) fn unauthorized(message: impl Into<String>, token_given: bool) -> Self {
+        let challenge = if token_given {
+            HeaderValue::from_static(r#"Bearer error="invalid_token""#)
+        } else {
+            HeaderValue::from_static("Bearer")
+        };
+        let mut rejection = Self::new(StatusCode::UNAUTHORIZED, message);
+        rejection.headers.push(("www-authenticate", challenge));
+        rejection
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -56,7 +87,7 @@ impl Rejection {
     pub(crate) fn into_response(self) -> Response<Body> {
         let mut response = json(
             self.status,
-            &json!({ "status": "error", "message": self.message }),
+            &json!({ "status": self.word, "message": self.message }),
         );
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);

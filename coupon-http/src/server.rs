@@ -1,7 +1,8 @@
-//! The accept loop: the connection cap, each connection served with its watchdog, and graceful
+//! The accept loop: the connection caps, each connection served with its watchdog, and graceful
 //! shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,53 +10,76 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::Config;
 use crate::api;
+use crate::body::MAX_BODY;
+use crate::connections::Connections;
 use crate::poll_again::PollAgain;
 use crate::state::AppState;
-use crate::watchdog::Watchdog;
+use crate::stream::Stream;
+use crate::watchdog::{Expiry, Watchdog};
 
 /// What the requests of one connection share. Each request holds a clone of this `Arc`, which
 /// only that connection's worker touches, rather than of the state's, whose count every worker
 /// would bounce between cores on every request.
-struct ConnectionScope {
-    state: Arc<AppState>,
-    /// Closes the connection when its client is too slow.
-    watchdog: Watchdog,
+pub(crate) struct ConnectionScope {
+    pub(crate) state: Arc<AppState>,
+    /// Closes the connection when its client is too slow, or when its slot is needed.
+    pub(crate) watchdog: Arc<Watchdog>,
+    /// The peer's address, and so the client's unless the peer is a trusted proxy.
+    pub(crate) peer: SocketAddr,
 }
+
+/// The answer to a connection from an address that holds its share already, written before the
+/// connection is closed.
+fn too_many_connections() -> Vec<u8> {
+    let body =
+        r#"{"status":"rate_limited","message":"too many connections from this client address"}"#;
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// How long the acceptor at the cap waits for a slot before it looks for an idle connection to
+/// evict again.
+const EVICTION_WAIT: Duration = Duration::from_millis(50);
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting, lets requests
 /// in flight finish for up to `config.shutdown_grace`, and returns.
 ///
-/// At most `config.max_connections` connections are served at once; further clients wait in
-/// the listen backlog until one closes. A connection whose next answer is not ready within
-/// `config.request_timeout` of the server starting to wait for its request (silent, dribbling
-/// or idle clients) is closed.
+/// At most `config.max_connections` connections are served at once, and
+/// `config.max_connections_per_address` from one client address (beyond it, a connection is
+/// answered 429 and closed). When every slot is taken, the connection idle the longest is
+/// closed for the new one; when none is idle, new clients wait in the listen backlog. A
+/// connection whose next answer is not ready within `config.request_timeout` of the server
+/// starting to wait for its request, or whose request head takes longer than
+/// `config.header_timeout` from its first byte, is closed.
 pub(crate) async fn run(
     listener: TcpListener,
-    state: AppState,
+    state: Arc<AppState>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (request_timeout, grace) = (config.request_timeout, config.shutdown_grace);
-    // Shared by every connection: cloning the state itself (a Redis client with its connection
-    // info, the connection handles) would allocate.
-    let state = Arc::new(state);
+    let grace = config.shutdown_grace;
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let connections = Connections::new(
+        config.max_connections_per_address,
+        config.trusted_proxies.clone(),
+    );
+    let mut http = http1::Builder::new();
+    http.max_header_size(config.max_head_bytes)
+        // The head, a body, and room to read the next request's start.
+        .max_buf_size((config.max_head_bytes + MAX_BODY).max(8 * 1024));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -68,21 +92,35 @@ pub(crate) async fn run(
             },
             () = &mut shutdown => break,
         };
+        let Ok(ticket) = connections.admit(peer.ip()) else {
+            debug!(%peer, "refusing a connection: its address holds its share");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let permit = tokio::select! {
+            permit = slot(&permits, &connections) => permit,
+            () = &mut shutdown => break,
+        };
+        // The clock starts when the connection is served, not while it waited for a slot.
+        let watchdog = Arc::new(Watchdog::new(config.request_timeout, config.header_timeout));
+        ticket.serving(watchdog.clone());
         let _ = stream.set_nodelay(true);
         let scope = Arc::new(ConnectionScope {
             state: state.clone(),
-            watchdog: Watchdog::new(request_timeout),
+            watchdog: watchdog.clone(),
+            peer,
         });
-        let watchdog = scope.clone();
         let service = service_fn(move |req| {
             let scope = scope.clone();
             async move {
-                let answer = api::handle(&scope.state, req).await;
+                scope.watchdog.head_complete();
+                let answer = api::handle(&scope, req).await;
                 scope.watchdog.answered();
                 answer
             }
         });
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let io = Stream::new(stream, watchdog.clone(), config.max_head_bytes);
+        let conn = http.serve_connection(TokioIo::new(io), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             tokio::pin!(conn);
@@ -90,11 +128,12 @@ pub(crate) async fn run(
                 ended = PollAgain::new(conn.as_mut()) => if let Err(err) = ended {
                     debug!(cause = %err, %peer, "connection ended with an error");
                 },
-                () = watchdog.watchdog.expired() => {
-                    debug!(%peer, ?request_timeout, "closing a connection that sent no complete request in time");
-                }
+                expiry = watchdog.expired() => match expiry {
+                    Expiry::Evicted => debug!(%peer, "closing an idle connection for a new client"),
+                    expiry => debug!(%peer, ?expiry, "closing a connection that sent no complete request in time"),
+                },
             }
-            drop(permit);
+            drop((permit, ticket));
         });
     }
     drop(listener);
@@ -107,5 +146,48 @@ pub(crate) async fn run(
             ?grace,
             "requests still in flight after the grace period; closing them"
         );
+    }
+}
+
+/// A connection slot: a free one, else the one of the connection idle the longest, once it has
+/// closed; while every connection is busy, the first to come free or to fall idle.
+async fn slot(permits: &Arc<Semaphore>, connections: &Connections) -> OwnedSemaphorePermit {
+    loop {
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            return permit;
+        }
+        // Evicted, the connection closes and gives its slot back within the wait; with none
+        // idle, the wait ends when one closes, or passes and the connections are looked at
+        // again (one may have fallen idle).
+        connections.evict_longest_idle();
+        if let Ok(Ok(permit)) =
+            tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await
+        {
+            return permit;
+        }
+    }
+}
+
+/// Answers a connection the server will not serve, and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let answer = too_many_connections();
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_a_complete_json_answer() {
+        let answer = too_many_connections();
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(value["status"], "rate_limited");
     }
 }

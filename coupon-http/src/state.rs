@@ -13,6 +13,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::info;
 
 use crate::Config;
+use crate::identity::{Identity, Verifier};
+use crate::limits::Limits;
 use crate::sold_out::SoldOutCache;
 
 /// The campaign `POST /api/coupons/apply` applies to, created at start-up if missing.
@@ -31,6 +33,10 @@ pub(crate) struct AppState {
     redis: ConnectionManager,
     /// The admin bearer token; `None` disables the admin endpoints.
     admin_token: Option<Arc<str>>,
+    /// Verifies bearer tokens in jwt mode; `None` in body mode, where the body names the user.
+    verifier: Option<Verifier>,
+    /// The per-user and per-address limits, and where requests come from.
+    limits: Limits,
     /// How long a request waits on Redis before it is answered 503.
     redis_timeout: Duration,
     /// Whether the relay runs, for `/ready`.
@@ -85,14 +91,25 @@ pub(crate) async fn connect_redis(
 }
 
 impl AppState {
-    /// Connects to Redis and creates the `default` campaign if it is missing (an existing one
-    /// is left as it is, whatever its quota). The relay counts as not running until
-    /// [`AppState::watch_relay`].
+    /// Reads the identity configuration, connects to Redis and creates the `default` campaign
+    /// if it is missing (an existing one is left as it is, whatever its quota). The relay
+    /// counts as not running until [`AppState::watch_relay`].
     ///
     /// # Errors
     ///
-    /// Redis unreachable, or a key prefix that is not valid.
+    /// jwt mode without a usable key, Redis unreachable, or a key prefix that is not valid.
     pub(crate) async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let verifier = match &config.identity {
+            Identity::Jwt(jwt) => Some(Verifier::new(jwt)?),
+            Identity::Body => {
+                tracing::warn!(
+                    "identity is body (COUPON_IDENTITY=body): the userId of a request's body is \
+                     trusted as it is; use it for development, tests and trusted internal callers \
+                     only"
+                );
+                None
+            }
+        };
         let client = redis::Client::open(config.redis_url.as_str())
             .with_context(|| format!("invalid REDIS_URL {:?}", config.redis_url))?;
         let redis = connect_redis(&client, config).await?;
@@ -119,6 +136,12 @@ impl AppState {
             client,
             redis,
             admin_token: config.admin_token.as_deref().map(Arc::from),
+            verifier,
+            limits: Limits::new(
+                config.user_limit,
+                config.address_limit,
+                config.trusted_proxies.clone(),
+            ),
             redis_timeout: config.redis_timeout,
             relay: Running::default(),
         })
@@ -155,6 +178,15 @@ impl AppState {
 
     pub(crate) fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
+    }
+
+    /// The token verifier in jwt mode; `None` in body mode.
+    pub(crate) fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub(crate) async fn ping_redis(&self) -> bool {

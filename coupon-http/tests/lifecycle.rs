@@ -53,23 +53,56 @@ async fn shutdown_finishes_a_request_in_flight_and_refuses_new_connections() {
         .expect("serve returns Ok after a graceful shutdown");
 }
 
+/// Opens a connection and has one request answered on it, so that it is idle and kept alive.
+async fn idle_connection(app: &TestApp) -> TcpStream {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_cap_wait_until_one_closes() {
+async fn at_the_cap_the_longest_idle_connection_gives_way_to_a_new_client() {
     let app = TestApp::start(Config {
         max_connections: 2,
         ..config()
     })
     .await;
-    // `start` waited for /ready over a connection that has closed since; hold both slots now.
-    let mut held = Vec::new();
+    // `start` waited for /ready over a connection that has closed since; fill both slots.
+    let mut oldest = idle_connection(&app).await;
+    let _newer = idle_connection(&app).await;
+
+    let (code, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        support::call(app.addr, Method::GET, "/health", &[], ""),
+    )
+    .await
+    .expect("a new client is served at the cap");
+    assert_eq!(code, StatusCode::OK);
+    until_closed(&mut oldest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_new_clients_wait_while_every_connection_is_busy() {
+    let app = TestApp::start(Config {
+        max_connections: 2,
+        ..config()
+    })
+    .await;
+    // Two connections in the middle of a request head: busy, not idle. Each has had an answer
+    // first, so the server is serving it (and reading what arrives on it) before the third
+    // client comes.
+    let mut busy = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let mut stream = idle_connection(&app).await;
         stream
-            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
             .await
             .unwrap();
-        assert!(read_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
-        held.push(stream); // kept alive
+        busy.push(stream);
     }
 
     let waiting = tokio::spawn(support::call(app.addr, Method::GET, "/health", &[], ""));
@@ -77,13 +110,15 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !waiting.is_finished(),
-        "a third connection was served while two held the cap"
+        "a third connection was served while two busy ones held the cap"
     );
 
-    drop(held.pop());
+    // One request completes; its connection is idle from then on, and gives way.
+    busy[0].write_all(b"\r\n").await.unwrap();
+    assert!(read_answer(&mut busy[0]).await.starts_with("HTTP/1.1 200"));
     let (code, _) = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
-        .expect("served once a slot freed")
+        .expect("served once a connection fell idle")
         .unwrap();
     assert_eq!(code, StatusCode::OK);
 }

@@ -219,6 +219,7 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
             .env("KAFKA_BROKERS", broker.brokers())
             .env("COUPON_TOPIC", &topic)
             .env("COUPON_DEFAULT_QUOTA", "40")
+            .env("COUPON_IDENTITY", "body")
             .env("COUPON_RELAY_MESSAGE_TIMEOUT_MS", "120000")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

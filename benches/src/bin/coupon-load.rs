@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use coupon_bench::admin::Server;
 use coupon_bench::check::{self, Stored};
-use coupon_bench::sale::{self, Crowd, Tally, Target};
+use coupon_bench::sale::{self, Crowd, Identity, Signer, Tally, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Fires a flash sale at coupon-http: distinct users, some clicking several times, arriving
@@ -32,6 +32,13 @@ struct Args {
     /// Bearer token of coupon-http's admin endpoints.
     #[arg(long, env = "COUPON_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// How users say who they are: jwt (a bearer token per user, signed with --jwt-secret), or
+    /// body ({"userId":N}, for a server with COUPON_IDENTITY=body).
+    #[arg(long, env = "COUPON_IDENTITY", default_value = "jwt", value_parser = ["jwt", "body"])]
+    identity: String,
+    /// The HS256 secret coupon-http verifies tokens with (its COUPON_JWT_SECRET).
+    #[arg(long, env = "COUPON_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
     /// Distinct users in the crowd.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
@@ -124,7 +131,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         crowd.seed
     );
 
-    let target = Target::resolve(&args.url, &campaign).await?;
+    let identity = match (args.identity.as_str(), &args.jwt_secret) {
+        ("body", _) => Identity::Body,
+        (_, Some(secret)) => Identity::Token(Box::new(Signer::hs256(secret.as_bytes()))),
+        (_, None) => anyhow::bail!(
+            "--identity jwt signs a token per user: give the server's secret with --jwt-secret \
+             (or COUPON_JWT_SECRET), or use --identity body against a server in body mode"
+        ),
+    };
+    let target = Target::resolve(&args.url, &campaign)
+        .await?
+        .with_identity(identity);
     let bar = ProgressBar::new(clicks.len() as u64).with_style(
         ProgressStyle::with_template(
             "  {bar:40.cyan/blue} {pos:>9}/{len} requests {per_sec:>12} {elapsed}",

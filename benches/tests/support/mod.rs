@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use coupon_bench::admin::Server;
 use coupon_bench::check::{self, Stored};
-use coupon_bench::sale::{self, Tally, Target};
+use coupon_bench::sale::{self, Identity, Signer, Tally, Target};
 use indicatif::ProgressBar;
 
 pub use coupon_testkit::{Process, Scratch, ScratchDb, brokers, eventually, free_port, redis_url};
@@ -114,10 +114,24 @@ impl Sink {
     }
 }
 
+/// How the servers of a pipeline learn who applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A bearer token per user, HS256 with a secret of the pipeline's own (the default, as in
+    /// production).
+    Jwt,
+    /// The body's userId (`COUPON_IDENTITY=body`).
+    Body,
+}
+
 /// How a pipeline is set up; `Setup::default()` is one server and one sink on the machine's
-/// Redis and broker.
+/// Redis and broker, in jwt mode, without a per-user limit.
 pub struct Setup {
     pub servers: usize,
+    pub mode: Mode,
+    /// `COUPON_USER_RATE`: 0 (the default here) turns the per-user limit off, so that a user
+    /// clicking a thousand times meets duplicates, not the limit.
+    pub user_rate: u32,
     /// Sinks in the consumer group.
     pub sinks: usize,
     /// Whether each sink has a `COUPON_SINK_INSTANCE_ID` of its own (static membership), as the
@@ -139,6 +153,8 @@ impl Default for Setup {
     fn default() -> Self {
         Self {
             servers: 1,
+            mode: Mode::Jwt,
+            user_rate: 0,
             sinks: 1,
             static_membership: true,
             redis_url: redis_url(),
@@ -155,6 +171,8 @@ impl Default for Setup {
 /// and the database.
 pub struct Pipeline {
     pub http: Vec<Http>,
+    /// How the crowd says who it is, as the servers expect.
+    pub identity: Identity,
     pub sinks: Vec<Sink>,
     pub scratch: Scratch,
     pub db: ScratchDb,
@@ -166,6 +184,12 @@ pub struct Pipeline {
     /// Sinks started so far, to name their logs apart.
     sinks_started: usize,
     pool: mysql_async::Pool,
+}
+
+/// A random number, for secrets of the test's own.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 /// Starts the `n`th sink of the pipeline on `topic`.
@@ -193,6 +217,16 @@ impl Pipeline {
         let scratch = Scratch::new(&setup.redis_url);
         let db = ScratchDb::new();
         let topic = format!("e2e_{}", db.name);
+        // A secret of this pipeline's own, 64 hex digits.
+        let secret: String = (0..4).map(|_| format!("{:016x}", rand_u64())).collect();
+        let identity = match setup.mode {
+            Mode::Jwt => Identity::Token(Box::new(Signer::hs256(secret.as_bytes()))),
+            Mode::Body => Identity::Body,
+        };
+        let mode = match setup.mode {
+            Mode::Jwt => "jwt",
+            Mode::Body => "body",
+        };
         let mut http = Vec::new();
         for i in 0..servers {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -208,6 +242,9 @@ impl Pipeline {
                 // A killed server's unacknowledged outbox entries are taken over within a second.
                 ("COUPON_RELAY_CLAIM_IDLE_MS", "1000".to_owned()),
                 ("COUPON_REDIS_TIMEOUT_MS", "1000".to_owned()),
+                ("COUPON_IDENTITY", mode.to_owned()),
+                ("COUPON_JWT_SECRET", secret.clone()),
+                ("COUPON_USER_RATE", setup.user_rate.to_string()),
             ];
             env.extend(setup.http_env.iter().cloned());
             let process = spawn("coupon-http", &format!("{topic}-{i}"), &env);
@@ -249,6 +286,7 @@ impl Pipeline {
         let pool = mysql_async::Pool::new(db.url().as_str());
         Self {
             http,
+            identity,
             sinks,
             scratch,
             db,
@@ -353,7 +391,8 @@ impl Pipeline {
         concurrency: usize,
         progress: &ProgressBar,
     ) -> Tally {
-        let target = Target::local(self.http[i].addr, campaign);
+        let target =
+            Target::local(self.http[i].addr, campaign).with_identity(self.identity.clone());
         sale::run(&target, clicks, concurrency, progress).await
     }
 

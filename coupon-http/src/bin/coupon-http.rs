@@ -4,12 +4,13 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use clap::builder::TypedValueParser;
-use coupon_http::{Config, RelayConfig};
+use coupon_http::{Config, Identity, IpNet, JwtConfig, JwtKey, RateLimit, RelayConfig};
 use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -48,6 +49,60 @@ struct Args {
     /// Bearer token for the admin endpoints; without it they answer 403.
     #[arg(long, env = "COUPON_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// How the user of an application is known: jwt (a verified bearer token) or body (the
+    /// body's userId, trusted: development, tests and trusted internal callers only).
+    #[arg(long, env = "COUPON_IDENTITY", default_value = "jwt", value_parser = ["jwt", "body"])]
+    identity: String,
+    /// HS256 secret tokens are signed with (at least 32 bytes).
+    #[arg(long, env = "COUPON_JWT_SECRET", hide_env_values = true, conflicts_with_all = ["jwt_public_key", "jwt_jwks"])]
+    jwt_secret: Option<String>,
+    /// PEM file of the public key tokens are signed with: RSA (RS256), EC P-256 (ES256) or
+    /// Ed25519 (EdDSA).
+    #[arg(long, env = "COUPON_JWT_PUBLIC_KEY", conflicts_with = "jwt_jwks")]
+    jwt_public_key: Option<PathBuf>,
+    /// JWKS file of the keys tokens are signed with, chosen by the token's kid; read again when
+    /// it changes.
+    #[arg(long, env = "COUPON_JWT_JWKS")]
+    jwt_jwks: Option<PathBuf>,
+    /// The iss tokens must carry.
+    #[arg(long, env = "COUPON_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The aud tokens must name.
+    #[arg(long, env = "COUPON_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed on exp, nbf and iat.
+    #[arg(long, env = "COUPON_JWT_LEEWAY_SECS", default_value_t = JwtConfig::DEFAULT_LEEWAY.as_secs())]
+    jwt_leeway_secs: u64,
+    /// The token claim that names the user.
+    #[arg(long, env = "COUPON_JWT_USER_CLAIM", default_value = JwtConfig::DEFAULT_USER_CLAIM)]
+    jwt_user_claim: String,
+    /// Applications per second one user may make, sustained (0: no limit).
+    #[arg(long, env = "COUPON_USER_RATE", default_value_t = Config::DEFAULT_USER_LIMIT.per_second.get())]
+    user_rate: u32,
+    /// Applications one user may make at once.
+    #[arg(long, env = "COUPON_USER_BURST", default_value_t = Config::DEFAULT_USER_LIMIT.burst, value_parser = clap::value_parser!(NonZeroU32))]
+    user_burst: NonZeroU32,
+    /// Applications per second one client address may make, sustained (none: no limit, the
+    /// default, as a carrier may put many users behind one address).
+    #[arg(long, env = "COUPON_IP_RATE")]
+    ip_rate: Option<NonZeroU32>,
+    /// Applications one client address may make at once (default: the rate).
+    #[arg(long, env = "COUPON_IP_BURST")]
+    ip_burst: Option<NonZeroU32>,
+    /// Proxies in front of the server, as CIDRs or addresses, comma separated: their
+    /// X-Forwarded-For entries name the client, and their connections are not counted per
+    /// address.
+    #[arg(long, env = "COUPON_TRUSTED_PROXIES", value_delimiter = ',', value_parser = proxy_net)]
+    trusted_proxies: Vec<IpNet>,
+    /// Connections one client address may hold at once (trusted proxies excepted).
+    #[arg(long, env = "COUPON_MAX_CONNECTIONS_PER_IP", default_value_t = Config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    max_connections_per_ip: usize,
+    /// Milliseconds a request's head may take to arrive, from its first byte.
+    #[arg(long, env = "COUPON_HEADER_TIMEOUT_MS", default_value_t = Config::DEFAULT_HEADER_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// The largest request head accepted (request line and headers), in bytes.
+    #[arg(long, env = "COUPON_MAX_HEAD_BYTES", default_value_t = Config::DEFAULT_MAX_HEAD_BYTES, value_parser = clap::value_parser!(u32).range(1024..=1_048_576).map(|n| n as usize))]
+    max_head_bytes: usize,
     /// Connections served at once.
     #[arg(long, env = "COUPON_MAX_CONNECTIONS", default_value_t = Config::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     max_connections: usize,
@@ -96,7 +151,34 @@ impl Args {
             key_prefix: self.key_prefix,
             default_quota: self.default_quota,
             admin_token: self.admin_token.filter(|t| !t.is_empty()),
+            identity: match self.identity.as_str() {
+                "body" => Identity::Body,
+                _ => Identity::Jwt(JwtConfig {
+                    key: self
+                        .jwt_secret
+                        .filter(|s| !s.is_empty())
+                        .map(|s| JwtKey::Secret(s.into_bytes()))
+                        .or(self.jwt_public_key.map(JwtKey::PublicKey))
+                        .or(self.jwt_jwks.map(JwtKey::Jwks)),
+                    issuer: self.jwt_issuer.filter(|s| !s.is_empty()),
+                    audience: self.jwt_audience.filter(|s| !s.is_empty()),
+                    leeway: Duration::from_secs(self.jwt_leeway_secs),
+                    user_claim: self.jwt_user_claim,
+                }),
+            },
+            user_limit: NonZeroU32::new(self.user_rate).map(|per_second| RateLimit {
+                per_second,
+                burst: self.user_burst,
+            }),
+            address_limit: self.ip_rate.map(|per_second| RateLimit {
+                per_second,
+                burst: self.ip_burst.unwrap_or(per_second),
+            }),
+            trusted_proxies: self.trusted_proxies,
             max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_ip,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            max_head_bytes: self.max_head_bytes,
             redis_timeout: Duration::from_millis(self.redis_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
@@ -132,6 +214,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     coupon_http::serve(config, listener, shutdown_signal()).await
+}
+
+/// A trusted proxy: a CIDR, or one address.
+fn proxy_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not a CIDR such as 10.0.0.0/8, nor an address"))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coupon_gate::Gate;
-use coupon_http::Config;
+use coupon_http::{Config, Identity};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -35,12 +35,15 @@ pub use coupon_testkit::{
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// The configuration test apps start from: the defaults, on the machine's Redis and broker,
-/// with the test admin token, and a relay that takes over stale entries within half a second.
-/// [`TestApp`] gives each app its own address, key prefix, topic and relay name.
+/// with the test admin token, users named by the body and no per-user limit (the tests of
+/// identity and limits set their own), and a relay that takes over stale entries within half a
+/// second. [`TestApp`] gives each app its own address, key prefix, topic and relay name.
 pub fn config() -> Config {
     let mut config = Config {
         redis_url: redis_url(),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
+        identity: Identity::Body,
+        user_limit: None,
         max_connections: 1024,
         ..Config::default()
     };

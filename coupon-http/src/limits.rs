@@ -1,0 +1,224 @@
+//! Abuse limits, checked before Redis: applications per user and per client address, and which
+//! address a request comes from.
+//!
+//! Each limit is a token bucket per key (governor's keyed GCRA limiter): `burst` applications at
+//! once, refilled at `per_second`. A key's state is dropped by [`Limits::sweep`] once its bucket
+//! is full again, so a flood of distinct keys costs memory only for the keys seen in the last
+//! `burst / per_second` seconds plus one sweep interval.
+
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use coupon_gate::UserId;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper::header::HeaderMap;
+use ipnet::IpNet;
+
+/// A rate limit: `burst` at once, `per_second` sustained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Applications per second, sustained.
+    pub per_second: NonZeroU32,
+    /// Applications at once, after a quiet while.
+    pub burst: NonZeroU32,
+}
+
+/// One limiter, keyed.
+struct Limiter<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    clock: DefaultClock,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    fn new(limit: RateLimit) -> Self {
+        let clock = DefaultClock::default();
+        let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
+        Self {
+            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            clock,
+        }
+    }
+
+    /// `Err` with how long until `key` may apply again.
+    fn check(&self, key: &K) -> Result<(), Duration> {
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// The limits of one server.
+pub(crate) struct Limits {
+    user: Option<Limiter<UserId>>,
+    address: Option<Limiter<IpAddr>>,
+    /// Proxies whose `X-Forwarded-For` entries are believed.
+    trusted: Vec<IpNet>,
+}
+
+/// An application refused by a limit: how long until it may come again, and which limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limited {
+    pub(crate) retry_after: Duration,
+    pub(crate) per_user: bool,
+}
+
+impl Limits {
+    pub(crate) fn new(
+        user: Option<RateLimit>,
+        address: Option<RateLimit>,
+        trusted: Vec<IpNet>,
+    ) -> Self {
+        Self {
+            user: user.map(Limiter::new),
+            address: address.map(Limiter::new),
+            trusted,
+        }
+    }
+
+    /// Counts an application from `address` against its limit.
+    pub(crate) fn check_address(&self, address: IpAddr) -> Result<(), Limited> {
+        match &self.address {
+            Some(limiter) => limiter.check(&address).map_err(|retry_after| Limited {
+                retry_after,
+                per_user: false,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts an application of `user` against its limit.
+    pub(crate) fn check_user(&self, user: &UserId) -> Result<(), Limited> {
+        match &self.user {
+            Some(limiter) => limiter.check(user).map_err(|retry_after| Limited {
+                retry_after,
+                per_user: true,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets every key whose bucket is full again; run about once a second.
+    pub(crate) fn sweep(&self) {
+        if let Some(limiter) = &self.user {
+            limiter.sweep();
+        }
+        if let Some(limiter) = &self.address {
+            limiter.sweep();
+        }
+    }
+
+    /// The client a request comes from: its peer, unless the peer is a trusted proxy, in which
+    /// case the last `X-Forwarded-For` entry that is not itself a trusted proxy (each proxy
+    /// appends the address it received the request from; only the entries trusted proxies
+    /// appended are believed).
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|entry| parse_address(entry.trim()))
+            .collect();
+        forwarded
+            .iter()
+            .rev()
+            .find(|address| !self.is_trusted(**address))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+
+    fn is_trusted(&self, address: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&address))
+    }
+}
+
+/// An `X-Forwarded-For` entry: an address, perhaps with a port (`[::1]:80`, `10.0.0.1:5000`).
+fn parse_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::header::HeaderValue;
+
+    use super::*;
+
+    fn limit(per_second: u32, burst: u32) -> RateLimit {
+        RateLimit {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_burst_passes_and_the_next_waits_about_one_interval() {
+        let limits = Limits::new(Some(limit(5, 10)), None, Vec::new());
+        let alice = UserId::new("alice").unwrap();
+        for _ in 0..10 {
+            assert_eq!(limits.check_user(&alice), Ok(()));
+        }
+        let refused = limits.check_user(&alice).unwrap_err();
+        assert!(refused.per_user);
+        assert!(
+            refused.retry_after <= Duration::from_millis(200),
+            "{refused:?}"
+        );
+        // Another user has a bucket of its own; addresses are not limited.
+        assert_eq!(limits.check_user(&UserId::new("bob").unwrap()), Ok(()));
+        assert_eq!(limits.check_address("127.0.0.2".parse().unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten() {
+        let limits = Limits::new(None, Some(limit(1000, 1)), Vec::new());
+        for last in 1..=100u8 {
+            let _ = limits.check_address(IpAddr::from([10, 0, 0, last]));
+        }
+        assert_eq!(limits.address.as_ref().unwrap().limiter.len(), 100);
+        std::thread::sleep(Duration::from_millis(5));
+        limits.sweep();
+        assert_eq!(limits.address.as_ref().unwrap().limiter.len(), 0);
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let limits = Limits::new(None, None, vec!["10.0.0.0/8".parse().unwrap()]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7, 10.0.0.2"),
+        );
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        // The client's own entry (6.6.6.6) could be forged; the one the proxy appended is not.
+        assert_eq!(
+            limits.client(proxy, &headers),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(limits.client(stranger, &headers), stranger);
+        assert_eq!(limits.client(proxy, &HeaderMap::new()), proxy);
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("[2001:db8::1]:443"),
+        );
+        assert_eq!(
+            limits.client(proxy, &headers),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

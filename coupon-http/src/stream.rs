@@ -1,0 +1,177 @@
+//! The TCP stream as the server reads and writes it: it tells the connection's watchdog when
+//! bytes arrive, and turns hyper's own answers to requests it could not parse into JSON.
+//!
+//! hyper answers a request head it cannot parse (400), one too large (431) or with a target too
+//! long (414) itself, before any handler runs, with an empty body and `content-length: 0`. Every
+//! answer of this server is documented as JSON with a `status`, and every answer the handlers
+//! write has a JSON body, so a 4xx head with `content-length: 0` can only be hyper's: the stream
+//! writes a JSON answer with the same status in its place. hyper closes the connection after it.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::watchdog::Watchdog;
+
+/// A connection's socket.
+pub(crate) struct Stream {
+    inner: TcpStream,
+    watchdog: Arc<Watchdog>,
+    /// hyper's error answer being replaced: the JSON answer, how much of it is written, and the
+    /// length of hyper's answer, reported to hyper once ours is written.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+    /// The most bytes of a request head accepted, named in the 431 answer.
+    max_head: usize,
+}
+
+impl Stream {
+    pub(crate) fn new(inner: TcpStream, watchdog: Arc<Watchdog>, max_head: usize) -> Self {
+        Self {
+            inner,
+            watchdog,
+            replacing: None,
+            max_head,
+        }
+    }
+
+    fn write_through(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none() {
+            match bufs
+                .first()
+                .and_then(|head| json_answer(head, self.max_head))
+            {
+                Some(answer) => {
+                    let reported = bufs.iter().map(|b| b.len()).sum();
+                    self.replacing = Some((answer, 0, reported));
+                }
+                None => return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+            }
+        }
+        let (answer, written, reported) = self.replacing.as_mut().expect("set above");
+        while *written < answer.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        // Whatever hyper writes after its error answer goes nowhere: it is closing.
+        let done = *reported;
+        *reported = bufs.iter().map(|b| b.len()).sum();
+        Poll::Ready(Ok(done))
+    }
+}
+
+/// The JSON answer that replaces `head`, when `head` is hyper's own bodiless 4xx answer.
+fn json_answer(head: &[u8], max_head: usize) -> Option<Vec<u8>> {
+    let status = head.strip_prefix(b"HTTP/1.1 4")?;
+    let code = std::str::from_utf8(status.get(..2)?).ok()?;
+    // The head up to and with the line end of its last header.
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")? + 2;
+    let lower = head[..end].to_ascii_lowercase();
+    if !lower.windows(21).any(|w| w == b"\r\ncontent-length: 0\r\n") {
+        return None;
+    }
+    let (reason, message) = match code {
+        "31" => (
+            "Request Header Fields Too Large",
+            format!("the request head is larger than the {max_head} bytes this server accepts"),
+        ),
+        "14" => ("URI Too Long", "the request target is too long".to_owned()),
+        _ => (
+            "Bad Request",
+            "the request is not valid HTTP/1.1".to_owned(),
+        ),
+    };
+    let body = serde_json::json!({ "status": "error", "message": message }).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 4{code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.watchdog.received();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write_through(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write_through(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hypers_bodiless_4xx_answers_are_replaced() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Fri, 27 Nov 2026 10:00:00 GMT\r\n\r\n";
+        let answer = String::from_utf8(json_answer(hyper_431, 8192).unwrap()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(value["status"], "error");
+        assert!(value["message"].as_str().unwrap().contains("8192"));
+        assert!(answer.contains(&format!("content-length: {}\r\n", body.len())));
+
+        let hyper_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        let hyper_414 = b"HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\ndate: x\r\n\r\n";
+        assert!(json_answer(hyper_414, 8192).is_some_and(|a| a.starts_with(b"HTTP/1.1 414 ")));
+        assert!(json_answer(hyper_400, 8192).is_some());
+        // The handlers' own answers all have a body.
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 51\r\n\r\n";
+        assert!(json_answer(ours, 8192).is_none());
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(json_answer(ok, 8192).is_none());
+        let content_length_10 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 01\r\n\r\n";
+        assert!(json_answer(content_length_10, 8192).is_none());
+    }
+}
