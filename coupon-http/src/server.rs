@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -45,6 +45,23 @@ fn too_many_connections() -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// How many finished handshakes a listener from [`listen`] holds for the acceptor (the kernel
+/// caps it at `net.core.somaxconn`). A crowd arrives at once, and connections waiting for a slot
+/// wait here: past the backlog, the kernel drops their SYNs and clients retry only after one,
+/// three, seven seconds.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a backlog of [`LISTEN_BACKLOG`] (`TcpListener::bind` gives 128).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// How long the acceptor at the cap waits for a slot before it looks for an idle connection to

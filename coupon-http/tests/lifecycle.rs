@@ -210,7 +210,7 @@ async fn a_request_timeout_not_above_the_redis_timeout_is_refused() {
     let app = TestApp::start(config()).await;
     let mut config = app.config.clone();
     config.request_timeout = config.redis_timeout;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let err = coupon_http::serve(config, listener, std::future::pending())
         .await
         .unwrap_err();

@@ -12,7 +12,6 @@ use clap::Parser;
 use clap::builder::TypedValueParser;
 use coupon_http::{Config, Identity, IpNet, JwtConfig, JwtKey, RateLimit, RelayConfig};
 use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// First-come-first-served coupon issuance over HTTP, with the relay from the Redis outbox to Kafka.
@@ -210,8 +209,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let listener = TcpListener::bind(config.addr)
-        .await
+    let listener = coupon_http::listen(config.addr)
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     coupon_http::serve(config, listener, shutdown_signal()).await
 }
