@@ -7,6 +7,13 @@
 //! says is never trusted, so neither `alg: none` nor an HS256 token signed with a public key as
 //! the secret passes. `exp` is required; `nbf` and `iat` are honoured; `iss` and `aud` are
 //! checked when configured; each time check allows the configured leeway.
+//!
+//! Verifying a public-key signature costs 30 to 190 µs (EdDSA, RS256, ES256, measured in
+//! BENCHMARKS.md), so a token verified once is remembered, by its SHA-256 digest, until its
+//! `exp`: a user who clicks again, or retries, costs a hash and a lookup. At most
+//! [`TOKEN_CACHE`] tokens are remembered; when a JWKS is read again, tokens verified with the
+//! keys it had are verified afresh. HS256 costs about what the hash would, and is verified every
+//! time.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +27,9 @@ use coupon_gate::UserId;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use quick_cache::sync::Cache;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 /// How the server learns who applies.
@@ -107,11 +116,25 @@ struct Key {
     validation: Validation,
 }
 
+/// The most verified tokens remembered: a few MiB (a digest, a user id and a time each).
+pub(crate) const TOKEN_CACHE: usize = 65_536;
+
 /// Verifies bearer tokens and names their user.
 pub(crate) struct Verifier {
     keys: Keys,
     leeway: u64,
     user_claim: String,
+    /// Tokens verified with a public key: digest -> (user, exp, generation of the keys that
+    /// verified it). `None` for a secret.
+    verified: Option<Cache<[u8; 32], Verified>>,
+}
+
+/// A token verified before: its user, its `exp`, and the generation of the keys that verified it.
+#[derive(Clone)]
+struct Verified {
+    user: UserId,
+    exp: u64,
+    generation: u64,
 }
 
 enum Keys {
@@ -133,6 +156,8 @@ struct JwksState {
     /// The file's modification time and length when read.
     stamp: Option<(SystemTime, u64)>,
     by_kid: HashMap<String, Key>,
+    /// How many times the file was read again since the server started.
+    generation: u64,
 }
 
 /// How often a JWKS file is looked at for changes.
@@ -171,6 +196,10 @@ impl Verifier {
                 validation: for_algorithm(&template, algorithm),
             })
         };
+        let verified = match key {
+            JwtKey::Secret(_) => None,
+            JwtKey::PublicKey(_) | JwtKey::Jwks(_) => Some(Cache::new(TOKEN_CACHE)),
+        };
         let keys = match key {
             JwtKey::Secret(secret) => {
                 anyhow::ensure!(
@@ -202,25 +231,62 @@ impl Verifier {
             keys,
             leeway: config.leeway.as_secs(),
             user_claim: config.user_claim.clone(),
+            verified,
         })
     }
 
-    /// The user `token` names, once its signature, algorithm and times check out.
+    /// The user `token` names, once its signature, algorithm and times check out (or once it is
+    /// found among the tokens verified before, and not expired yet).
     pub(crate) fn verify(&self, token: &str) -> Result<UserId, Unauthenticated> {
-        let claims = match &self.keys {
-            Keys::One(key) => decode(token, key)?,
-            Keys::Jwks(jwks) => {
+        let state = match &self.keys {
+            Keys::One(_) => None,
+            Keys::Jwks(jwks) => Some(jwks.current()),
+        };
+        let generation = state.as_ref().map_or(0, |state| state.generation);
+        let Some(verified) = &self.verified else {
+            return self.check(token, state.as_deref()).map(|(user, _)| user);
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = verified.get(&digest) {
+            let now = jsonwebtoken::get_current_timestamp();
+            if known.generation == generation && now <= known.exp + self.leeway {
+                return Ok(known.user);
+            }
+            verified.remove(&digest);
+        }
+        let (user, exp) = self.check(token, state.as_deref())?;
+        let known = Verified {
+            user: user.clone(),
+            exp,
+            generation,
+        };
+        verified.insert(digest, known);
+        Ok(user)
+    }
+
+    /// Verifies `token` in full, with the one key or the JWKS `state`: the user it names and its
+    /// `exp`.
+    fn check(
+        &self,
+        token: &str,
+        state: Option<&JwksState>,
+    ) -> Result<(UserId, u64), Unauthenticated> {
+        let claims = match (&self.keys, state) {
+            (Keys::One(key), _) => decode(token, key)?,
+            (Keys::Jwks(_), None) => unreachable!("verify reads the JWKS state first"),
+            (Keys::Jwks(_), Some(state)) => {
                 let header = jsonwebtoken::decode_header(token).map_err(|err| rejected(&err))?;
                 let kid = header
                     .kid
                     .ok_or_else(|| Unauthenticated("the token has no kid".to_owned()))?;
-                let state = jwks.current();
                 let key = state.by_kid.get(&kid).ok_or_else(|| {
                     Unauthenticated(format!("the token's kid {kid:?} is not a known key"))
                 })?;
                 decode(token, key)?
             }
         };
+        // Required, and checked, by the validation.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         if let Some(iat) = claims.get("iat") {
             let now = jsonwebtoken::get_current_timestamp();
             match iat.as_u64() {
@@ -235,18 +301,21 @@ impl Verifier {
             Some(Value::Number(n)) => n.as_u64().and_then(|n| UserId::from_number(n).ok()),
             _ => None,
         };
-        user.ok_or_else(|| {
+        let user = user.ok_or_else(|| {
             Unauthenticated(format!(
                 "the token's {claim} is missing or not a user id (1 to 64 characters from A-Z, \
                  a-z, 0-9 and . _ : @ | -)"
             ))
-        })
+        })?;
+        Ok((user, exp))
     }
 }
 
 impl Jwks {
     /// The keys as the file holds them now: read again when it changed since the last look,
-    /// which is at most once a second. A file that no longer reads keeps the keys it had.
+    /// which is at most once a second, as the next generation (tokens verified by an earlier
+    /// one are verified again: a key may have been withdrawn). A file that no longer reads keeps
+    /// the keys it had.
     fn current(&self) -> Arc<JwksState> {
         let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.checked.load(Ordering::Relaxed);
@@ -260,8 +329,9 @@ impl Jwks {
             let current = self.state.read().expect("jwks lock").clone();
             if stamp(&self.path) != current.stamp {
                 match read_jwks(&self.path, &self.template) {
-                    Ok(fresh) => {
+                    Ok(mut fresh) => {
                         info!(path = %self.path.display(), keys = fresh.by_kid.len(), "JWKS changed; keys read again");
+                        fresh.generation = current.generation + 1;
                         *self.state.write().expect("jwks lock") = Arc::new(fresh);
                     }
                     Err(err) => {
@@ -386,7 +456,11 @@ fn read_jwks(path: &Path, template: &Validation) -> anyhow::Result<JwksState> {
         "{} holds no usable key (RSA, EC P-256 or Ed25519, each with a kid)",
         path.display()
     );
-    Ok(JwksState { stamp, by_kid })
+    Ok(JwksState {
+        stamp,
+        by_kid,
+        generation: 0,
+    })
 }
 
 /// The algorithm a JWK verifies: its own `alg` when it names one of RS256, ES256 or EdDSA and

@@ -105,7 +105,7 @@ impl TestApp {
             )
             .with_test_writer()
             .try_init();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         config.addr = addr;
         config.key_prefix = prefix.clone();
@@ -183,11 +183,35 @@ impl TestApp {
         .await
     }
 
-    /// Every key of this app with its content: equal snapshots mean nothing changed. Streams
-    /// are compared by their entries, since the relay's polling updates their consumer
-    /// bookkeeping without changing any data.
+    /// Every key of this app with its content, once the relay has delivered what the outboxes
+    /// held (it removes entries as it goes): equal snapshots mean nothing changed. Streams are
+    /// compared by their entries, since the relay's polling updates their consumer bookkeeping
+    /// without changing any data.
     pub async fn snapshot(&self) -> BTreeMap<String, Value> {
         let mut conn = connect(&self.config.redis_url).await;
+        let outboxes: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*:outbox", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(30), "the outboxes to drain", || {
+            let mut conn = conn.clone();
+            let outboxes = outboxes.clone();
+            async move {
+                for key in outboxes {
+                    let len: u64 = redis::cmd("XLEN")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    if len > 0 {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query_async(&mut conn)
@@ -259,8 +283,42 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> (StatusCode, Value) {
+    let answer = raw_call(addr, method, path, headers, body).await;
+    (answer.status, answer.body)
+}
+
+/// An answer with its headers.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Value,
+}
+
+/// As [`call`], keeping the answer's headers.
+pub async fn raw_call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    call_from(None, addr, method, path, headers, body).await
+}
+
+/// As [`raw_call`], from the local address `source` (any 127.x.y.z is this machine, and a
+/// distinct client address to the server).
+pub async fn call_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(source);
     let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+        Client::builder(TokioExecutor::new()).build(connector);
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
@@ -272,8 +330,13 @@ pub async fn call(
         .await
         .unwrap();
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes)
+    let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| panic!("{path}: answer is not JSON: {bytes:?}"));
-    (status, value)
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
