@@ -2,14 +2,15 @@
 //! Kafka-API broker, the `coupon-sink` binary and MariaDB. Each test has a campaign, key prefix,
 //! topic and database of its own, so they run in any order and again. Each runs twice: with a
 //! bearer token per user (jwt mode, as in production), and with the user in the body (body
-//! mode, the seed's API).
+//! mode, the seed's API). And what the front door refuses changes neither store.
 
 mod support;
 
 use std::collections::BTreeSet;
 
 use coupon_bench::check;
-use coupon_bench::sale::Crowd;
+use coupon_bench::sale::{self, Answer, Crowd, Identity, Signer, Target};
+use indicatif::ProgressBar;
 use support::{Mode, Pipeline, Setup};
 
 /// A pipeline of `servers` coupon-http processes in `mode`.
@@ -136,4 +137,51 @@ async fn two_servers_in(mode: Mode) {
     let stored = pipeline.wait_for_rows(&campaign, 100).await;
     let verdict = check::verdict(100, 1000, &tally, &stored);
     assert!(verdict.passed(), "{verdict}");
+}
+
+/// What the front door refuses reaches neither Redis nor MySQL: a crowd whose tokens another key
+/// signed is answered 401, one user's burst past the per-user limit 429, and afterwards both
+/// stores hold exactly what the accepted requests made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_reach_neither_redis_nor_mysql() {
+    let pipeline = Pipeline::start_with(Setup {
+        user_rate: 5,
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("refusals", 100).await;
+    let honest = pipeline.fire(0, &campaign, (1..=10).collect(), 8).await;
+    assert_eq!(honest.count("success"), 10, "{:?}", honest.answers);
+    let stored_before = pipeline.wait_for_rows(&campaign, 10).await;
+    let redis_before = pipeline.scratch.snapshot().await;
+
+    let forger = Target::local(pipeline.http[0].addr, &campaign).with_identity(Identity::Token(
+        Box::new(Signer::hs256(b"another key of more than thirty-two bytes")),
+    ));
+    let forged = sale::run(&forger, (11..=500).collect(), 32, &ProgressBar::hidden()).await;
+    let unauthenticated = Answer {
+        code: 401,
+        status: "error".to_owned(),
+    };
+    assert_eq!(
+        forged.answers,
+        [(unauthenticated, 490)].into(),
+        "every forged token is refused"
+    );
+
+    // User 3 holds a coupon and clicks 300 times at once: a few duplicates, then the limit.
+    let burst = pipeline.fire(0, &campaign, vec![3; 300], 16).await;
+    assert_eq!(
+        burst.count("duplicate") + burst.count("rate_limited"),
+        300,
+        "{:?}",
+        burst.answers
+    );
+    assert!(burst.count("rate_limited") >= 200, "{:?}", burst.answers);
+
+    assert_eq!(pipeline.scratch.snapshot().await, redis_before);
+    let stored_after = pipeline.wait_for_rows(&campaign, 10).await;
+    assert_eq!(stored_after.users, stored_before.users);
+    assert_eq!(stored_after.seqs, stored_before.seqs);
+    assert_eq!(pipeline.rows(&campaign).await, 10);
 }

@@ -13,5 +13,5 @@ mod wait;
 pub use kafka::{Broker, brokers, produce, read_topic, topic_records};
 pub use mysql::{ScratchDb, mysql_server_url};
 pub use net::{Process, Proxy, free_port};
-pub use redis::{RedisServer, Scratch, connect, info_field, redis_url, script_calls};
+pub use redis::{RedisServer, Scratch, connect, info_field, redis_url, script_calls, snapshot};
 pub use wait::eventually;

@@ -1,6 +1,7 @@
 //! Redis for tests: the machine's server under a key prefix of the test's own, and servers a
 //! test starts (and kills) itself.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::free_port;
+use crate::{eventually, free_port};
 
 /// The shared Redis the machine runs (`REDIS_URL`, default `redis://127.0.0.1:6379`).
 pub fn redis_url() -> String {
@@ -53,6 +54,74 @@ impl Scratch {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Every key of the prefix with its content: see [`snapshot`].
+    pub async fn snapshot(&self) -> BTreeMap<String, String> {
+        snapshot(&self.url, &self.prefix).await
+    }
+}
+
+/// Every key under `prefix` on the Redis at `url` with its content, once a relay has delivered
+/// what the outbox streams held (it removes entries as it goes; waits up to 30 s): equal
+/// snapshots mean nothing changed. Streams are compared by their entries, since a relay's
+/// polling updates their consumer bookkeeping without changing any data; other keys by `DUMP`.
+pub async fn snapshot(url: &str, prefix: &str) -> BTreeMap<String, String> {
+    let mut conn = connect(url).await;
+    let outboxes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*:outbox"))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    eventually(Duration::from_secs(30), "the outboxes to drain", || {
+        let mut conn = conn.clone();
+        let outboxes = outboxes.clone();
+        async move {
+            for key in outboxes {
+                let len: u64 = redis::cmd("XLEN")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("XLEN");
+                if len > 0 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut snapshot = BTreeMap::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        let content = if kind == "stream" {
+            let entries: redis::Value = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .expect("XRANGE");
+            format!("{entries:?}")
+        } else {
+            let dump: Vec<u8> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("DUMP");
+            format!("{dump:?}")
+        };
+        snapshot.insert(key, content);
+    }
+    snapshot
 }
 
 impl Drop for Scratch {

@@ -184,66 +184,9 @@ impl TestApp {
     }
 
     /// Every key of this app with its content, once the relay has delivered what the outboxes
-    /// held (it removes entries as it goes): equal snapshots mean nothing changed. Streams are
-    /// compared by their entries, since the relay's polling updates their consumer bookkeeping
-    /// without changing any data.
-    pub async fn snapshot(&self) -> BTreeMap<String, Value> {
-        let mut conn = connect(&self.config.redis_url).await;
-        let outboxes: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*:outbox", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        eventually(Duration::from_secs(30), "the outboxes to drain", || {
-            let mut conn = conn.clone();
-            let outboxes = outboxes.clone();
-            async move {
-                for key in outboxes {
-                    let len: u64 = redis::cmd("XLEN")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    if len > 0 {
-                        return false;
-                    }
-                }
-                true
-            }
-        })
-        .await;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let mut snapshot = BTreeMap::new();
-        for key in keys {
-            let kind: String = redis::cmd("TYPE")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            let content = if kind == "stream" {
-                let entries: redis::Value = redis::cmd("XRANGE")
-                    .arg(&key)
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                format!("{entries:?}")
-            } else {
-                let dump: Vec<u8> = redis::cmd("DUMP")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                format!("{dump:?}")
-            };
-            snapshot.insert(key, Value::String(content));
-        }
-        snapshot
+    /// held: equal snapshots mean nothing changed (see [`coupon_testkit::snapshot`]).
+    pub async fn snapshot(&self) -> BTreeMap<String, String> {
+        coupon_testkit::snapshot(&self.config.redis_url, &self.prefix).await
     }
 
     /// Overwrites `campaign`'s meta key with a string, as something else writing to the same
