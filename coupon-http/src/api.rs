@@ -13,7 +13,8 @@
 //! | window not open yet | `not_open` | 425 |
 //! | window closed | `closed` | 403 |
 //! | no such campaign | `unknown_campaign` | 404 |
-//! | bad input | `error` | 400, 401, 403, 404, 405, 413, 415 |
+//! | bad input, or no verified user | `error` | 400, 401, 403, 404, 405, 413, 415 |
+//! | over the user's or the address's limit | `rate_limited` | 429 (with `Retry-After`) |
 //! | Redis unavailable | `unavailable` | 503 (with `Retry-After`) |
 //! | a fault of the server | `error` | 500 |
 

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use coupon_http::Config;
+use coupon_http::{Config, Identity, JwtConfig, JwtKey, RateLimit};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{ADMIN_TOKEN, RedisServer, TestApp, config, quota};
@@ -38,58 +38,84 @@ fn type_matches(schema: &Value, value: &Value, at: &str) -> bool {
     }
 }
 
-fn check_value(spec: &Value, schema: &Value, value: &Value, at: &str) {
+/// An integer of a document or a value, in a type that holds every one.
+fn integer(value: &Value) -> Option<i128> {
+    value
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| value.as_u64().map(i128::from))
+}
+
+/// Whether `value` conforms to `schema`, as far as this spec uses OpenAPI 3.0's keywords:
+/// `type`, `nullable`, `oneOf` (alternatives of distinct types), `enum`, `required`,
+/// `properties` (every object closed: a field not listed does not conform), `minimum`,
+/// `maximum`, `pattern` and `format: date-time`. The error says where and why not.
+fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     let schema = resolve(spec, schema);
     if value.is_null() {
-        assert_eq!(
-            schema["nullable"], true,
-            "{at}: null where the schema does not allow it"
-        );
-        return;
+        return if schema["nullable"] == true {
+            Ok(())
+        } else {
+            Err(format!("{at}: null where the schema does not allow it"))
+        };
     }
     if let Some(alternatives) = schema["oneOf"].as_array() {
-        // The alternatives this spec uses differ by type: check the one of the value's type.
         let of_type: Vec<_> = alternatives
             .iter()
             .filter(|alternative| type_matches(resolve(spec, alternative), value, at))
             .collect();
-        assert_eq!(
-            of_type.len(),
-            1,
-            "{at}: {value} is of {} oneOf types",
-            of_type.len()
-        );
-        return check_value(spec, of_type[0], value, at);
+        return match of_type[..] {
+            [one] => conforms(spec, one, value, at),
+            _ => Err(format!("{at}: {value} is of {} oneOf types", of_type.len())),
+        };
     }
-    assert!(
-        type_matches(schema, value, at),
-        "{at}: {value} is not of type {}",
-        schema["type"]
-    );
-    if let Some(allowed) = schema["enum"].as_array() {
-        assert!(
-            allowed.contains(value),
-            "{at}: {value} is not one of {allowed:?}"
-        );
+    if !type_matches(schema, value, at) {
+        return Err(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Some(n) = integer(value) {
+        if integer(&schema["minimum"]).is_some_and(|min| n < min) {
+            return Err(format!("{at}: {n} is below {}", schema["minimum"]));
+        }
+        if integer(&schema["maximum"]).is_some_and(|max| n > max) {
+            return Err(format!("{at}: {n} is above {}", schema["maximum"]));
+        }
+    }
+    if let Some(text) = value.as_str() {
+        if let Some(pattern) = schema["pattern"].as_str()
+            && !regex::Regex::new(pattern).unwrap().is_match(text)
+        {
+            return Err(format!("{at}: {text:?} does not match {pattern}"));
+        }
+        if schema["format"] == "date-time"
+            && time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .is_err()
+        {
+            return Err(format!("{at}: {text:?} is not an RFC 3339 date-time"));
+        }
     }
     if let Some(required) = schema["required"].as_array() {
         for field in required {
             let field = field.as_str().unwrap();
-            assert!(
-                value.get(field).is_some(),
-                "{at}: required field {field} missing from {value}"
-            );
+            if value.get(field).is_none() {
+                return Err(format!("{at}: required field {field} missing from {value}"));
+            }
         }
     }
     if let (Some(properties), Some(object)) = (schema["properties"].as_object(), value.as_object())
     {
         for (name, field) in object {
             match properties.get(name) {
-                Some(property) => check_value(spec, property, field, &format!("{at}.{name}")),
-                None => panic!("{at}: field {name} is not documented"),
+                Some(property) => conforms(spec, property, field, &format!("{at}.{name}"))?,
+                None => return Err(format!("{at}: field {name} is not documented")),
             }
         }
     }
+    Ok(())
 }
 
 /// Checks that `answer` (with `code`) is documented for `method template`.
@@ -101,7 +127,9 @@ fn check(spec: &Value, method: &Method, template: &str, code: StatusCode, answer
         .get(code.as_str())
         .unwrap_or_else(|| panic!("{at}: code not documented"));
     let schema = &resolve(spec, response)["content"]["application/json"]["schema"];
-    check_value(spec, schema, answer, &at);
+    if let Err(why) = conforms(spec, schema, answer, &at) {
+        panic!("{why}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,6 +368,14 @@ async fn every_answer_on_a_tour_is_documented() {
             vec![],
             String::new(),
         ),
+        // Body mode has no token user.
+        (
+            Method::GET,
+            "/api/campaigns/{id}/me",
+            "/api/campaigns/default/me".into(),
+            vec![],
+            String::new(),
+        ),
     ];
     let mut codes = std::collections::BTreeSet::new();
     for (method, template, path, headers, body) in tour {
@@ -401,4 +437,193 @@ async fn every_answer_on_a_tour_is_documented() {
         (StatusCode::SERVICE_UNAVAILABLE, &json!("unavailable"))
     );
     check(&spec, &Method::GET, "/ready", code, &answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_in_jwt_mode_is_documented() {
+    let spec = spec();
+    let secret = b"an openapi test secret of more than 32 bytes";
+    let app = TestApp::start(Config {
+        identity: Identity::Jwt(JwtConfig {
+            key: Some(JwtKey::Secret(secret.to_vec())),
+            ..JwtConfig::default()
+        }),
+        user_limit: Some(RateLimit {
+            per_second: 1.try_into().unwrap(),
+            burst: 2.try_into().unwrap(),
+        }),
+        ..config()
+    })
+    .await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "auth0|alice", "iat": now, "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    let json_type = ("content-type", "application/json");
+    let alice = format!("Bearer {token}");
+    let as_alice = vec![json_type, ("authorization", alice.as_str())];
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let apply = "/api/campaigns/{id}/apply";
+    let lookup = "/api/campaigns/{id}/users/{userId}";
+
+    let tour: Vec<Step> = vec![
+        (
+            Method::POST,
+            apply,
+            "/api/campaigns/default/apply".into(),
+            vec![json_type],
+            String::new(),
+        ),
+        (
+            Method::POST,
+            apply,
+            "/api/campaigns/default/apply".into(),
+            vec![json_type, ("authorization", "Bearer not.a.token")],
+            String::new(),
+        ),
+        (
+            Method::POST,
+            apply,
+            "/api/campaigns/default/apply".into(),
+            as_alice.clone(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            apply,
+            "/api/campaigns/default/apply".into(),
+            as_alice.clone(),
+            "{}".into(),
+        ),
+        (
+            Method::POST,
+            apply,
+            "/api/campaigns/default/apply".into(),
+            as_alice.clone(),
+            r#"{"userId":"bob"}"#.into(),
+        ),
+        // The third application within the burst of 2.
+        (
+            Method::POST,
+            apply,
+            "/api/campaigns/default/apply".into(),
+            as_alice.clone(),
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}/me",
+            "/api/campaigns/default/me".into(),
+            as_alice.clone(),
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}/me",
+            "/api/campaigns/default/me".into(),
+            vec![],
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}/me",
+            "/api/campaigns/nowhere/me".into(),
+            as_alice.clone(),
+            String::new(),
+        ),
+        (
+            Method::GET,
+            lookup,
+            "/api/campaigns/default/users/auth0|alice".into(),
+            as_alice.clone(),
+            String::new(),
+        ),
+        (
+            Method::GET,
+            lookup,
+            "/api/campaigns/default/users/auth0|alice".into(),
+            vec![("authorization", admin.as_str())],
+            String::new(),
+        ),
+        (
+            Method::GET,
+            lookup,
+            "/api/campaigns/default/users/bob".into(),
+            vec![],
+            String::new(),
+        ),
+    ];
+    let mut codes = std::collections::BTreeSet::new();
+    for (method, template, path, headers, body) in tour {
+        let (code, answer) = app.call(method.clone(), &path, &headers, body).await;
+        check(&spec, &method, template, code, &answer);
+        codes.insert(code.as_u16());
+    }
+    for code in [200, 401, 403, 404, 409, 429] {
+        assert!(
+            codes.contains(&code),
+            "the tour never saw {code}: {codes:?}"
+        );
+    }
+}
+
+/// The request side: the server creates exactly the campaign definitions the schema allows, and
+/// refuses the others with 400. (That closesAt follows opensAt, and the exact instant of the
+/// 1970 bound under an offset, are in the schema's words only; the pattern checks the year.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_takes_exactly_the_campaign_definitions_the_schema_allows() {
+    let spec = spec();
+    let schema = &spec["paths"]["/api/campaigns"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    let app = TestApp::start(config()).await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let admin = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    let definitions = [
+        json!({"id": "plain", "quota": 1}),
+        json!({"id": "largest", "quota": 4_294_967_295_u64}),
+        json!({"id": "none", "quota": 0}),
+        json!({"id": "too-many", "quota": 4_294_967_296_u64}),
+        json!({"id": "fraction", "quota": 1.5}),
+        json!({"id": "text", "quota": "3"}),
+        json!({"id": "BAD", "quota": 1}),
+        json!({"quota": 1}),
+        json!({"id": "extra", "quota": 1, "owner": "me"}),
+        json!({"id": "nulls", "quota": 1, "opensAt": null, "closesAt": null}),
+        json!({"id": "epoch", "quota": 1, "opensAt": "1970-01-01T00:00:00Z"}),
+        json!({"id": "before-epoch", "quota": 1, "opensAt": "1969-12-31T23:59:59Z"}),
+        json!({"id": "words", "quota": 1, "opensAt": "yesterday"}),
+        json!({"id": "no-zone", "quota": 1, "closesAt": "2999-01-01T00:00:00"}),
+        json!({
+            "id": "window",
+            "quota": 1,
+            "opensAt": "2999-01-01T00:00:00+09:00",
+            "closesAt": "2999-01-02T00:00:00.123Z"
+        }),
+    ];
+    for definition in definitions {
+        let allowed = conforms(&spec, schema, &definition, "definition");
+        let (code, answer) = app
+            .call(
+                Method::POST,
+                "/api/campaigns",
+                &admin,
+                definition.to_string(),
+            )
+            .await;
+        let taken = code.is_success();
+        assert_eq!(
+            taken,
+            allowed.is_ok(),
+            "{definition}: the server answered {code} {answer}, the schema says {allowed:?}"
+        );
+        if !taken {
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{definition}: {answer}");
+        }
+    }
 }
