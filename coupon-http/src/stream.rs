@@ -72,12 +72,20 @@ impl Stream {
 
 /// The JSON answer that replaces `head`, when `head` is hyper's own bodiless 4xx answer.
 fn json_answer(head: &[u8], max_head: usize) -> Option<Vec<u8>> {
-    let status = head.strip_prefix(b"HTTP/1.1 4")?;
-    let code = std::str::from_utf8(status.get(..2)?).ok()?;
+    // Only the codes hyper answers itself; every other answer (a sold-out 410, say: the hottest
+    // path) is passed on after this comparison of a few bytes.
+    let code = match head.get(..12)? {
+        b"HTTP/1.1 400" => "00",
+        b"HTTP/1.1 414" => "14",
+        b"HTTP/1.1 431" => "31",
+        _ => return None,
+    };
     // The head up to and with the line end of its last header.
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")? + 2;
-    let lower = head[..end].to_ascii_lowercase();
-    if !lower.windows(21).any(|w| w == b"\r\ncontent-length: 0\r\n") {
+    let bodiless = head[..end]
+        .windows(21)
+        .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n"));
+    if !bodiless {
         return None;
     }
     let (reason, message) = match code {
@@ -171,6 +179,8 @@ mod tests {
         assert!(json_answer(ours, 8192).is_none());
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
         assert!(json_answer(ok, 8192).is_none());
+        let gone = b"HTTP/1.1 410 Gone\r\ncontent-length: 0\r\n\r\n";
+        assert!(json_answer(gone, 8192).is_none());
         let content_length_10 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 01\r\n\r\n";
         assert!(json_answer(content_length_10, 8192).is_none());
     }
