@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
@@ -185,10 +185,30 @@ async fn slot(permits: &Arc<Semaphore>, connections: &Connections) -> OwnedSemap
     }
 }
 
-/// Answers a connection the server will not serve, and closes it.
+/// How long a refused connection may take to send its request's first bytes, and then to read
+/// the answer and close.
+const REFUSAL_WAIT: Duration = Duration::from_millis(200);
+
+/// Answers a connection the server will not serve, and closes it. The answer goes out once the
+/// client has sent something (or after [`REFUSAL_WAIT`]): an HTTP client that gets an answer
+/// before it has written its request takes it for a broken connection, not for a 429. Then the
+/// write side is shut and what else the client sends is read away for a moment, so that closing
+/// with unread bytes does not reset the connection before the client has read the answer.
 async fn refuse(mut stream: TcpStream) {
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut buf)).await;
     let answer = too_many_connections();
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+    if let Ok(Ok(())) = tokio::time::timeout(REFUSAL_WAIT, stream.write_all(&answer)).await {
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]

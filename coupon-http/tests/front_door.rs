@@ -39,21 +39,29 @@ fn body_of(answer: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"))
 }
 
+/// Connections a flood opened so far, and how many of them the server refused with 429.
+#[derive(Default)]
+struct FloodCounts {
+    opened: AtomicUsize,
+    refused: AtomicUsize,
+}
+
 /// Holds `count` connections from `source` open and silent, opening a new one whenever the
-/// server closes one, until `stop` turns true; returns how many it opened and how many the
-/// server refused with 429.
+/// server closes one, until `stop` turns true; counts in `counts` as it goes, and returns how
+/// many it opened and how many the server refused with 429.
 async fn idle_flood(
     source: IpAddr,
     addr: SocketAddr,
     count: usize,
     stop: watch::Receiver<bool>,
+    counts: Arc<FloodCounts>,
 ) -> (usize, usize) {
-    let opened = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
+    let (opened, refused) = (&counts.opened, &counts.refused);
     let holders: Vec<_> = (0..count)
         .map(|_| {
-            let (mut stop, opened, refused) = (stop.clone(), opened.clone(), refused.clone());
+            let (mut stop, counts) = (stop.clone(), counts.clone());
             tokio::spawn(async move {
+                let (opened, refused) = (&counts.opened, &counts.refused);
                 while !*stop.borrow() {
                     let Ok(mut stream) = connect_from(source, addr).await else {
                         tokio::task::yield_now().await;
@@ -113,18 +121,28 @@ async fn an_idle_flood_from_one_address_holds_only_its_share() {
     let (flooder, client): (IpAddr, IpAddr) =
         ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
     let (stop, stopped) = watch::channel(false);
-    let flood = tokio::spawn(idle_flood(flooder, app.addr, 200, stopped));
+    let counts = Arc::new(FloodCounts::default());
+    let flood = tokio::spawn(idle_flood(flooder, app.addr, 200, stopped, counts.clone()));
     eventually(
         Duration::from_secs(30),
         "the flood to be refused",
         || async {
-            support::call_from(Some(flooder), app.addr, Method::GET, "/health", &[], "")
-                .await
-                .status
-                == StatusCode::TOO_MANY_REQUESTS
+            counts.refused.load(Ordering::Relaxed) > 0
+                && support::call_from(Some(flooder), app.addr, Method::GET, "/health", &[], "")
+                    .await
+                    .status
+                    == StatusCode::TOO_MANY_REQUESTS
         },
     )
     .await;
+    // An HTTP client of the flooding address is answered 429 every time, not cut off before it
+    // could send its request.
+    for _ in 0..20 {
+        let answer =
+            support::call_from(Some(flooder), app.addr, Method::GET, "/health", &[], "").await;
+        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(answer.body["status"], "rate_limited");
+    }
     let longest = client_served(client, app.addr, 20).await;
     stop.send_replace(true);
     let (opened, refused) = flood.await.unwrap();
@@ -150,7 +168,8 @@ async fn at_the_cap_an_idle_flood_gives_way_to_a_new_client() {
     let (flooder, client): (IpAddr, IpAddr) =
         ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
     let (stop, stopped) = watch::channel(false);
-    let flood = tokio::spawn(idle_flood(flooder, app.addr, 200, stopped));
+    let counts = Arc::new(FloodCounts::default());
+    let flood = tokio::spawn(idle_flood(flooder, app.addr, 200, stopped, counts));
     let longest = client_served(client, app.addr, 20).await;
     stop.send_replace(true);
     let (opened, _) = flood.await.unwrap();
