@@ -169,5 +169,47 @@ fn gate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gate);
+/// Entries acknowledged at once in `outbox/ack`, as a relay's round does.
+const ACK_ENTRIES: u64 = 50;
+/// Admissions per entry in `outbox/ack`: a full batch of a crowd.
+const ACK_EVENTS: u64 = 128;
+
+/// `outbox/ack`: a relay acknowledging (and so deleting) `ACK_ENTRIES` entries of
+/// `ACK_EVENTS` admissions each, once read. Only the acknowledgement is timed; the admissions
+/// and the read that precede it are not.
+fn outbox(c: &mut Criterion) {
+    let bench = Bench::new();
+    let mut group = c.benchmark_group("outbox");
+    group.throughput(Throughput::Elements(ACK_ENTRIES * ACK_EVENTS));
+    let id = bench.campaign("ack", u32::MAX);
+    let outbox = bench.gate.outbox();
+    let mut next_user = 1;
+    group.bench_function("ack", |b| {
+        b.iter_custom(|iterations| {
+            let mut took = std::time::Duration::ZERO;
+            for _ in 0..iterations {
+                bench.rt.block_on(async {
+                    for _ in 0..ACK_ENTRIES {
+                        let users: Vec<_> = (next_user..next_user + ACK_EVENTS)
+                            .map(|u| UserId::from_number(u).expect("user"))
+                            .collect();
+                        next_user += ACK_EVENTS;
+                        bench.gate.apply_many(&id, &users).await.expect("admit");
+                    }
+                    let read = outbox
+                        .read(&id, "bench", usize::try_from(ACK_ENTRIES).expect("small"))
+                        .await
+                        .expect("read");
+                    let started = std::time::Instant::now();
+                    outbox.ack(&id, &read).await.expect("ack");
+                    took += started.elapsed();
+                });
+            }
+            took
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, gate, outbox);
 criterion_main!(benches);

@@ -1,8 +1,11 @@
 -- ack.lua: acknowledge delivered outbox entries and remove them from the stream, atomically.
 --
 -- KEYS[1]  outbox stream
+-- KEYS[2]  campaign meta hash   its `outbox` field counts the events in the outbox not yet
+--                               acknowledged (see admit.lua); the events of the entries
+--                               acknowledged here are taken off it
 -- ARGV[1]  the relays' consumer group
--- ARGV[2..n] ids of delivered entries, in any order
+-- ARGV[2..n] pairs: the id of a delivered entry, then how many events it holds; in any order
 --
 -- Returns the number of entries acknowledged.
 --
@@ -14,14 +17,19 @@
 -- exactly the entries still to be delivered. An id that was never read is left alone.
 
 local stream = KEYS[1]
+local meta = KEYS[2]
 local group = ARGV[1]
 local n = #ARGV
 
--- XACK in chunks: unpack is bounded by Lua's stack.
+-- XACK one id at a time: an entry acknowledged here for the first time leaves the outbox in
+-- this call (trimmed or deleted below), and its events leave the count.
 local acked = 0
-local chunk = 1000
-for first = 2, n, chunk do
-  acked = acked + redis.call('XACK', stream, group, unpack(ARGV, first, math.min(first + chunk - 1, n)))
+local events = 0
+for i = 2, n - 1, 2 do
+  if redis.call('XACK', stream, group, ARGV[i]) == 1 then
+    acked = acked + 1
+    events = events + tonumber(ARGV[i + 1])
+  end
 end
 
 local function parse(id)
@@ -60,12 +68,22 @@ redis.call('XTRIM', stream, 'MINID', string.format('%d-%d', floor_ms, floor_seq)
 
 -- Acknowledged here but at or above the floor: read, and now acknowledged, unless it lies
 -- after the last-delivered id (never read: acknowledging it did nothing, and it stays).
-for i = 2, n do
+for i = 2, n - 1, 2 do
   local ms, seq = parse(ARGV[i])
   if ms
     and (ms > floor_ms or (ms == floor_ms and seq >= floor_seq))
     and (ms < last_ms or (ms == last_ms and seq <= last_seq)) then
     redis.call('XDEL', stream, ARGV[i])
+  end
+end
+
+-- The count, of a campaign that exists. An empty outbox sets it to 0: so a count that an older
+-- version never kept (or that anything else put off) is right again once the outbox drains.
+if redis.call('EXISTS', meta) == 1 then
+  if redis.call('XLEN', stream) == 0 then
+    redis.call('HSET', meta, 'outbox', 0)
+  elseif events > 0 then
+    redis.call('HINCRBY', meta, 'outbox', -events)
   end
 end
 return acked

@@ -2,7 +2,9 @@
 --
 -- KEYS[1]  campaign meta hash   fields: quota, opens (ms, 0 = no bound), closes (ms, 0 = no bound),
 --                               next (highest seq ever handed out), issued (users holding a
---                               seq), digits (see KEYS[2])
+--                               seq), digits (see KEYS[2]), outbox (events in the outbox not
+--                               yet acknowledged: added here and by release.lua, taken off by
+--                               ack.lua)
 -- KEYS[2]  users                base name of the user buckets: user id -> seq lives in the hash
 --                               KEYS[2]:<the user id's last `digits` decimal digits> (KEYS[2]:0
 --                               when digits is 0; `bucket_of` in prelude.lua). Small buckets stay
@@ -121,5 +123,6 @@ if admitted > 0 then
     record[j + 1] = user .. ':' .. seq
   end
   redis.call('XADD', KEYS[4], '*', 'admit', table.concat(record, ' '))
+  redis.call('HINCRBY', KEYS[1], 'outbox', admitted)
 end
 return out

@@ -156,26 +156,63 @@ where
         }
     }
 
-    /// Acknowledges delivered stream entries of `campaign`'s outbox (by
-    /// [`OutboxRecord::entry`]) and deletes them from the stream, in one atomic step, so that
-    /// the outbox holds only what is still to be delivered.
+    /// Acknowledges the stream entries of `delivered` (by [`OutboxRecord::entry`]) in
+    /// `campaign`'s outbox and deletes them from the stream, in one atomic step, so that the
+    /// outbox holds only what is still to be delivered; their events leave
+    /// [`Outbox::backlog`].
     ///
-    /// Call it only after the destination confirmed every record of the entries durable.
-    /// Acknowledging an id twice, or one that was never read, is harmless; an entry no relay
-    /// has read is never deleted.
+    /// Pass every record of each entry, as [`Outbox::read`] or [`Outbox::claim`] gave them (an
+    /// entry's records come one after another), and call it only after the destination
+    /// confirmed them all durable. Acknowledging an entry twice, or one that was never read,
+    /// is harmless; an entry no relay has read is never deleted.
     ///
     /// # Errors
     ///
     /// A Redis failure; the entries may then still be pending, and are delivered again.
-    pub async fn ack(&self, campaign: &CampaignId, entries: &[String]) -> Result<(), Error> {
+    pub async fn ack<'a>(
+        &self,
+        campaign: &CampaignId,
+        delivered: impl IntoIterator<Item = &'a OutboxRecord>,
+    ) -> Result<(), Error> {
+        // (entry, its records), an entry's records being consecutive.
+        let mut entries: Vec<(&str, u64)> = Vec::new();
+        for record in delivered {
+            match entries.last_mut() {
+                Some((entry, events)) if *entry == record.entry => *events += 1,
+                _ => entries.push((record.entry.as_str(), 1)),
+            }
+        }
         if entries.is_empty() {
             return Ok(());
         }
         let keys = self.keys(campaign);
         let mut call = self.shared.scripts.ack.key(&keys.outbox);
-        call.arg(OUTBOX_GROUP).arg(entries);
+        call.key(&keys.meta).arg(OUTBOX_GROUP);
+        for (entry, events) in entries {
+            call.arg(entry).arg(events);
+        }
         let _acknowledged: u64 = script::run(&call, &mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    /// How many events (admissions and releases) of `campaign` are in its outbox still to be
+    /// delivered, read by a relay or not: counted by the scripts that append them and by
+    /// [`Outbox::ack`], so reading it costs one field. Zero for a campaign that does not exist.
+    ///
+    /// A campaign whose outbox held entries when this count was introduced reads low (never
+    /// below zero) until the outbox has once drained.
+    ///
+    /// # Errors
+    ///
+    /// A Redis failure.
+    pub async fn backlog(&self, campaign: &CampaignId) -> Result<u64, Error> {
+        let keys = self.keys(campaign);
+        let count: Option<i64> = redis::cmd("HGET")
+            .arg(&keys.meta)
+            .arg("outbox")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(count.map_or(0, |count| u64::try_from(count).unwrap_or(0)))
     }
 
     /// How many stream entries of `campaign`'s outbox are still to be delivered: read by no

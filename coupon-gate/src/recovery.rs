@@ -156,7 +156,8 @@ where
     ///
     /// The old state is removed first and the campaign's definition written last, so while it
     /// runs the campaign answers `UnknownCampaign`: stop traffic to it first (see the rebuild
-    /// tool). The outbox stream, with whatever it still holds, is kept.
+    /// tool). The outbox stream, with whatever it still holds, is kept; its events then leave
+    /// [`Outbox::backlog`](crate::Outbox::backlog)'s count, which reads low until it drains.
     ///
     /// # Errors
     ///

@@ -31,5 +31,6 @@ redis.call('HDEL', users, ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'issued', -1)
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('XADD', KEYS[4], '*', 'release', string.format('%d %s:%d', now, ARGV[1], seq))
+redis.call('HINCRBY', KEYS[1], 'outbox', 1)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {RELEASED, tonumber(seq)}

@@ -40,13 +40,7 @@ async fn exercise<C: ConnectionLike + Clone + Send + Sync>(gate: &Gate<C>) {
         assert_eq!(gate.admission(id, &user(1)).await.unwrap(), Some(1));
         let entries = gate.outbox().read(id, "c", 10).await.unwrap();
         assert_eq!(entries.len(), 3);
-        gate.outbox()
-            .ack(
-                id,
-                &entries.iter().map(|e| e.entry.clone()).collect::<Vec<_>>(),
-            )
-            .await
-            .unwrap();
+        gate.outbox().ack(id, &entries).await.unwrap();
         assert_eq!(gate.outbox().len(id).await.unwrap(), 0);
     }
     assert_eq!(gate.campaigns().await.unwrap(), ids);

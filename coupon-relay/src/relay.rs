@@ -187,7 +187,9 @@ where
             return Ok(Sent::default());
         }
         let sent = self.deliver(&records).await;
-        self.outbox.ack(campaign, &sent.acknowledge).await?;
+        self.outbox
+            .ack(campaign, delivered(&records, &sent.failed_entries))
+            .await?;
         debug!(campaign = %campaign, read = records.len(), delivered = sent.delivered, "relay round");
         Ok(sent)
     }
@@ -261,14 +263,13 @@ where
         settle(&mut pending, &mut results).await;
 
         let mut sent = Sent::default();
-        let mut failed_ids = HashSet::new();
         let mut first_error = None;
         for (record, result) in records.iter().zip(results) {
             match result {
                 None => sent.delivered += 1,
                 Some(err) => {
                     sent.failed += 1;
-                    failed_ids.insert(record.entry.as_str());
+                    sent.failed_entries.insert(record.entry.clone());
                     sent.producer_rejected |= matches!(err.rdkafka_error_code(), Some(code) if PRODUCER_REJECTED.contains(&code));
                     first_error.get_or_insert(err);
                 }
@@ -278,7 +279,6 @@ where
             let campaign = &records[0].campaign;
             warn!(cause = %err, campaign = %campaign, failed = sent.failed, "deliveries failed; the entries stay in the outbox");
         }
-        sent.acknowledge = acknowledgeable(records, &failed_ids);
         sent
     }
 }
@@ -295,26 +295,25 @@ async fn settle(pending: &mut Vec<(usize, DeliveryFuture)>, results: &mut [Optio
     }
 }
 
-/// The ids of the outbox entries whose records were all delivered, each once, in order.
+/// The records of the outbox entries whose records were all delivered, to acknowledge.
 ///
-/// The records of one stream entry (the admissions of one script call) share its id and come
-/// one after another; an entry with any record in `failed` stays pending and is delivered again
-/// as a whole (the consumers are idempotent).
-fn acknowledgeable(records: &[OutboxRecord], failed: &HashSet<&str>) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
-    for record in records {
-        if !failed.contains(record.entry.as_str()) && ids.last() != Some(&record.entry) {
-            ids.push(record.entry.clone());
-        }
-    }
-    ids
+/// The records of one stream entry (the admissions of one script call) share its id; an entry
+/// with any record `failed` stays pending and is delivered again as a whole (the consumers are
+/// idempotent).
+fn delivered<'a>(
+    records: &'a [OutboxRecord],
+    failed: &'a HashSet<String>,
+) -> impl Iterator<Item = &'a OutboxRecord> {
+    records
+        .iter()
+        .filter(move |record| !failed.contains(&record.entry))
 }
 
 /// What one round of sends came to.
 #[derive(Default)]
 struct Sent {
-    /// Ids of the outbox entries the broker confirmed whole, to acknowledge.
-    acknowledge: Vec<String>,
+    /// Ids of the outbox entries with a record the broker did not confirm: they stay pending.
+    failed_entries: HashSet<String>,
     /// Records the broker confirmed.
     delivered: usize,
     /// Records it did not; their entries stay in the outbox.
@@ -374,13 +373,16 @@ mod tests {
             record("2-0", 5),
             record("3-0", 6),
         ];
+        let entries = |failed: &[&str]| {
+            let failed = failed.iter().map(|id| (*id).to_owned()).collect();
+            delivered(&records, &failed)
+                .map(|r| (r.entry.clone(), r.seq))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(entries(&[]).len(), 6);
         assert_eq!(
-            acknowledgeable(&records, &HashSet::new()),
-            ["1-0", "2-0", "3-0"]
-        );
-        assert_eq!(
-            acknowledgeable(&records, &HashSet::from(["2-0"])),
-            ["1-0", "3-0"]
+            entries(&["2-0"]),
+            [("1-0".into(), 1), ("1-0".into(), 2), ("3-0".into(), 6)]
         );
     }
 }

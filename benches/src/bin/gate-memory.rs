@@ -64,8 +64,7 @@ async fn measure(
         // Relay as the relay does, so that the outbox is measured after delivery.
         let outbox = gate.outbox();
         let records = outbox.read(&id, "memory", chunk.len()).await?;
-        let entries: Vec<String> = records.into_iter().map(|r| r.entry).collect();
-        outbox.ack(&id, &entries).await?;
+        outbox.ack(&id, &records).await?;
     }
     let after = used_memory(conn).await?;
     println!("{users} users admitted and relayed (key prefix {prefix})");
