@@ -12,6 +12,9 @@
 //!
 //! Outcomes are exactly those of one [`Gate::apply`] per user in queue order: the script decides
 //! a batch's users in order, as if each had called alone.
+//!
+//! Each batch's size is recorded in the histogram `coupon_gate_batch_size` through the
+//! [`metrics`] facade (nothing is recorded until the process installs a recorder).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -170,6 +173,7 @@ where
                 Err(_) => break,
             }
         }
+        metrics::histogram!("coupon_gate_batch_size").record(batch.len() as f64);
         let (users, replies): (Vec<UserId>, Vec<Reply>) = batch.into_iter().unzip();
         match batcher.gate.apply_many(&campaign, &users).await {
             Ok(outcomes) => {

@@ -215,6 +215,29 @@ where
         Ok(count.map_or(0, |count| u64::try_from(count).unwrap_or(0)))
     }
 
+    /// When the oldest event still in `campaign`'s outbox was made (read by a relay or not):
+    /// how long an admission already told success has waited for the broker. `None` when the
+    /// outbox is empty.
+    ///
+    /// # Errors
+    ///
+    /// A Redis failure, or an entry that is no outbox entry.
+    pub async fn oldest(&self, campaign: &CampaignId) -> Result<Option<SystemTime>, Error> {
+        let keys = self.keys(campaign);
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&keys.outbox)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(decode_entries(campaign, &reply)?
+            .iter()
+            .map(|record| record.at)
+            .min())
+    }
+
     /// How many stream entries of `campaign`'s outbox are still to be delivered: read by no
     /// relay yet, or read and not acknowledged. Zero means every record was delivered; any
     /// other figure counts script calls, not records.

@@ -153,7 +153,7 @@ async fn a_release_is_recorded_in_the_outbox() {
 }
 
 #[tokio::test]
-async fn the_backlog_counts_events_until_they_are_acknowledged() {
+async fn the_backlog_counts_events_and_the_oldest_waits_until_they_are_acknowledged() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
     let outbox = gate.outbox();
@@ -162,10 +162,12 @@ async fn the_backlog_counts_events_until_they_are_acknowledged() {
         .await
         .unwrap();
     assert_eq!(outbox.backlog(&id).await.unwrap(), 0);
+    assert_eq!(outbox.oldest(&id).await.unwrap(), None);
 
     // One call admitting ten (one entry), three calls admitting one each, a release.
     let ten: Vec<_> = (1..=10).map(user).collect();
     gate.apply_many(&id, &ten).await.unwrap();
+    let first_admitted = outbox.oldest(&id).await.unwrap().expect("an entry");
     for u in 11..=13 {
         gate.apply(&id, &user(u)).await.unwrap();
     }
@@ -180,9 +182,12 @@ async fn the_backlog_counts_events_until_they_are_acknowledged() {
     assert_eq!(read.len(), 11, "the ten of the first entry and one more");
     assert_eq!(outbox.backlog(&id).await.unwrap(), 14);
     let first = &read[..10];
+    assert_eq!(outbox.oldest(&id).await.unwrap(), Some(first_admitted));
     outbox.ack(&id, first).await.unwrap();
     outbox.ack(&id, first).await.unwrap();
     assert_eq!(outbox.backlog(&id).await.unwrap(), 4);
+    // The oldest left is the next entry's.
+    assert_eq!(outbox.oldest(&id).await.unwrap(), Some(read[10].at));
     // An id no relay has read is not acknowledged, so not counted off.
     let unread = outbox.peek(&id).await.unwrap();
     outbox.ack(&id, unread.last()).await.unwrap();
@@ -195,6 +200,7 @@ async fn the_backlog_counts_events_until_they_are_acknowledged() {
         .unwrap();
     assert_eq!(outbox.backlog(&id).await.unwrap(), 0);
     assert_eq!(outbox.len(&id).await.unwrap(), 0);
+    assert_eq!(outbox.oldest(&id).await.unwrap(), None);
 
     // A count that went wrong (kept by no older version, say) is right again once the outbox
     // drains.

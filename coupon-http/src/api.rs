@@ -17,10 +17,13 @@
 //! | over the user's or the address's limit | `rate_limited` | 429 (with `Retry-After`) |
 //! | Redis unavailable | `unavailable` | 503 (with `Retry-After`) |
 //! | a fault of the server | `error` | 500 |
+//!
+//! `GET /metrics` is the Prometheus text exposition (see `telemetry`), when metrics are on and
+//! served on this listener.
 
 use std::convert::Infallible;
 use std::num::NonZeroU32;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use coupon_gate::{Campaign, CampaignId, CampaignStatus, Create, Outcome, UserId};
 use hyper::body::Incoming;
@@ -37,7 +40,7 @@ use crate::identity::Unauthenticated;
 use crate::limits::Limited;
 use crate::response::{self, Body, Rejection, json, json_bytes};
 use crate::server::ConnectionScope;
-use crate::state::{AppState, DEFAULT_CAMPAIGN};
+use crate::state::{AppState, DEFAULT_CAMPAIGN, Failure};
 
 /// Every route, recognised from the path alone so that a known path with the wrong method
 /// answers 405 rather than 404.
@@ -45,6 +48,7 @@ use crate::state::{AppState, DEFAULT_CAMPAIGN};
 enum Route<'a> {
     Health,
     Ready,
+    Metrics,
     ApplyDefault,
     Apply(&'a str),
     Campaign(&'a str),
@@ -65,6 +69,7 @@ impl<'a> Route<'a> {
         Some(match &segments[..count] {
             ["health"] => Self::Health,
             ["ready"] => Self::Ready,
+            ["metrics"] => Self::Metrics,
             ["api", "coupons", "apply"] => Self::ApplyDefault,
             ["api", "campaigns"] => Self::Campaigns,
             ["api", "campaigns", id] => Self::Campaign(id),
@@ -81,6 +86,7 @@ impl<'a> Route<'a> {
         match self {
             Self::Health
             | Self::Ready
+            | Self::Metrics
             | Self::Campaign(_)
             | Self::Me(_)
             | Self::UserAdmission(..) => "GET, HEAD",
@@ -120,8 +126,9 @@ pub(crate) async fn handle(
     let answer = match route {
         Route::Health => Ok(json(StatusCode::OK, &json!({ "status": "ok" }))),
         Route::Ready => Ok(ready(state).await),
-        Route::ApplyDefault => apply(scope, DEFAULT_CAMPAIGN, &head, body).await,
-        Route::Apply(id) => apply(scope, id, &head, body).await,
+        Route::Metrics => exposition(state),
+        Route::ApplyDefault => Ok(apply(scope, DEFAULT_CAMPAIGN, &head, body).await),
+        Route::Apply(id) => Ok(apply(scope, id, &head, body).await),
         Route::Campaign(id) => campaign_status(state, id).await,
         Route::Me(id) => me(state, id, &head).await,
         Route::UserAdmission(id, user) => user_admission(state, id, user, &head).await,
@@ -149,21 +156,71 @@ async fn ready(state: &AppState) -> Response<Body> {
     )
 }
 
+/// `GET /metrics`: the Prometheus text format, unless metrics are off or served elsewhere.
+fn exposition(state: &AppState) -> Result<Response<Body>, Rejection> {
+    let text = state.telemetry().exposition().ok_or_else(|| {
+        Rejection::new(
+            StatusCode::NOT_FOUND,
+            "no metrics on this listener: they are off (COUPON_METRICS=off) or served on COUPON_METRICS_ADDR",
+        )
+    })?;
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
 #[derive(Deserialize, Default)]
 struct ApplyBody {
     #[serde(rename = "userId")]
     user_id: Option<Value>,
 }
 
-/// An application. Checked in order, each before anything costs more: the campaign id, the
-/// client address's limit, who applies (the token's user, or the body's in body mode), that
-/// user's limit; then the sold-out memory, then Redis.
-async fn apply(
+/// An application, answered and counted (see `telemetry`).
+async fn apply(scope: &ConnectionScope, id: &str, head: &Parts, body: Incoming) -> Response<Body> {
+    let started = Instant::now();
+    let telemetry = scope.state.telemetry();
+    match decide(scope, id, head, body).await {
+        Ok((campaign, user, outcome)) => {
+            telemetry.decided(&campaign, &outcome, started);
+            outcome_answer(&campaign, &user, outcome)
+        }
+        Err(Refusal::Rejected(rejection)) => {
+            telemetry.refused(&rejection, started);
+            rejection.into_response()
+        }
+        Err(Refusal::Failed(failure)) => {
+            telemetry.failed(&failure, started);
+            response::failure(&failure)
+        }
+    }
+}
+
+/// Why an application got no outcome.
+enum Refusal {
+    /// Refused before the gate: bad input, no verified user, over a limit.
+    Rejected(Rejection),
+    /// The gate could not decide.
+    Failed(Failure),
+}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        Self::Rejected(rejection)
+    }
+}
+
+/// What an application comes to. Checked in order, each before anything costs more: the
+/// campaign id, the client address's limit, who applies (the token's user, or the body's in body
+/// mode), that user's limit; then the sold-out memory, then Redis.
+async fn decide(
     scope: &ConnectionScope,
     id: &str,
     head: &Parts,
     body: Incoming,
-) -> Result<Response<Body>, Rejection> {
+) -> Result<(CampaignId, UserId, Outcome), Refusal> {
     let state = &*scope.state;
     let campaign = campaign_id(id)?;
     let client = state.limits().client(scope.peer.ip(), &head.headers);
@@ -177,7 +234,8 @@ async fn apply(
                 return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "the userId in the body is not the user of the token",
-                ));
+                )
+                .into());
             }
             user
         }
@@ -188,6 +246,7 @@ async fn apply(
     };
     state.limits().check_user(&user).map_err(limited)?;
     let outcome = if state.sold_out().is_sold_out(&campaign) {
+        state.telemetry().sold_out_from_memory();
         Outcome::SoldOut
     } else {
         let generation = state.sold_out().generation();
@@ -200,9 +259,14 @@ async fn apply(
                 Outcome::SoldOut
             }
             Ok(outcome) => outcome,
-            Err(failure) => return Ok(response::failure(&failure)),
+            Err(failure) => return Err(Refusal::Failed(failure)),
         }
     };
+    Ok((campaign, user, outcome))
+}
+
+/// The answer to an application the gate decided.
+fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Response<Body> {
     let (code, status, message, seq) = match outcome {
         Outcome::Admitted { seq } => (StatusCode::OK, "success", "coupon issued", Some(seq)),
         Outcome::Duplicate { seq } => (
@@ -241,12 +305,12 @@ async fn apply(
         message,
         seq,
         status,
-        user_id: UserJson::of(&user),
+        user_id: UserJson::of(user),
     };
-    Ok(json_bytes(
+    json_bytes(
         code,
         serde_json::to_vec(&answer).expect("plain fields serialize"),
-    ))
+    )
 }
 
 /// The answer to an application: written straight from borrowed fields, as this is the answer

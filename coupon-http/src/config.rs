@@ -63,6 +63,12 @@ pub struct Config {
     pub sold_out_ttl: Duration,
     /// The relay from the outbox to Kafka.
     pub relay: RelayConfig,
+    /// Whether the process records Prometheus metrics and serves them (`GET /metrics`); on by
+    /// default. Off, nothing is recorded and `/metrics` answers 404.
+    pub metrics: bool,
+    /// Serve `/metrics` on this address only, not on the API's listener (to keep it off the
+    /// public port); `None` (the default) serves it on the API's listener.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -123,6 +129,8 @@ impl Default for Config {
             apply_batch: Self::DEFAULT_APPLY_BATCH,
             sold_out_ttl: Self::DEFAULT_SOLD_OUT_TTL,
             relay: RelayConfig::default(),
+            metrics: true,
+            metrics_addr: None,
         }
     }
 }

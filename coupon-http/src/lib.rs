@@ -21,6 +21,7 @@ mod server;
 mod sold_out;
 mod state;
 mod stream;
+mod telemetry;
 mod watchdog;
 
 pub use app::serve;

@@ -75,6 +75,11 @@ impl Rejection {
         rejection
     }
 
+    /// The HTTP status of the answer.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }

@@ -1,5 +1,10 @@
 //! The accept loop: the connection caps, each connection served with its watchdog, and graceful
 //! shutdown.
+//!
+//! Recorded through the [`metrics`] facade: `coupon_http_connections_open` (served now),
+//! `coupon_http_connections_refused_total` (answered 429 for the per-address cap), and
+//! `coupon_http_connections_closed_total{reason}` (`evicted` for a new client at the global cap,
+//! `timeout` for a request not complete in time).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,6 +100,11 @@ pub(crate) async fn run(
         // The head, a body, and room to read the next request's start.
         .max_buf_size((config.max_head_bytes + MAX_BODY).max(8 * 1024));
     let graceful = GracefulShutdown::new();
+    let open = metrics::gauge!("coupon_http_connections_open");
+    let refused = metrics::counter!("coupon_http_connections_refused_total");
+    let evicted = metrics::counter!("coupon_http_connections_closed_total", "reason" => "evicted");
+    let timed_out =
+        metrics::counter!("coupon_http_connections_closed_total", "reason" => "timeout");
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -111,6 +121,7 @@ pub(crate) async fn run(
         };
         let Ok(ticket) = connections.admit(peer.ip()) else {
             debug!(%peer, "refusing a connection: its address holds its share");
+            refused.increment(1);
             tokio::spawn(refuse(stream));
             continue;
         };
@@ -139,6 +150,8 @@ pub(crate) async fn run(
         let io = Stream::new(stream, watchdog.clone(), config.max_head_bytes);
         let conn = http.serve_connection(TokioIo::new(io), service);
         let conn = graceful.watch(conn);
+        let (open, evicted, timed_out) = (open.clone(), evicted.clone(), timed_out.clone());
+        open.increment(1);
         tokio::spawn(async move {
             tokio::pin!(conn);
             tokio::select! {
@@ -146,10 +159,17 @@ pub(crate) async fn run(
                     debug!(cause = %err, %peer, "connection ended with an error");
                 },
                 expiry = watchdog.expired() => match expiry {
-                    Expiry::Evicted => debug!(%peer, "closing an idle connection for a new client"),
-                    expiry => debug!(%peer, ?expiry, "closing a connection that sent no complete request in time"),
+                    Expiry::Evicted => {
+                        debug!(%peer, "closing an idle connection for a new client");
+                        evicted.increment(1);
+                    }
+                    expiry => {
+                        debug!(%peer, ?expiry, "closing a connection that sent no complete request in time");
+                        timed_out.increment(1);
+                    }
                 },
             }
+            open.decrement(1);
             drop((permit, ticket));
         });
     }

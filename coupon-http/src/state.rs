@@ -16,6 +16,7 @@ use crate::Config;
 use crate::identity::{Identity, Verifier};
 use crate::limits::Limits;
 use crate::sold_out::SoldOutCache;
+use crate::telemetry::Telemetry;
 
 /// The campaign `POST /api/coupons/apply` applies to, created at start-up if missing.
 pub(crate) const DEFAULT_CAMPAIGN: &str = "default";
@@ -41,6 +42,7 @@ pub(crate) struct AppState {
     redis_timeout: Duration,
     /// Whether the relay runs, for `/ready`.
     relay: Running,
+    telemetry: Telemetry,
 }
 
 /// Why a call to the backend gave no answer.
@@ -110,6 +112,21 @@ impl AppState {
                 None
             }
         };
+        // Before anything records: the recorder must be in place for the handles to count.
+        let exposition = if config.metrics {
+            let handle = coupon_metrics::install(
+                "coupon-http",
+                env!("CARGO_PKG_VERSION"),
+                config.metrics_addr,
+            )
+            .context("cannot set up metrics (COUPON_METRICS, COUPON_METRICS_ADDR)")?;
+            if let Some(addr) = config.metrics_addr {
+                info!(%addr, "serving metrics");
+            }
+            config.metrics_addr.is_none().then_some(handle)
+        } else {
+            None
+        };
         let client = redis::Client::open(config.redis_url.as_str())
             .with_context(|| format!("invalid REDIS_URL {:?}", config.redis_url))?;
         let redis = connect_redis(&client, config).await?;
@@ -144,6 +161,7 @@ impl AppState {
             ),
             redis_timeout: config.redis_timeout,
             relay: Running::default(),
+            telemetry: Telemetry::new(exposition),
         })
     }
 
@@ -183,6 +201,10 @@ impl AppState {
     /// The token verifier in jwt mode; `None` in body mode.
     pub(crate) fn verifier(&self) -> Option<&Verifier> {
         self.verifier.as_ref()
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     pub(crate) fn limits(&self) -> &Limits {

@@ -7,15 +7,25 @@
 //! periodically takes over entries left pending longer than
 //! [`RelayConfig::claim_idle`], its own included, so each admission reaches the topic at least
 //! once while any relay runs. What is produced is [`Event`](crate::Event)'s form.
+//!
+//! The relay records through the [`metrics`] facade (nothing is recorded until the process
+//! installs a recorder): `coupon_relay_delivered_total`, `coupon_relay_failures_total{reason}`
+//! (`delivery`: a record the broker did not confirm; `redis`: a round that could not read or
+//! acknowledge its outbox), `coupon_relay_delivery_seconds` (from admission to the broker's
+//! confirmation), `coupon_relay_producer_replacements_total`, and once a second
+//! `coupon_outbox_backlog{campaign}` (events of the campaign not yet confirmed by the broker,
+//! read by a relay or not; see [`Outbox::backlog`]).
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use coupon_gate::{CampaignId, Gate, Outbox, OutboxRecord};
 use futures_util::FutureExt;
+use futures_util::future::Fuse;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -114,6 +124,29 @@ where
         tokio::pin!(shutdown);
         self.running.set(true);
         info!(topic = %self.config.topic, consumer = %self.config.consumer, "relay started");
+        for reason in ["delivery", "redis"] {
+            metrics::counter!("coupon_relay_failures_total", "reason" => reason).increment(0);
+        }
+        metrics::counter!("coupon_relay_delivered_total").increment(0);
+        metrics::counter!("coupon_relay_producer_replacements_total").increment(0);
+        // Beside the rounds, which may wait on the broker for as long as a message may take.
+        let backlogs = report_backlogs(self.gate.clone(), self.outbox.clone());
+        tokio::select! {
+            () = self.rounds(shutdown) => {}
+            never = backlogs => match never {},
+        }
+        if let Err(err) = self
+            .producer
+            .flush(Timeout::After(self.config.message_timeout))
+        {
+            warn!(cause = %err, "relay could not flush the producer on shutdown");
+        }
+        self.running.set(false);
+        info!("relay stopped");
+    }
+
+    /// Rounds over every campaign until `shutdown` resolves.
+    async fn rounds(&mut self, mut shutdown: Pin<&mut Fuse<impl Future<Output = ()>>>) {
         let mut campaigns: Vec<CampaignId> = Vec::new();
         let mut campaigns_read: Option<Instant> = None;
         // Claim at once on start, to pick up what a crashed predecessor left behind.
@@ -145,6 +178,8 @@ where
                     }
                     Err(err) => {
                         warn!(cause = %err, campaign = %campaign, "relay round failed; entries stay in the outbox");
+                        metrics::counter!("coupon_relay_failures_total", "reason" => "redis")
+                            .increment(1);
                         failed = true;
                     }
                 }
@@ -158,14 +193,6 @@ where
                 }
             }
         }
-        if let Err(err) = self
-            .producer
-            .flush(Timeout::After(self.config.message_timeout))
-        {
-            warn!(cause = %err, "relay could not flush the producer on shutdown");
-        }
-        self.running.set(false);
-        info!("relay stopped");
     }
 
     /// One round for one campaign: take over stale entries (when `claim`), read new ones,
@@ -213,7 +240,10 @@ where
         );
         error!(%reason, "the Kafka producer cannot deliver any more; creating a new one");
         match producer(&self.config) {
-            Ok(fresh) => self.producer = fresh,
+            Ok(fresh) => {
+                self.producer = fresh;
+                metrics::counter!("coupon_relay_producer_replacements_total").increment(1);
+            }
             Err(err) => {
                 error!(cause = %err, "cannot create a new Kafka producer; retrying next round")
             }
@@ -264,9 +294,15 @@ where
 
         let mut sent = Sent::default();
         let mut first_error = None;
+        let confirmed = SystemTime::now();
+        let latency = metrics::histogram!("coupon_relay_delivery_seconds");
         for (record, result) in records.iter().zip(results) {
             match result {
-                None => sent.delivered += 1,
+                None => {
+                    sent.delivered += 1;
+                    let waited = confirmed.duration_since(record.at).unwrap_or_default();
+                    latency.record(waited.as_secs_f64());
+                }
                 Some(err) => {
                     sent.failed += 1;
                     sent.failed_entries.insert(record.entry.clone());
@@ -275,11 +311,43 @@ where
                 }
             }
         }
+        metrics::counter!("coupon_relay_delivered_total").increment(sent.delivered as u64);
+        metrics::counter!("coupon_relay_failures_total", "reason" => "delivery")
+            .increment(sent.failed as u64);
         if let Some(err) = first_error {
             let campaign = &records[0].campaign;
             warn!(cause = %err, campaign = %campaign, failed = sent.failed, "deliveries failed; the entries stay in the outbox");
         }
         sent
+    }
+}
+
+/// Sets `coupon_outbox_backlog{campaign}` and `coupon_outbox_oldest_seconds{campaign}` for every
+/// campaign once every [`CAMPAIGN_REFRESH`],
+/// forever. A campaign whose count cannot be read keeps its last figure (Redis failing is the
+/// rounds' failure too, counted there).
+async fn report_backlogs<C>(gate: Gate<C>, outbox: Outbox<C>) -> std::convert::Infallible
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    loop {
+        if let Ok(campaigns) = gate.campaigns().await {
+            for campaign in campaigns {
+                let label = campaign.as_str().to_owned();
+                if let Ok(backlog) = outbox.backlog(&campaign).await {
+                    metrics::gauge!("coupon_outbox_backlog", "campaign" => label.clone())
+                        .set(backlog as f64);
+                }
+                if let Ok(oldest) = outbox.oldest(&campaign).await {
+                    let waited = oldest.map_or(Duration::ZERO, |at| {
+                        SystemTime::now().duration_since(at).unwrap_or_default()
+                    });
+                    metrics::gauge!("coupon_outbox_oldest_seconds", "campaign" => label)
+                        .set(waited.as_secs_f64());
+                }
+            }
+        }
+        tokio::time::sleep(CAMPAIGN_REFRESH).await;
     }
 }
 

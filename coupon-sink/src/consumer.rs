@@ -5,6 +5,15 @@
 //! batch again changes nothing (see [`crate::db`]). While the database is unreachable or a lock
 //! conflict persists, the batch is retried with backoff and nothing is committed; an event that
 //! can never be written goes to `failed_event` and the partition moves on.
+//!
+//! The loop records through the [`metrics`] facade (nothing is recorded until the process
+//! installs a recorder, as the binary does): `coupon_sink_rows_written_total` (coupon rows
+//! inserted), `coupon_sink_redeliveries_total` (admissions whose row was there already),
+//! `coupon_sink_releases_total`, `coupon_sink_failed_events_total{reason}` (`malformed`: no
+//! event; `conflict`: the user or seq is held otherwise; `refused`: the database refused the
+//! event), `coupon_sink_batch_seconds` (a batch from its write's start to its offsets' commit,
+//! retries included), and from librdkafka's statistics `coupon_sink_consumer_lag{partition}`
+//! (messages of an assigned partition after the committed offset; 0 once it is revoked).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,7 +25,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -26,11 +35,33 @@ use crate::db::{self, Item, Written};
 
 type SinkConsumer = StreamConsumer<Rebalances>;
 
-/// Logs every partition assignment and revocation: when a sink starts consuming, and when it
-/// hands partitions over to another.
-struct Rebalances;
+/// How often librdkafka reports its statistics, from which the consumer lag is taken.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
-impl ClientContext for Rebalances {}
+/// Logs every partition assignment and revocation: when a sink starts consuming, and when it
+/// hands partitions over to another. Publishes the consumer lag from librdkafka's statistics.
+struct Rebalances {
+    topic: String,
+}
+
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        // Partition -1 is librdkafka's internal one; a lag of -1 means "not known" (a partition
+        // this sink does not consume).
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                lag_gauge(*partition).set(stats.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+fn lag_gauge(partition: i32) -> metrics::Gauge {
+    metrics::gauge!("coupon_sink_consumer_lag", "partition" => partition.to_string())
+}
 
 impl ConsumerContext for Rebalances {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -43,7 +74,13 @@ impl ConsumerContext for Rebalances {
         };
         match rebalance {
             Rebalance::Assign(list) => info!(partitions = %partitions(list), "partitions assigned"),
-            Rebalance::Revoke(list) => info!(partitions = %partitions(list), "partitions revoked"),
+            Rebalance::Revoke(list) => {
+                info!(partitions = %partitions(list), "partitions revoked");
+                // Their lag is the new owner's to report now.
+                for element in list.elements() {
+                    lag_gauge(element.partition()).set(0.0);
+                }
+            }
             Rebalance::Error(err) => warn!(cause = %err, "rebalance failed"),
         }
     }
@@ -74,6 +111,10 @@ pub async fn run(
         .set(
             "fetch.wait.max.ms",
             config.fetch_wait.as_millis().to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            STATISTICS_INTERVAL.as_millis().to_string(),
         );
     for (key, value) in &config.kafka_properties {
         client.set(key, value);
@@ -82,12 +123,21 @@ pub async fn run(
         .set("group.id", &config.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .create_with_context(Rebalances)
+        .create_with_context(Rebalances {
+            topic: config.topic.clone(),
+        })
         .context("cannot create the Kafka consumer")?;
     consumer
         .subscribe(&[config.topic.as_str()])
         .context("cannot subscribe")?;
     info!(topic = %config.topic, group = %config.group, "sink started");
+    for reason in ["malformed", "conflict", "refused"] {
+        metrics::counter!("coupon_sink_failed_events_total", "reason" => reason).increment(0);
+    }
+    let rows_written = metrics::counter!("coupon_sink_rows_written_total");
+    let redeliveries = metrics::counter!("coupon_sink_redeliveries_total");
+    let releases = metrics::counter!("coupon_sink_releases_total");
+    let batch_seconds = metrics::histogram!("coupon_sink_batch_seconds");
 
     let (stop_tx, stop) = watch::channel(false);
     let watcher = tokio::spawn(async move {
@@ -98,6 +148,7 @@ pub async fn run(
         let Some(batch) = next_batch(&consumer, config, stop.clone()).await else {
             break;
         };
+        let started = Instant::now();
         let Some(written) = write_with_retry(pool, &batch, config.max_backoff, &stop).await else {
             info!(
                 messages = batch.len(),
@@ -113,6 +164,20 @@ pub async fn run(
             "batch written"
         );
         commit(&consumer, &batch);
+        batch_seconds.record(started.elapsed().as_secs_f64());
+        rows_written.increment(written.inserted as u64);
+        redeliveries.increment((written.admitted - written.inserted) as u64);
+        releases.increment(written.released as u64);
+        for (reason, count) in [
+            ("malformed", written.malformed),
+            ("conflict", written.conflicting),
+            ("refused", written.refused()),
+        ] {
+            if count > 0 {
+                metrics::counter!("coupon_sink_failed_events_total", "reason" => reason)
+                    .increment(count as u64);
+            }
+        }
     }
     watcher.abort();
     if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -181,7 +246,10 @@ async fn write_with_retry(
                 {
                     Ok(one) => {
                         total.admitted += one.admitted;
+                        total.inserted += one.inserted;
                         total.released += one.released;
+                        total.malformed += one.malformed;
+                        total.conflicting += one.conflicting;
                         total.failed.extend(one.failed);
                     }
                     Err(err) => {

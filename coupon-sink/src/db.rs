@@ -58,7 +58,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         anyhow::bail!("database name {database:?} must be letters, digits and '_' only");
     }
     // Without CLIENT_FOUND_ROWS a row left as it was by `ON DUPLICATE KEY UPDATE` counts as
-    // 0 affected, which `insert_run` relies on; a URL may not turn it on.
+    // 0 affected, which `insert_admissions` relies on; a URL may not turn it on.
     let base = OptsBuilder::from_opts(opts)
         .client_found_rows(false)
         .prefer_socket(false)
@@ -146,10 +146,23 @@ impl Item {
 pub struct Written {
     /// Coupon rows inserted or found already present with the same content.
     pub admitted: usize,
+    /// Of those, the rows inserted; the others were there already (a redelivery).
+    pub inserted: usize,
     /// Release events applied (the row removed, or already absent).
     pub released: usize,
     /// Items recorded in `failed_event`, with the reason, by position.
     pub failed: Vec<(i32, i64, String)>,
+    /// Of those, the items that are no event.
+    pub malformed: usize,
+    /// Of those, the admissions that collide with another row.
+    pub conflicting: usize,
+}
+
+impl Written {
+    /// The failed items the database refused (neither malformed nor conflicting).
+    pub fn refused(&self) -> usize {
+        self.failed.len() - self.malformed - self.conflicting
+    }
 }
 
 /// One step of writing a batch, in the order of the items: a run of admissions goes in as one
@@ -192,12 +205,17 @@ pub async fn write_batch(pool: &Pool, items: &[Item]) -> Result<Written, mysql_a
     let (steps, mut failures) = plan(items);
     let mut conn = pool.get_conn().await?;
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut written = Written::default();
+    let mut written = Written {
+        malformed: failures.len(),
+        ..Written::default()
+    };
     for step in steps {
         match step {
             Step::Admit(mut run) => {
                 let inserted = insert_admissions(&mut tx, &mut run).await?;
                 written.admitted += inserted.admitted;
+                written.inserted += inserted.new_rows;
+                written.conflicting += inserted.conflicts.len();
                 failures.extend(inserted.conflicts);
             }
             Step::Release(event) => {
@@ -219,6 +237,8 @@ pub async fn write_batch(pool: &Pool, items: &[Item]) -> Result<Written, mysql_a
 struct Inserted<'a> {
     /// Rows inserted, or found already present with the same content (a redelivery).
     admitted: usize,
+    /// Of those, the rows inserted.
+    new_rows: usize,
     /// Admissions that collide with another row, with the reason.
     conflicts: Vec<(&'a Item, String)>,
 }
@@ -245,9 +265,11 @@ async fn insert_admissions<'a>(
     )
     .await?;
     // Each new row counts 1 and each existing one 0: when all are new, each landed as itself.
-    if tx.affected_rows() == run.len() as u64 {
+    let new_rows = usize::try_from(tx.affected_rows()).unwrap_or(usize::MAX);
+    if new_rows == run.len() {
         return Ok(Inserted {
             admitted: run.len(),
+            new_rows,
             conflicts: Vec::new(),
         });
     }
@@ -256,6 +278,7 @@ async fn insert_admissions<'a>(
     let existing = Existing::read(tx, run).await?;
     let mut inserted = Inserted {
         admitted: 0,
+        new_rows,
         conflicts: Vec::new(),
     };
     for &(item, e) in run.iter() {

@@ -29,6 +29,7 @@ async fn new_rows_are_written_and_conflicts_caught_even_with_client_found_rows()
         written,
         Written {
             admitted: 2,
+            inserted: 2,
             ..Written::default()
         }
     );
@@ -45,6 +46,9 @@ async fn new_rows_are_written_and_conflicts_caught_even_with_client_found_rows()
     );
     let written = db::write_batch(&pool, &mixed).await.expect("write");
     assert_eq!(written.admitted, 2, "the redelivery and the new row");
+    assert_eq!(written.inserted, 1, "the new row");
+    assert_eq!(written.conflicting, 2);
+    assert_eq!(written.malformed, 0);
     let failed: Vec<i64> = written.failed.iter().map(|f| f.1).collect();
     assert_eq!(failed, [3, 4]);
     assert!(written.failed[0].2.contains("user 2 already holds seq 2"));

@@ -140,6 +140,12 @@ struct Args {
     /// message.timeout.ms stay as the relay sets them.
     #[arg(long = "kafka-property", env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
     kafka_properties: Vec<(String, String)>,
+    /// Prometheus metrics: `on` records them and serves `GET /metrics`, `off` neither.
+    #[arg(long, env = "COUPON_METRICS", default_value = "on", value_parser = ["on", "off"])]
+    metrics: String,
+    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9463), not on the API's port.
+    #[arg(long, env = "COUPON_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Args {
@@ -196,6 +202,8 @@ impl Args {
                     .unwrap_or_else(RelayConfig::default_consumer),
                 kafka_properties: self.kafka_properties,
             },
+            metrics: self.metrics == "on",
+            metrics_addr: self.metrics_addr,
         }
     }
 }

@@ -2,7 +2,10 @@
 //! either consumes the admissions topic into MySQL (the default) or replays failed events.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use clap::{Parser, Subcommand};
 use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
@@ -49,6 +52,10 @@ struct Args {
     /// auto.offset.reset stay as the sink sets them.
     #[arg(long = "kafka-property", global = true, env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
     kafka_properties: Vec<(String, String)>,
+    /// Address that serves the sink's Prometheus metrics (`GET /metrics`) while it consumes;
+    /// `off` serves none.
+    #[arg(long, global = true, env = "COUPON_SINK_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
+    metrics_addr: MetricsAddr,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,6 +95,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let pool = db::connect(&config.database_url).await?;
     let code = match args.command.unwrap_or(Command::Run) {
         Command::Run => {
+            if let MetricsAddr::On(addr) = args.metrics_addr {
+                coupon_metrics::install("coupon-sink", env!("CARGO_PKG_VERSION"), Some(addr))
+                    .with_context(|| format!("COUPON_SINK_METRICS_ADDR={addr} cannot be served: choose another address, or off"))?;
+                tracing::info!(%addr, "serving metrics");
+            }
             consumer::run(&config, &pool, shutdown_signal()).await?;
             std::process::ExitCode::SUCCESS
         }
@@ -102,6 +114,23 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     };
     pool.disconnect().await.ok();
     Ok(code)
+}
+
+/// Where the metrics are served, if anywhere.
+#[derive(Clone, Copy, Debug)]
+enum MetricsAddr {
+    On(SocketAddr),
+    Off,
+}
+
+fn metrics_addr(value: &str) -> Result<MetricsAddr, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr::Off);
+    }
+    value
+        .parse()
+        .map(MetricsAddr::On)
+        .map_err(|_| format!("{value:?} is neither host:port (e.g. 127.0.0.1:9464) nor off"))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
