@@ -38,6 +38,122 @@ pub const BATCH_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// The kind of a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (until the process restarts).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Samples counted into buckets.
+    Histogram,
+}
+
+/// Every metric the binaries export, with its kind and help text: the contract dashboards and
+/// alert rules are written against (README's metrics table lists the same).
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "coupon_build_info",
+        Kind::Gauge,
+        "1, labelled with the binary and its version",
+    ),
+    (
+        "coupon_applications_total",
+        Kind::Counter,
+        "Answers to applications, by campaign (gate-decided outcomes of existing campaigns only, else empty) and outcome",
+    ),
+    (
+        "coupon_apply_duration_seconds",
+        Kind::Histogram,
+        "Time from an application's request to its answer",
+    ),
+    (
+        "coupon_sold_out_memory_answers_total",
+        Kind::Counter,
+        "Sold-out answers given from memory, without Redis",
+    ),
+    (
+        "coupon_gate_batch_size",
+        Kind::Histogram,
+        "Applications decided per admission script call",
+    ),
+    (
+        "coupon_http_connections_open",
+        Kind::Gauge,
+        "Connections being served",
+    ),
+    (
+        "coupon_http_connections_refused_total",
+        Kind::Counter,
+        "Connections answered 429 because their address held its share",
+    ),
+    (
+        "coupon_http_connections_closed_total",
+        Kind::Counter,
+        "Connections the server closed: evicted for a new client at the cap, or timed out",
+    ),
+    (
+        "coupon_outbox_backlog",
+        Kind::Gauge,
+        "Events of a campaign in its outbox not yet confirmed by Kafka, read by a relay or not",
+    ),
+    (
+        "coupon_outbox_oldest_seconds",
+        Kind::Gauge,
+        "How long the oldest event still in a campaign's outbox has waited; 0 when none",
+    ),
+    (
+        "coupon_relay_delivered_total",
+        Kind::Counter,
+        "Outbox events the broker confirmed",
+    ),
+    (
+        "coupon_relay_failures_total",
+        Kind::Counter,
+        "Relay failures: records the broker did not confirm (delivery), rounds that could not read or acknowledge the outbox (redis)",
+    ),
+    (
+        "coupon_relay_delivery_seconds",
+        Kind::Histogram,
+        "Time from admission to the broker's confirmation",
+    ),
+    (
+        "coupon_relay_producer_replacements_total",
+        Kind::Counter,
+        "Kafka producers replaced after the broker refused them",
+    ),
+    (
+        "coupon_sink_rows_written_total",
+        Kind::Counter,
+        "Coupon rows inserted into MySQL",
+    ),
+    (
+        "coupon_sink_redeliveries_total",
+        Kind::Counter,
+        "Admissions whose row was already in MySQL (a redelivery)",
+    ),
+    (
+        "coupon_sink_releases_total",
+        Kind::Counter,
+        "Release events applied",
+    ),
+    (
+        "coupon_sink_failed_events_total",
+        Kind::Counter,
+        "Events recorded in failed_event, by reason: malformed, conflict, refused",
+    ),
+    (
+        "coupon_sink_batch_seconds",
+        Kind::Histogram,
+        "Time from a batch's write to its offsets' commit, retries included",
+    ),
+    (
+        "coupon_sink_consumer_lag",
+        Kind::Gauge,
+        "Messages of an assigned partition after the sink's committed offset",
+    ),
+];
+
 /// How often the recorder folds recorded histogram samples into their buckets.
 const UPKEEP: Duration = Duration::from_secs(5);
 
@@ -107,9 +223,21 @@ pub fn install(
             handle
         }
     };
+    describe();
     metrics::gauge!("coupon_build_info", "binary" => binary, "version" => version).set(1.0);
     let _ = INSTALLED.set((handle.clone(), listen));
     Ok(handle)
+}
+
+/// Gives every metric of [`METRICS`] its help text.
+fn describe() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 /// Sets the buckets of every histogram the binaries record.

@@ -93,6 +93,8 @@ pub struct Sink {
     pub process: Process,
     /// Its log: standard output and error.
     pub log: PathBuf,
+    /// Where it serves its metrics (`COUPON_SINK_METRICS_ADDR`).
+    pub metrics: SocketAddr,
 }
 
 impl Sink {
@@ -195,9 +197,13 @@ fn rand_u64() -> u64 {
 /// Starts the `n`th sink of the pipeline on `topic`.
 fn start_sink(topic: &str, n: usize, env: &[(&'static str, String)]) -> Sink {
     let tag = format!("{topic}-{n}");
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut env = env.to_vec();
+    env.push(("COUPON_SINK_METRICS_ADDR", metrics.to_string()));
     Sink {
-        process: spawn("coupon-sink", &tag, env),
+        process: spawn("coupon-sink", &tag, &env),
         log: log_path("coupon-sink", &tag),
+        metrics,
     }
 }
 

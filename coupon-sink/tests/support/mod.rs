@@ -111,6 +111,10 @@ pub fn spawn_binary(database_url: &str, topic: &str, group: &str) -> Process {
         .env("COUPON_SINK_GROUP", format!("{topic}-{group}"))
         .env("COUPON_SINK_BATCH", "100")
         .env("COUPON_SINK_INSTANCE_ID", "sink-1")
+        .env(
+            "COUPON_SINK_METRICS_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env("RUST_LOG", "coupon_sink=debug,info")
         .stdout(Stdio::null())
         .stderr(log)
