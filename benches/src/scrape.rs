@@ -54,6 +54,39 @@ impl Scrape {
         self.matching(name, labels).map(|s| s.value).sum()
     }
 
+    /// The upper bound of the bucket of histogram `name` (summed over its series) that holds
+    /// quantile `q` (0 to 1): "q of the samples took at most this". `None` without samples.
+    pub fn quantile(&self, name: &str, q: f64) -> Option<f64> {
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for sample in self.matching_name(&format!("{name}_bucket")) {
+            let le = sample
+                .labels
+                .iter()
+                .find(|(k, _)| k == "le")
+                .and_then(|(_, v)| match v.as_str() {
+                    "+Inf" => Some(f64::INFINITY),
+                    v => v.parse().ok(),
+                })?;
+            match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+                Some((_, count)) => *count += sample.value,
+                None => buckets.push((le, sample.value)),
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last()?.1;
+        if total == 0.0 {
+            return None;
+        }
+        buckets
+            .iter()
+            .find(|(_, cumulative)| *cumulative >= q * total)
+            .map(|(bound, _)| *bound)
+    }
+
+    fn matching_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> {
+        self.samples.iter().filter(move |s| s.name == name)
+    }
+
     /// Whether a sample of `name` with `labels` exists.
     pub fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
         self.matching(name, labels).next().is_some()
@@ -163,6 +196,16 @@ mod tests {
         assert_eq!(scrape.sum("a_total", &[("campaign", "")]), 2.0);
         assert_eq!(scrape.sum("h_count", &[]), 5.0);
         assert!(scrape.has("q", &[("v", "a\"b")]));
+        let histogram = Scrape::parse(
+            "t_bucket{le=\"0.1\",i=\"a\"} 5\nt_bucket{le=\"1\",i=\"a\"} 9\nt_bucket{le=\"+Inf\",i=\"a\"} 10\n\
+             t_bucket{le=\"0.1\",i=\"b\"} 5\nt_bucket{le=\"1\",i=\"b\"} 10\nt_bucket{le=\"+Inf\",i=\"b\"} 10\n"
+                .to_owned(),
+        )
+        .unwrap();
+        assert_eq!(histogram.quantile("t", 0.5), Some(0.1));
+        assert_eq!(histogram.quantile("t", 0.95), Some(1.0));
+        assert_eq!(histogram.quantile("t", 1.0), Some(f64::INFINITY));
+        assert_eq!(histogram.quantile("none", 0.5), None);
         assert!(!scrape.has("a_total", &[("outcome", "duplicate")]));
         assert_eq!(
             scrape.families().into_iter().collect::<Vec<_>>(),

@@ -10,6 +10,7 @@ use clap::Parser;
 use coupon_bench::admin::Server;
 use coupon_bench::check::{self, Stored};
 use coupon_bench::sale::{self, Crowd, Identity, Signer, Tally, Target};
+use coupon_bench::scrape::Scrape;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Fires a flash sale at coupon-http: distinct users, some clicking several times, arriving
@@ -73,6 +74,10 @@ struct Args {
     /// Seconds to wait for coupon-http to be ready before the sale.
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
+    /// A `/metrics` URL of coupon-http or coupon-sink (repeat the flag for each process): the
+    /// report ends with the figures that matter from their metrics.
+    #[arg(long = "metrics")]
+    metrics: Vec<String>,
 }
 
 #[tokio::main]
@@ -181,8 +186,117 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     pool.disconnect().await.ok();
 
     let verdict = check::verdict(quota, args.users, &tally, &stored);
+    if !args.metrics.is_empty() {
+        print_metrics(&args.metrics, stored.rows).await?;
+    }
     println!("checks\n{verdict}");
     Ok(verdict.passed())
+}
+
+/// The figures that matter from the processes' metrics, summed over `urls`. The sinks count a
+/// batch just after committing it, and the relay gauges the outbox once a second, so the scrape
+/// waits (up to 5 s) until they count `rows` and an empty outbox.
+async fn print_metrics(urls: &[String], rows: u64) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let scrapes = loop {
+        let mut scrapes = Vec::new();
+        for url in urls {
+            scrapes.push(
+                Scrape::get(url)
+                    .await
+                    .with_context(|| format!("--metrics {url}"))?,
+            );
+        }
+        let written: f64 = scrapes
+            .iter()
+            .map(|s| s.sum("coupon_sink_rows_written_total", &[]))
+            .sum();
+        // Every row stored means every event left the outbox; the gauge says so within a second.
+        let backlog: f64 = scrapes
+            .iter()
+            .map(|s| s.sum("coupon_outbox_backlog", &[]))
+            .sum();
+        if (written as u64 >= rows && backlog == 0.0) || std::time::Instant::now() >= deadline {
+            break scrapes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sum = |name: &str, labels: &[(&str, &str)]| -> u64 {
+        scrapes.iter().map(|s| s.sum(name, labels)).sum::<f64>() as u64
+    };
+    let quantile = |name: &str, q: f64| -> String {
+        scrapes
+            .iter()
+            .find_map(|s| s.quantile(name, q))
+            .map_or_else(|| "-".to_owned(), |bound| format!("<= {}", seconds(bound)))
+    };
+    println!("metrics   (from {})", urls.join(", "));
+    let outcomes = [
+        "success",
+        "duplicate",
+        "sold_out",
+        "not_open",
+        "closed",
+        "unknown_campaign",
+        "rate_limited",
+        "unauthorized",
+        "invalid",
+        "unavailable",
+        "error",
+    ];
+    let counted: Vec<String> = outcomes
+        .iter()
+        .map(|outcome| {
+            (
+                outcome,
+                sum("coupon_applications_total", &[("outcome", outcome)]),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .map(|(outcome, n)| format!("{outcome} {}", group(n)))
+        .collect();
+    println!("  answers       {}", counted.join(", "));
+    println!(
+        "  answer time   p50 {}  p99 {}  ({} sold out from memory)",
+        quantile("coupon_apply_duration_seconds", 0.5),
+        quantile("coupon_apply_duration_seconds", 0.99),
+        group(sum("coupon_sold_out_memory_answers_total", &[]))
+    );
+    let calls = sum("coupon_gate_batch_size_count", &[]);
+    let batched = scrapes
+        .iter()
+        .map(|s| s.sum("coupon_gate_batch_size_sum", &[]))
+        .sum::<f64>();
+    println!(
+        "  gate          {} script calls, {:.1} applications each",
+        group(calls),
+        batched / calls.max(1) as f64
+    );
+    println!(
+        "  relay         {} delivered, {} failures, delivery p99 {}, outbox backlog {}",
+        group(sum("coupon_relay_delivered_total", &[])),
+        group(sum("coupon_relay_failures_total", &[])),
+        quantile("coupon_relay_delivery_seconds", 0.99),
+        group(sum("coupon_outbox_backlog", &[]))
+    );
+    println!(
+        "  sink          {} rows written, {} redeliveries, {} failed events, lag {}, batch p99 {}",
+        group(sum("coupon_sink_rows_written_total", &[])),
+        group(sum("coupon_sink_redeliveries_total", &[])),
+        group(sum("coupon_sink_failed_events_total", &[])),
+        group(sum("coupon_sink_consumer_lag", &[])),
+        quantile("coupon_sink_batch_seconds", 0.99)
+    );
+    Ok(())
+}
+
+/// A bucket bound in seconds, as milliseconds (or `+Inf`).
+fn seconds(bound: f64) -> String {
+    if bound.is_infinite() {
+        "+Inf".to_owned()
+    } else {
+        format!("{} ms", bound * 1000.0)
+    }
 }
 
 fn print_answers(tally: &Tally) {
