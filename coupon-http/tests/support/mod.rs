@@ -275,8 +275,13 @@ pub async fn call_from(
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("{path}: answer is not JSON: {bytes:?}"));
+    // Every answer is JSON but the metrics, in Prometheus's text format.
+    let body = if path == "/metrics" && status == StatusCode::OK {
+        serde_json::Value::String(String::from_utf8(bytes.to_vec()).expect("UTF-8 metrics"))
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{path}: answer is not JSON: {bytes:?}"))
+    };
     Answer {
         status,
         headers,
