@@ -161,7 +161,7 @@ fn exposition(state: &AppState) -> Result<Response<Body>, Rejection> {
     let text = state.telemetry().exposition().ok_or_else(|| {
         Rejection::new(
             StatusCode::NOT_FOUND,
-            "no metrics on this listener: they are off (COUPON_METRICS=off) or served on COUPON_METRICS_ADDR",
+            "no metrics on this listener: they are off (COUPON_METRICS=off), served on COUPON_METRICS_ADDR, or recorded by the embedding process's own recorder",
         )
     })?;
     let mut response = Response::new(Body::from(text));

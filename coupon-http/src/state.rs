@@ -120,10 +120,10 @@ impl AppState {
                 config.metrics_addr,
             )
             .context("cannot set up metrics (COUPON_METRICS, COUPON_METRICS_ADDR)")?;
-            if let Some(addr) = config.metrics_addr {
+            if let (Some(addr), Some(_)) = (config.metrics_addr, &handle) {
                 info!(%addr, "serving metrics");
             }
-            config.metrics_addr.is_none().then_some(handle)
+            handle.filter(|_| config.metrics_addr.is_none())
         } else {
             None
         };

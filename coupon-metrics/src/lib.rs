@@ -7,7 +7,8 @@
 //! the recorder's upkeep running. The names of the metrics are a contract; README lists them.
 //!
 //! One recorder per process: the first [`install`] wins, and later ones (an HTTP server started
-//! twice in one test process) share it.
+//! twice in one test process) share it. A process that installed a recorder of its own keeps
+//! it: the metrics go there.
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
@@ -168,15 +169,17 @@ static INSTALLING: Mutex<()> = Mutex::new(());
 /// With `listen`, the recorder also serves every scrape (`GET /metrics`, any path) on that
 /// address, from a task on the current Tokio runtime. Must be called within a Tokio runtime.
 ///
+/// `None` when the process already has a recorder of its own (an embedder's): the metrics go to
+/// it, and nothing is served here; a warning says so.
+///
 /// # Errors
 ///
-/// The address cannot be bound; another recorder is already installed (an embedder's); this
-/// process already installed one that serves elsewhere.
+/// The address cannot be bound; this process already installed one that serves elsewhere.
 pub fn install(
     binary: &'static str,
     version: &'static str,
     listen: Option<SocketAddr>,
-) -> anyhow::Result<PrometheusHandle> {
+) -> anyhow::Result<Option<PrometheusHandle>> {
     let _one = INSTALLING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -190,26 +193,31 @@ pub fn install(
             )
         );
         metrics::gauge!("coupon_build_info", "binary" => binary, "version" => version).set(1.0);
-        return Ok(handle.clone());
+        return Ok(Some(handle.clone()));
     }
     let builder = buckets(PrometheusBuilder::new())?;
-    let handle = match listen {
+    let (recorder, exporter) = match listen {
         Some(addr) => {
             let (recorder, exporter) = builder
                 .with_http_listener(addr)
                 .upkeep_timeout(UPKEEP)
                 .build()
                 .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder)
-                .context("another metrics recorder is already installed")?;
-            tokio::spawn(exporter);
-            handle
+            (recorder, Some(exporter))
         }
+        None => (builder.build_recorder(), None),
+    };
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::warn!(
+            "this process has a metrics recorder of its own: the metrics go to it, and are not served here"
+        );
+        return Ok(None);
+    }
+    match exporter {
+        // Its upkeep runs on the runtime, beside the listener.
+        Some(exporter) => drop(tokio::spawn(exporter)),
         None => {
-            let handle = builder
-                .install_recorder()
-                .context("another metrics recorder is already installed")?;
             let upkeep = handle.clone();
             std::thread::Builder::new()
                 .name("metrics-upkeep".to_owned())
@@ -220,13 +228,12 @@ pub fn install(
                     }
                 })
                 .context("cannot start the metrics upkeep thread")?;
-            handle
         }
-    };
+    }
     describe();
     metrics::gauge!("coupon_build_info", "binary" => binary, "version" => version).set(1.0);
     let _ = INSTALLED.set((handle.clone(), listen));
-    Ok(handle)
+    Ok(Some(handle))
 }
 
 /// Gives every metric of [`METRICS`] its help text.

@@ -33,7 +33,9 @@ fn a_metrics_address_taken_or_invalid_stops_the_start_with_a_message() {
     let (ok, stderr) = run_with(&db, &taken);
     assert!(!ok);
     assert!(
-        stderr.contains(&format!("COUPON_SINK_METRICS_ADDR={taken} cannot be served")),
+        stderr.contains(&format!(
+            "COUPON_SINK_METRICS_ADDR={taken} cannot be served"
+        )),
         "{stderr}"
     );
 

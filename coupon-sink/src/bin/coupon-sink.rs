@@ -96,9 +96,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let code = match args.command.unwrap_or(Command::Run) {
         Command::Run => {
             if let MetricsAddr::On(addr) = args.metrics_addr {
-                coupon_metrics::install("coupon-sink", env!("CARGO_PKG_VERSION"), Some(addr))
+                let served = coupon_metrics::install("coupon-sink", env!("CARGO_PKG_VERSION"), Some(addr))
                     .with_context(|| format!("COUPON_SINK_METRICS_ADDR={addr} cannot be served: choose another address, or off"))?;
-                tracing::info!(%addr, "serving metrics");
+                if served.is_some() {
+                    tracing::info!(%addr, "serving metrics");
+                }
             }
             consumer::run(&config, &pool, shutdown_signal()).await?;
             std::process::ExitCode::SUCCESS
