@@ -1,15 +1,17 @@
 //! Helpers shared by the workspace's integration tests and benches: real servers only.
 //!
 //! Keys, topics and databases of a test's own on the machine's servers, and servers a test
-//! starts itself (Redis, a Kafka-API broker) where it must kill, flush or cut them; never the
-//! machine's shared ones.
+//! starts itself (Redis, a Redis Cluster, a Kafka-API broker) where it must kill, flush or cut
+//! them; never the machine's shared ones.
 
+mod cluster;
 mod kafka;
 mod mysql;
 mod net;
 mod redis;
 mod wait;
 
+pub use cluster::RedisCluster;
 pub use kafka::{Broker, brokers, produce, read_topic, topic_records};
 pub use mysql::{ScratchDb, mysql_server_url};
 pub use net::{Process, Proxy, free_port};

@@ -1,0 +1,99 @@
+//! The library over a real Redis Cluster (3 masters, 3 replicas, started by the test): the
+//! seed's three scenarios through the batcher, campaigns spread over the masters, and the
+//! outbox protocol on each campaign's slot. Every campaign's keys share its hash tag, so each
+//! script runs on the one master that owns the campaign.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+
+use coupon_gate::{BatchConfig, Batcher, Campaign, Gate, Outcome};
+use coupon_testkit::RedisCluster;
+use support::{campaign, user};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
+    let cluster = RedisCluster::start();
+    let gate = Gate::new(cluster.connection().await);
+    let batcher = Batcher::new(gate.clone(), BatchConfig::default());
+
+    // Campaigns until every master owns one (their slots follow their ids' hash tags).
+    let mut masters = BTreeSet::new();
+    let mut campaigns = Vec::new();
+    for n in 0.. {
+        let id = campaign(&format!("spread-{n}"));
+        masters.insert(cluster.master_of(&format!("coupon:{{{}}}:meta", id.as_str())));
+        campaigns.push(id);
+        if masters.len() == 3 {
+            break;
+        }
+        assert!(n < 100, "100 campaigns on {} masters only", masters.len());
+    }
+
+    let batcher = &batcher;
+    for id in &campaigns {
+        gate.create(&Campaign::new(id.clone(), NonZeroU32::new(100).unwrap()))
+            .await
+            .unwrap();
+
+        // 한번만응모: one application, one admission.
+        assert_eq!(
+            batcher.apply(id, user(1)).await.unwrap(),
+            Outcome::Admitted { seq: 1 }
+        );
+
+        // 여러명응모: 1,000 distinct users at once (user 1 among them again) on quota 100.
+        let answers = futures_util::future::join_all(
+            (1..=1000).map(|u| async move { (u, batcher.apply(id, user(u)).await.unwrap()) }),
+        )
+        .await;
+        let admitted: BTreeSet<u32> = answers
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Outcome::Admitted { seq } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(admitted, (2..=100).collect(), "{id}: 99 more, seqs 2..=100");
+        let sold_out = answers
+            .iter()
+            .filter(|(_, outcome)| *outcome == Outcome::SoldOut)
+            .count();
+        assert_eq!(sold_out, 900, "{id}");
+
+        // 한명당_한개의_쿠폰발급: one admitted user applying 200 times at once.
+        let again = futures_util::future::join_all(
+            (0..200).map(|_| async { batcher.apply(id, user(1)).await.unwrap() }),
+        )
+        .await;
+        assert!(
+            again
+                .iter()
+                .all(|outcome| *outcome == Outcome::Duplicate { seq: 1 }),
+            "{id}: {again:?}"
+        );
+
+        let status = gate.status(id).await.unwrap().expect("the campaign");
+        assert_eq!((status.issued, status.remaining()), (100, 0), "{id}");
+    }
+
+    // Every campaign is listed, and its outbox is read and drained on its own slot.
+    let listed: BTreeSet<_> = gate.campaigns().await.unwrap().into_iter().collect();
+    assert!(campaigns.iter().all(|id| listed.contains(id)));
+    let outbox = gate.outbox();
+    for id in &campaigns {
+        assert_eq!(outbox.backlog(id).await.unwrap(), 100, "{id}");
+        assert!(outbox.oldest(id).await.unwrap().is_some());
+        let records = outbox.read(id, "relay-a", 1000).await.unwrap();
+        let users: BTreeSet<u64> = records
+            .iter()
+            .map(|r| r.user.as_number().unwrap())
+            .collect();
+        assert_eq!(users.len(), 100, "{id}");
+        outbox.ack(id, &records).await.unwrap();
+        assert_eq!(outbox.backlog(id).await.unwrap(), 0, "{id}");
+        assert_eq!(outbox.len(id).await.unwrap(), 0, "{id}");
+        assert_eq!(outbox.oldest(id).await.unwrap(), None, "{id}");
+    }
+}
