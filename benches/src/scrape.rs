@@ -58,7 +58,8 @@ impl Scrape {
     /// quantile `q` (0 to 1): "q of the samples took at most this". `None` without samples.
     pub fn quantile(&self, name: &str, q: f64) -> Option<f64> {
         let mut buckets: Vec<(f64, f64)> = Vec::new();
-        for sample in self.matching_name(&format!("{name}_bucket")) {
+        let bucket = format!("{name}_bucket");
+        for sample in self.matching(&bucket, &[]) {
             let le = sample
                 .labels
                 .iter()
@@ -81,10 +82,6 @@ impl Scrape {
             .iter()
             .find(|(_, cumulative)| *cumulative >= q * total)
             .map(|(bound, _)| *bound)
-    }
-
-    fn matching_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> {
-        self.samples.iter().filter(move |s| s.name == name)
     }
 
     /// Whether a sample of `name` with `labels` exists.

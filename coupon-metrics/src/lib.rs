@@ -11,7 +11,7 @@
 //! it: the metrics go there.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -158,10 +158,9 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
 /// How often the recorder folds recorded histogram samples into their buckets.
 const UPKEEP: Duration = Duration::from_secs(5);
 
-/// The recorder of this process, once installed, and the address it serves on, if any.
-static INSTALLED: OnceLock<(PrometheusHandle, Option<SocketAddr>)> = OnceLock::new();
-/// Makes concurrent first calls of [`install`] one.
-static INSTALLING: Mutex<()> = Mutex::new(());
+/// The recorder this process installed, and the address it serves on, if any; held while
+/// [`install`] runs, so that concurrent first calls install once.
+static INSTALLED: Mutex<Option<(PrometheusHandle, Option<SocketAddr>)>> = Mutex::new(None);
 
 /// Installs the process's Prometheus recorder, with every histogram's buckets, and sets
 /// `coupon_build_info{binary,version}` to 1; returns the handle that renders the text format.
@@ -180,10 +179,10 @@ pub fn install(
     version: &'static str,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<Option<PrometheusHandle>> {
-    let _one = INSTALLING
+    let mut installed = INSTALLED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((handle, served)) = INSTALLED.get() {
+    if let Some((handle, served)) = installed.as_ref() {
         anyhow::ensure!(
             listen.is_none() || listen == *served,
             "the metrics of this process are already served {}; one process serves them once",
@@ -232,7 +231,7 @@ pub fn install(
     }
     describe();
     metrics::gauge!("coupon_build_info", "binary" => binary, "version" => version).set(1.0);
-    let _ = INSTALLED.set((handle.clone(), listen));
+    *installed = Some((handle.clone(), listen));
     Ok(Some(handle))
 }
 

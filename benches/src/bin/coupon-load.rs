@@ -207,23 +207,15 @@ async fn print_metrics(urls: &[String], rows: u64) -> anyhow::Result<()> {
                     .with_context(|| format!("--metrics {url}"))?,
             );
         }
-        let written: f64 = scrapes
-            .iter()
-            .map(|s| s.sum("coupon_sink_rows_written_total", &[]))
-            .sum();
+        let written = total(&scrapes, "coupon_sink_rows_written_total", &[]);
         // Every row stored means every event left the outbox; the gauge says so within a second.
-        let backlog: f64 = scrapes
-            .iter()
-            .map(|s| s.sum("coupon_outbox_backlog", &[]))
-            .sum();
+        let backlog = total(&scrapes, "coupon_outbox_backlog", &[]);
         if (written as u64 >= rows && backlog == 0.0) || std::time::Instant::now() >= deadline {
             break scrapes;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let sum = |name: &str, labels: &[(&str, &str)]| -> u64 {
-        scrapes.iter().map(|s| s.sum(name, labels)).sum::<f64>() as u64
-    };
+    let sum = |name: &str, labels: &[(&str, &str)]| total(&scrapes, name, labels) as u64;
     let quantile = |name: &str, q: f64| -> String {
         scrapes
             .iter()
@@ -263,14 +255,10 @@ async fn print_metrics(urls: &[String], rows: u64) -> anyhow::Result<()> {
         group(sum("coupon_sold_out_memory_answers_total", &[]))
     );
     let calls = sum("coupon_gate_batch_size_count", &[]);
-    let batched = scrapes
-        .iter()
-        .map(|s| s.sum("coupon_gate_batch_size_sum", &[]))
-        .sum::<f64>();
     println!(
         "  gate          {} script calls, {:.1} applications each",
         group(calls),
-        batched / calls.max(1) as f64
+        total(&scrapes, "coupon_gate_batch_size_sum", &[]) / calls.max(1) as f64
     );
     println!(
         "  relay         {} delivered, {} failures, delivery p99 {}, outbox backlog {}",
@@ -288,6 +276,11 @@ async fn print_metrics(urls: &[String], rows: u64) -> anyhow::Result<()> {
         quantile("coupon_sink_batch_seconds", 0.99)
     );
     Ok(())
+}
+
+/// The sum of the samples of `name` with `labels` over every scrape.
+fn total(scrapes: &[Scrape], name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrapes.iter().map(|s| s.sum(name, labels)).sum()
 }
 
 /// A bucket bound in seconds, as milliseconds (or `+Inf`).
