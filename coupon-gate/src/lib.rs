@@ -52,6 +52,7 @@
 
 mod batch;
 mod campaign;
+mod connection;
 mod error;
 mod gate;
 mod keys;
@@ -62,6 +63,7 @@ mod script;
 
 pub use batch::{BatchConfig, Batcher};
 pub use campaign::{Campaign, CampaignId, CampaignStatus, InvalidInput, UserId};
+pub use connection::{RedisConnection, RedisTarget};
 pub use error::Error;
 pub use gate::Gate;
 pub use outbox::{EventKind, Outbox, OutboxRecord};

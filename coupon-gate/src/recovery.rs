@@ -2,8 +2,8 @@
 //! operators' tools (an audit against the database, a rebuild after Redis lost its data), not
 //! for the request path.
 //!
-//! The user buckets are found with `SCAN`, which sees one server: on a Redis Cluster, point the
-//! gate at the node that holds the campaign's slot.
+//! The user buckets are found with `SCAN`, sent through a script keyed on the campaign so that
+//! on a Redis Cluster it pages through the master that holds the campaign's slot.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use redis::aio::ConnectionLike;
 
 use crate::gate::{Shared, to_seq};
 use crate::keys::Keys;
+use crate::script;
 use crate::{Campaign, CampaignId, Error, OUTBOX_GROUP, UserId};
 
 /// Pairs written per command when restoring.
@@ -254,14 +255,9 @@ where
         let mut cursor: u64 = 0;
         let mut buckets = Vec::new();
         loop {
-            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
+            let mut call = self.shared.scripts.scan.key(&keys.meta);
+            call.arg(cursor).arg(&pattern).arg(1000);
+            let (next, page): (u64, Vec<String>) = script::run(&call, &mut conn).await?;
             buckets.extend(page);
             if next == 0 {
                 break;

@@ -19,6 +19,8 @@ pub(crate) struct Scripts {
     pub(crate) create: Script,
     pub(crate) release: Script,
     pub(crate) ack: Script,
+    /// Not a decision: SCAN routed to a campaign's node (see `scan.lua`).
+    pub(crate) scan: Script,
 }
 
 impl Scripts {
@@ -28,6 +30,7 @@ impl Scripts {
             create: Script::new(with_prelude!("create.lua")),
             release: Script::new(with_prelude!("release.lua")),
             ack: Script::new(with_prelude!("ack.lua")),
+            scan: Script::new(include_str!("scan.lua")),
         }
     }
 }

@@ -8,14 +8,22 @@ mod support;
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
-use coupon_gate::{BatchConfig, Batcher, Campaign, Gate, Outcome};
+use std::time::Duration;
+
+use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignState, Gate, Outcome, RedisTarget};
 use coupon_testkit::RedisCluster;
 use support::{campaign, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
     let cluster = RedisCluster::start();
-    let gate = Gate::new(cluster.connection().await);
+    // As the binaries connect, given REDIS_CLUSTER_NODES.
+    let conn = RedisTarget::from_config("redis://unused:1", &cluster.nodes())
+        .connect(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(conn.is_cluster());
+    let gate = Gate::new(conn);
     let batcher = Batcher::new(gate.clone(), BatchConfig::default());
 
     // Campaigns until every master owns one (their slots follow their ids' hash tags).
@@ -95,5 +103,25 @@ async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
         assert_eq!(outbox.backlog(id).await.unwrap(), 0, "{id}");
         assert_eq!(outbox.len(id).await.unwrap(), 0, "{id}");
         assert_eq!(outbox.oldest(id).await.unwrap(), None, "{id}");
+    }
+
+    // The operators' reads and restores find each campaign's holders on its own master, and a
+    // restore there puts back exactly what was read.
+    let recovery = gate.recovery();
+    for id in &campaigns {
+        let holders = recovery.holders(id).await.unwrap();
+        let seqs: BTreeSet<u32> = holders.iter().map(|&(_, seq)| seq).collect();
+        assert_eq!(seqs, (1..=100).collect(), "{id}: holders on its master");
+        let state = CampaignState::new(
+            Campaign::new(id.clone(), NonZeroU32::new(100).unwrap()),
+            holders.clone(),
+        )
+        .unwrap();
+        recovery.restore(&state).await.unwrap();
+        assert_eq!(recovery.holders(id).await.unwrap(), holders, "{id}");
+        assert_eq!(
+            batcher.apply(id, user(5000)).await.unwrap(),
+            Outcome::SoldOut
+        );
     }
 }

@@ -37,9 +37,13 @@ pub async fn serve(
     let (stop_relay, relay_stopped) = watch::channel(false);
     let (running, relay_done) = start_relay(&state, &config, relay_stopped.clone()).await?;
     state.watch_relay(running);
+    let nodes = state
+        .redis_target()
+        .node_clients()
+        .context("invalid redis address")?;
     tokio::spawn(sold_out::watch(
         state.sold_out().clone(),
-        state.client().clone(),
+        nodes,
         state.gate().changes_channel(),
         relay_stopped.clone(),
     ));
@@ -88,7 +92,7 @@ async fn start_relay(
 ) -> anyhow::Result<(Running, oneshot::Receiver<()>)> {
     let (started, start) = oneshot::channel::<anyhow::Result<Running>>();
     let (done, relay_done) = oneshot::channel();
-    let client = state.client().clone();
+    let target = state.redis_target().clone();
     let config = config.clone();
     std::thread::Builder::new()
         .name("coupon-relay".to_owned())
@@ -105,7 +109,7 @@ async fn start_relay(
             };
             runtime.block_on(async move {
                 let relay = async {
-                    let conn = state::connect_redis(&client, &config).await?;
+                    let conn = state::connect_redis(&target, &config).await?;
                     let gate = Gate::with_key_prefix(conn, config.key_prefix.clone())
                         .context("invalid key prefix")?;
                     let relay = Relay::new(&gate, config.relay.clone())?;

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use coupon_gate::RedisTarget;
 use coupon_relay::RelayConfig;
 use ipnet::IpNet;
 
@@ -19,8 +20,11 @@ use crate::limits::RateLimit;
 pub struct Config {
     /// Where the HTTP server listens.
     pub addr: SocketAddr,
-    /// The Redis the gate runs on.
+    /// The Redis the gate runs on, unless `redis_cluster_nodes` names a cluster.
     pub redis_url: String,
+    /// Nodes of the Redis Cluster the gate runs on (`host:port`; the others are discovered);
+    /// when any is given it takes precedence over `redis_url`. Empty by default.
+    pub redis_cluster_nodes: Vec<String>,
     /// Prepended to every Redis key, so that deployments can share one Redis.
     pub key_prefix: String,
     /// Quota of the `default` campaign, created at start-up if missing (never changed if present).
@@ -107,11 +111,20 @@ impl Config {
     pub const DEFAULT_SOLD_OUT_TTL: Duration = Duration::from_secs(1);
 }
 
+impl Config {
+    /// The cluster of `redis_cluster_nodes` if it names any node, else the server at
+    /// `redis_url`.
+    pub fn redis_target(&self) -> RedisTarget {
+        RedisTarget::from_config(&self.redis_url, &self.redis_cluster_nodes)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             addr: Self::DEFAULT_ADDR,
             redis_url: Self::DEFAULT_REDIS_URL.to_owned(),
+            redis_cluster_nodes: Vec::new(),
             key_prefix: coupon_gate::DEFAULT_KEY_PREFIX.to_owned(),
             default_quota: Self::DEFAULT_QUOTA,
             admin_token: None,

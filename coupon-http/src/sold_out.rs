@@ -99,19 +99,27 @@ impl SoldOutCache {
 }
 
 /// Keeps `cache` honest until `stop` turns true: subscribes to the gate's changes channel on
-/// the Redis at `client` and forgets every campaign announced there. When the subscription
-/// breaks, everything is forgotten and nothing is remembered until it is back.
+/// one of `nodes` and forgets every campaign announced there. When the subscription breaks,
+/// everything is forgotten and nothing is remembered until it is back, on the same node or the
+/// next one.
+///
+/// `nodes` is the one server, or the nodes of a cluster named in the configuration: the gate
+/// publishes with `PUBLISH`, whose messages every node of a cluster receives, so any node will
+/// do, and a failed one is left for the next.
 pub(crate) async fn watch(
     cache: SoldOutCache,
-    client: redis::Client,
+    nodes: Vec<redis::Client>,
     channel: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    if cache.inner.ttl.is_zero() {
+    if cache.inner.ttl.is_zero() || nodes.is_empty() {
         return;
     }
     let mut backoff = Duration::from_millis(100);
+    let mut next = 0;
     while !*stop.borrow() {
+        let client = &nodes[next % nodes.len()];
+        next += 1;
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -124,7 +132,7 @@ pub(crate) async fn watch(
         let mut messages = match pubsub {
             Ok(pubsub) => pubsub.into_on_message(),
             Err(err) => {
-                warn!(cause = %err, "cannot subscribe to campaign changes; sold-out answers go to redis");
+                warn!(cause = %err, node = ?client.get_connection_info().addr(), "cannot subscribe to campaign changes; sold-out answers go to redis");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.wait_for(|stop| *stop) => return,
@@ -135,7 +143,7 @@ pub(crate) async fn watch(
         };
         backoff = Duration::from_millis(100);
         cache.set_live(true);
-        info!(%channel, "watching campaign changes; sold-out campaigns are answered locally");
+        info!(%channel, node = ?client.get_connection_info().addr(), "watching campaign changes; sold-out campaigns are answered locally");
         loop {
             let message = tokio::select! {
                 message = messages.next() => message,

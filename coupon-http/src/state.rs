@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignId, Gate};
+use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignId, Gate, RedisConnection, RedisTarget};
 use coupon_relay::Running;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::info;
 
 use crate::Config;
@@ -23,15 +22,15 @@ pub(crate) const DEFAULT_CAMPAIGN: &str = "default";
 
 /// The state of the server, behind one `Arc` shared by every connection.
 pub(crate) struct AppState {
-    /// The admission rules, over a connection that reconnects by itself; applications go
-    /// through it coalesced per campaign, everything else to its gate.
-    batcher: Batcher<ConnectionManager>,
+    /// The admission rules, over a connection to the server or cluster that reconnects by
+    /// itself; applications go through it coalesced per campaign, everything else to its gate.
+    batcher: Batcher<RedisConnection>,
     /// Campaigns answered `sold_out` without asking Redis.
     sold_out: SoldOutCache,
     /// For connections of their own (the changes subscription, the relay).
-    client: redis::Client,
+    target: RedisTarget,
     /// The same connection, for `/ready`'s `PING`.
-    redis: ConnectionManager,
+    redis: RedisConnection,
     /// The admin bearer token; `None` disables the admin endpoints.
     admin_token: Option<Arc<str>>,
     /// Verifies bearer tokens in jwt mode; `None` in body mode, where the body names the user.
@@ -75,21 +74,20 @@ impl fmt::Display for Failure {
     }
 }
 
-/// A connection to Redis with the timeouts of `config`; reconnects by itself.
+/// A connection to the Redis server or cluster of `config`, with its timeouts; reconnects by
+/// itself.
 ///
 /// # Errors
 ///
-/// Redis unreachable.
+/// Redis unreachable, or a URL that does not parse.
 pub(crate) async fn connect_redis(
-    client: &redis::Client,
+    target: &RedisTarget,
     config: &Config,
-) -> anyhow::Result<ConnectionManager> {
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.redis_timeout))
-        .set_response_timeout(Some(config.redis_timeout));
-    ConnectionManager::new_with_config(client.clone(), manager_config)
+) -> anyhow::Result<RedisConnection> {
+    target
+        .connect(config.redis_timeout)
         .await
-        .with_context(|| format!("cannot connect to redis at {}", config.redis_url))
+        .with_context(|| format!("cannot connect to redis at {target}"))
 }
 
 impl AppState {
@@ -127,9 +125,11 @@ impl AppState {
         } else {
             None
         };
-        let client = redis::Client::open(config.redis_url.as_str())
-            .with_context(|| format!("invalid REDIS_URL {:?}", config.redis_url))?;
-        let redis = connect_redis(&client, config).await?;
+        let target = config.redis_target();
+        let redis = connect_redis(&target, config).await?;
+        if redis.is_cluster() {
+            info!(%target, "redis cluster (REDIS_CLUSTER_NODES takes precedence over REDIS_URL)");
+        }
         let gate = Gate::with_key_prefix(redis.clone(), config.key_prefix.clone())
             .context("invalid key prefix")?;
 
@@ -150,7 +150,7 @@ impl AppState {
         Ok(Self {
             batcher,
             sold_out: SoldOutCache::new(config.sold_out_ttl),
-            client,
+            target,
             redis,
             admin_token: config.admin_token.as_deref().map(Arc::from),
             verifier,
@@ -171,12 +171,12 @@ impl AppState {
     }
 
     /// The gate the handlers call (the relay has a gate and connection of its own).
-    pub(crate) fn gate(&self) -> &Gate<ConnectionManager> {
+    pub(crate) fn gate(&self) -> &Gate<RedisConnection> {
         self.batcher.gate()
     }
 
     /// Applications, coalesced per campaign.
-    pub(crate) fn batcher(&self) -> &Batcher<ConnectionManager> {
+    pub(crate) fn batcher(&self) -> &Batcher<RedisConnection> {
         &self.batcher
     }
 
@@ -185,9 +185,9 @@ impl AppState {
         &self.sold_out
     }
 
-    /// The Redis client, for connections of their own (the changes subscription, the relay).
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where Redis is, for connections of their own (the changes subscription, the relay).
+    pub(crate) fn redis_target(&self) -> &RedisTarget {
+        &self.target
     }
 
     pub(crate) fn relay_running(&self) -> bool {

@@ -10,8 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coupon_admin::{audit, rebuild, sources};
-use coupon_gate::{Campaign, CampaignId, CampaignState, Gate};
-use redis::aio::MultiplexedConnection;
+use coupon_gate::{Campaign, CampaignId, CampaignState, Gate, RedisConnection, RedisTarget};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -20,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Redis URL.
+    /// Redis URL (one server).
     #[arg(
         long,
         global = true,
@@ -28,6 +27,15 @@ struct Args {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// Nodes of a Redis Cluster, host:port, comma separated; when set, it takes precedence over
+    /// REDIS_URL.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_CLUSTER_NODES",
+        value_delimiter = ','
+    )]
+    redis_cluster_nodes: Vec<String>,
     /// Prefix of every Redis key.
     #[arg(long, global = true, env = "COUPON_KEY_PREFIX", default_value = coupon_gate::DEFAULT_KEY_PREFIX)]
     key_prefix: String,
@@ -107,10 +115,13 @@ async fn main() -> ExitCode {
     }
 }
 
+/// How long connecting to Redis, and each of its answers, may take.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where every command reads from and writes to.
 struct Stores<'a> {
     args: &'a Args,
-    gate: Gate<MultiplexedConnection>,
+    gate: Gate<RedisConnection>,
     pool: mysql_async::Pool,
     /// How long reading the topic to its end may take.
     topic_limit: Duration,
@@ -126,11 +137,11 @@ struct RebuildRequest {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let conn = redis::Client::open(args.redis_url.as_str())
-        .context("invalid REDIS_URL")?
-        .get_multiplexed_async_connection()
+    let target = RedisTarget::from_config(&args.redis_url, &args.redis_cluster_nodes);
+    let conn = target
+        .connect(REDIS_TIMEOUT)
         .await
-        .with_context(|| format!("cannot connect to redis at {}", args.redis_url))?;
+        .with_context(|| format!("cannot connect to redis at {target}"))?;
     let stores = Stores {
         args: &args,
         gate: Gate::with_key_prefix(conn, args.key_prefix.clone()).context("invalid key prefix")?,
@@ -276,7 +287,7 @@ async fn rebuild(stores: &Stores<'_>, request: &RebuildRequest) -> anyhow::Resul
 /// `Err` says why the rebuild is refused: the campaign is open to traffic (without `--force`),
 /// or nothing gives its quota.
 async fn definition(
-    gate: &Gate<MultiplexedConnection>,
+    gate: &Gate<RedisConnection>,
     request: &RebuildRequest,
 ) -> anyhow::Result<Result<Campaign, String>> {
     let id = &request.id;

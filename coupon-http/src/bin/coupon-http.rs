@@ -24,9 +24,13 @@ struct Args {
     /// Listen address.
     #[arg(long, env = "COUPON_HTTP_ADDR", default_value_t = Config::DEFAULT_ADDR)]
     addr: SocketAddr,
-    /// Redis URL.
+    /// Redis URL (one server).
     #[arg(long, env = "REDIS_URL", default_value = Config::DEFAULT_REDIS_URL)]
     redis_url: String,
+    /// Nodes of a Redis Cluster, host:port, comma separated (the others are discovered from
+    /// them); when set, it takes precedence over REDIS_URL.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    redis_cluster_nodes: Vec<String>,
     /// Prefix of every Redis key.
     #[arg(long, env = "COUPON_KEY_PREFIX", default_value = coupon_gate::DEFAULT_KEY_PREFIX)]
     key_prefix: String,
@@ -153,6 +157,7 @@ impl Args {
         Config {
             addr: self.addr,
             redis_url: self.redis_url,
+            redis_cluster_nodes: self.redis_cluster_nodes,
             key_prefix: self.key_prefix,
             default_quota: self.default_quota,
             admin_token: self.admin_token.filter(|t| !t.is_empty()),
