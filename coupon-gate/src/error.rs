@@ -29,6 +29,15 @@ pub enum Error {
     /// The task that batches a campaign's applications ended before answering (its runtime is
     /// shutting down).
     BatchEnded,
+    /// Fewer replicas than required (see [`crate::Gate::with_replica_acks`]) confirmed a write
+    /// in time. The write is on the master and may yet be lost if it fails over now, so what it
+    /// decided must not be announced; retrying later may succeed.
+    NotReplicated {
+        /// Replicas that confirmed.
+        confirmed: u64,
+        /// Replicas required.
+        required: u32,
+    },
 }
 
 impl Error {
@@ -39,7 +48,7 @@ impl Error {
     /// Whether the failure is of the moment (Redis unreachable, slow or failing over), so that
     /// the caller should answer "try again", rather than a fault.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::NotReplicated { .. })
     }
 }
 
@@ -73,6 +82,13 @@ impl fmt::Display for Error {
             Self::Refused(err) => write!(f, "redis refused a command: {err}"),
             Self::Protocol(what) => write!(f, "unexpected reply from redis: {what}"),
             Self::BatchEnded => f.write_str("the campaign's batch task ended before answering"),
+            Self::NotReplicated {
+                confirmed,
+                required,
+            } => write!(
+                f,
+                "{confirmed} of {required} required redis replicas confirmed the write in time"
+            ),
         }
     }
 }
@@ -81,7 +97,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Unavailable(err) | Self::Refused(err) => Some(err),
-            Self::Protocol(_) | Self::BatchEnded => None,
+            Self::Protocol(_) | Self::BatchEnded | Self::NotReplicated { .. } => None,
         }
     }
 }
@@ -116,5 +132,10 @@ mod tests {
         assert!(matches!(Error::from(script), Error::Refused(_)));
         assert!(!Error::protocol("odd").is_unavailable());
         assert!(!Error::BatchEnded.is_unavailable());
+        let lagging = Error::NotReplicated {
+            confirmed: 0,
+            required: 1,
+        };
+        assert!(lagging.is_unavailable());
     }
 }

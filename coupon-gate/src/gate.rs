@@ -5,6 +5,7 @@
 //! nodes can share a campaign without coordinating: Redis runs each script alone.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 
@@ -43,11 +44,51 @@ pub(crate) struct Shared {
     pub(crate) prefix: String,
     /// The scripts, with their SHA1 computed once.
     pub(crate) scripts: Scripts,
+    /// Replicas that must confirm an admission before it is answered, and how long to wait for
+    /// them; 0 replicas: answer at once.
+    pub(crate) replicas: (u32, Duration),
 }
 
 impl Shared {
     pub(crate) fn keys(&self, campaign: &CampaignId) -> Keys {
         Keys::new(&self.prefix, campaign)
+    }
+
+    /// Waits until the required replicas hold every write this connection made to the master
+    /// of `campaign`'s slot, when any are required.
+    ///
+    /// `WAIT` counts the writes of the connection it is sent on, so it follows a keyed read of
+    /// the campaign in one pipeline: a cluster connection sends both to the campaign's master,
+    /// on the connection the writes took (a bare `WAIT` would go to every master).
+    pub(crate) async fn confirm_replicated<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        campaign: &CampaignId,
+    ) -> Result<(), Error> {
+        let (required, timeout) = self.replicas;
+        if required == 0 {
+            return Ok(());
+        }
+        let (_, confirmed): (Option<u64>, u64) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.keys(campaign).meta)
+            .arg("next")
+            .cmd("WAIT")
+            .arg(required)
+            .arg(
+                u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .query_async(conn)
+            .await?;
+        if confirmed < u64::from(required) {
+            return Err(Error::NotReplicated {
+                confirmed,
+                required,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -79,9 +120,33 @@ where
         let shared = Shared {
             prefix,
             scripts: Scripts::load(),
+            replicas: (0, Duration::ZERO),
         };
         Self {
             conn,
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// This gate, answering an admission only once `replicas` replicas of the campaign's master
+    /// hold it (Redis `WAIT`, up to `timeout`); handles made from it ([`Gate::outbox`]) read
+    /// outbox entries for delivery only once as many replicas hold them.
+    ///
+    /// Redis replicates asynchronously: a master that fails right after answering can take its
+    /// last admissions with it, and the replica promoted in its place hands their seqs out
+    /// again. With one replica confirming, a promoted replica holds every admission that was
+    /// answered or delivered. When fewer confirm in time, the batch fails with
+    /// [`Error::NotReplicated`] (to be answered "try again"; the users may hold the coupon,
+    /// as after any undecided call) and nothing is delivered until they do. `replicas` 0 (the
+    /// default) answers as soon as the master has decided.
+    pub fn with_replica_acks(self, replicas: u32, timeout: Duration) -> Self {
+        let shared = Shared {
+            prefix: self.shared.prefix.clone(),
+            scripts: Scripts::load(),
+            replicas: (replicas, timeout),
+        };
+        Self {
+            conn: self.conn,
             shared: Arc::new(shared),
         }
     }
@@ -143,7 +208,8 @@ where
         for user in users {
             call.arg(user.as_str());
         }
-        let reply: Vec<i64> = script::run(&call, &mut self.conn.clone()).await?;
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = script::run(&call, &mut conn).await?;
         if reply.len() != users.len() * 2 {
             return Err(Error::protocol(format!(
                 "admit answered {} values for {} users",
@@ -151,10 +217,18 @@ where
                 users.len()
             )));
         }
-        reply
+        let outcomes: Vec<Outcome> = reply
             .chunks_exact(2)
             .map(|pair| decode_outcome(pair[0], pair[1]))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        // A duplicate may answer an admission of an earlier call not yet replicated either.
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Admitted { .. } | Outcome::Duplicate { .. }))
+        {
+            self.shared.confirm_replicated(&mut conn, campaign).await?;
+        }
+        Ok(outcomes)
     }
 
     /// Gives back the slot of `user`, whose admission was definitely abandoned.

@@ -90,6 +90,7 @@ where
         count: usize,
     ) -> Result<Vec<OutboxRecord>, Error> {
         let keys = self.keys(campaign);
+        let mut conn = self.conn.clone();
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(OUTBOX_GROUP)
@@ -99,9 +100,14 @@ where
             .arg("STREAMS")
             .arg(&keys.outbox)
             .arg(">")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
-        decode_read_reply(campaign, &reply)
+        let records = decode_read_reply(campaign, &reply)?;
+        if !records.is_empty() {
+            // The read is itself a write (the entries become pending), later than theirs.
+            self.shared.confirm_replicated(&mut conn, campaign).await?;
+        }
+        Ok(records)
     }
 
     /// Every record still in `campaign`'s outbox (read or not, not yet acknowledged), oldest
@@ -139,6 +145,7 @@ where
         count: usize,
     ) -> Result<Vec<OutboxRecord>, Error> {
         let keys = self.keys(campaign);
+        let mut conn = self.conn.clone();
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&keys.outbox)
             .arg(OUTBOX_GROUP)
@@ -147,13 +154,17 @@ where
             .arg("0-0")
             .arg("COUNT")
             .arg(count)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
         // [next cursor, claimed entries, ids deleted meanwhile (Redis 7)]
-        match &reply {
-            Value::Array(parts) if parts.len() >= 2 => decode_entries(campaign, &parts[1]),
-            _ => Err(Error::protocol("unexpected XAUTOCLAIM reply")),
+        let records = match &reply {
+            Value::Array(parts) if parts.len() >= 2 => decode_entries(campaign, &parts[1])?,
+            _ => return Err(Error::protocol("unexpected XAUTOCLAIM reply")),
+        };
+        if !records.is_empty() {
+            self.shared.confirm_replicated(&mut conn, campaign).await?;
         }
+        Ok(records)
     }
 
     /// Acknowledges the stream entries of `delivered` (by [`OutboxRecord::entry`]) in

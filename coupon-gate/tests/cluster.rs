@@ -125,3 +125,50 @@ async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
         );
     }
 }
+
+/// With replica confirmations, an admission is answered, and its outbox entry read for
+/// delivery, only once the campaign's master has that many replicas holding it: here each
+/// master has one, so requiring one succeeds and requiring two fails as undecided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_wait_for_the_replicas_of_their_master() {
+    let cluster = RedisCluster::start();
+    let conn = RedisTarget::Cluster(cluster.nodes())
+        .connect(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let one = Gate::new(conn.clone()).with_replica_acks(1, Duration::from_secs(2));
+    let two = Gate::new(conn).with_replica_acks(2, Duration::from_millis(100));
+    for n in 0..3 {
+        let id = campaign(&format!("replicated-{n}"));
+        one.create(&Campaign::new(id.clone(), NonZeroU32::new(10).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(
+            one.apply(&id, &user(1)).await.unwrap(),
+            Outcome::Admitted { seq: 1 }
+        );
+        match two.apply(&id, &user(2)).await {
+            Err(coupon_gate::Error::NotReplicated {
+                confirmed: 1,
+                required: 2,
+            }) => {}
+            other => panic!("{id}: {other:?}"),
+        }
+        // Undecided, not refused: the master admitted the user, as a retry tells.
+        assert_eq!(
+            one.apply(&id, &user(2)).await.unwrap(),
+            Outcome::Duplicate { seq: 2 }
+        );
+        assert!(matches!(
+            two.outbox().read(&id, "relay-b", 10).await,
+            Err(coupon_gate::Error::NotReplicated { .. })
+        ));
+        // What the failed read took is pending; taken over, it is confirmed and delivered.
+        let claimed = one
+            .outbox()
+            .claim(&id, "relay-a", Duration::ZERO, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2, "{id}");
+    }
+}

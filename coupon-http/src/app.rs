@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use coupon_gate::Gate;
 use coupon_relay::{Relay, Running};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -110,8 +109,7 @@ async fn start_relay(
             runtime.block_on(async move {
                 let relay = async {
                     let conn = state::connect_redis(&target, &config).await?;
-                    let gate = Gate::with_key_prefix(conn, config.key_prefix.clone())
-                        .context("invalid key prefix")?;
+                    let gate = config.gate(conn)?;
                     let relay = Relay::new(&gate, config.relay.clone())?;
                     relay.ensure_topic().await?;
                     anyhow::Ok(relay)

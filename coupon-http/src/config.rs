@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use coupon_gate::RedisTarget;
+use coupon_gate::{Gate, RedisTarget};
 use coupon_relay::RelayConfig;
 use ipnet::IpNet;
 
@@ -53,6 +53,12 @@ pub struct Config {
     pub max_head_bytes: usize,
     /// How long one request may wait on Redis before it is answered 503.
     pub redis_timeout: Duration,
+    /// Replicas of the campaign's master that must hold an admission before it is answered
+    /// and before it is relayed (0, the default: answer once the master decided). See
+    /// [`coupon_gate::Gate::with_replica_acks`].
+    pub redis_wait_replicas: u32,
+    /// How long an admission waits for those replicas before it is answered 503.
+    pub redis_wait_timeout: Duration,
     /// How long a connection may take to send a complete request and have it answered,
     /// counted from when the server starts waiting for it (on connecting, after each answer);
     /// then the connection is closed. Guards against silent, dribbling and idle clients; must
@@ -101,6 +107,8 @@ impl Config {
     pub const DEFAULT_MAX_HEAD_BYTES: usize = 8 * 1024;
     /// Default wait on Redis per request.
     pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default of [`Config::redis_wait_timeout`].
+    pub const DEFAULT_REDIS_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
     /// Default of [`Config::request_timeout`].
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default shutdown grace.
@@ -116,6 +124,17 @@ impl Config {
     /// `redis_url`.
     pub fn redis_target(&self) -> RedisTarget {
         RedisTarget::from_config(&self.redis_url, &self.redis_cluster_nodes)
+    }
+
+    /// A gate over `conn` with this configuration's key prefix and replica confirmations.
+    pub(crate) fn gate<C>(&self, conn: C) -> anyhow::Result<Gate<C>>
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + Sync,
+    {
+        use anyhow::Context;
+        Ok(Gate::with_key_prefix(conn, self.key_prefix.clone())
+            .context("invalid key prefix")?
+            .with_replica_acks(self.redis_wait_replicas, self.redis_wait_timeout))
     }
 }
 
@@ -137,6 +156,8 @@ impl Default for Config {
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             max_head_bytes: Self::DEFAULT_MAX_HEAD_BYTES,
             redis_timeout: Self::DEFAULT_REDIS_TIMEOUT,
+            redis_wait_replicas: 0,
+            redis_wait_timeout: Self::DEFAULT_REDIS_WAIT_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             apply_batch: Self::DEFAULT_APPLY_BATCH,

@@ -130,8 +130,7 @@ impl AppState {
         if redis.is_cluster() {
             info!(%target, "redis cluster (REDIS_CLUSTER_NODES takes precedence over REDIS_URL)");
         }
-        let gate = Gate::with_key_prefix(redis.clone(), config.key_prefix.clone())
-            .context("invalid key prefix")?;
+        let gate = config.gate(redis.clone())?;
 
         let default = CampaignId::new(DEFAULT_CAMPAIGN).context("default campaign id")?;
         if gate.status(&default).await?.is_none() {

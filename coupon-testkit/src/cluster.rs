@@ -84,7 +84,28 @@ impl RedisCluster {
                 &["CLUSTER", "INFO"],
             );
         }
+        cluster.wait_replicated(replicas);
         cluster
+    }
+
+    /// Waits until every master has `replicas` replicas online and every replica's link to its
+    /// master is up (a replica joins with a full sync, after the cluster reports ok).
+    pub fn wait_replicated(&self, replicas: usize) {
+        let online = format!("connected_slaves:{replicas}");
+        for port in &self.ports {
+            self.wait_for(
+                *port,
+                "to replicate",
+                |info| {
+                    if info.contains("role:master") {
+                        info.contains(&online) && info.matches("state=online").count() == replicas
+                    } else {
+                        info.contains("master_link_status:up")
+                    }
+                },
+                &["INFO", "replication"],
+            );
+        }
     }
 
     /// `redis://127.0.0.1:<port>` for every node.

@@ -112,6 +112,13 @@ struct Args {
     /// Milliseconds a request waits on Redis before it is answered 503.
     #[arg(long, env = "COUPON_REDIS_TIMEOUT_MS", default_value_t = Config::DEFAULT_REDIS_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     redis_timeout_ms: u64,
+    /// Replicas of a campaign's Redis master that must hold an admission before it is answered
+    /// success and before it is relayed (Redis WAIT); 0 answers once the master decided.
+    #[arg(long, env = "COUPON_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    redis_wait_replicas: u32,
+    /// Milliseconds an admission waits for those replicas before it is answered 503.
+    #[arg(long, env = "COUPON_REDIS_WAIT_TIMEOUT_MS", default_value_t = Config::DEFAULT_REDIS_WAIT_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    redis_wait_timeout_ms: u64,
     /// Milliseconds a connection may take to send a complete request and have it answered,
     /// counted from when the server starts waiting for it; then it is closed (silent, slow or
     /// idle clients). Must exceed the Redis timeout.
@@ -190,6 +197,8 @@ impl Args {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             max_head_bytes: self.max_head_bytes,
             redis_timeout: Duration::from_millis(self.redis_timeout_ms),
+            redis_wait_replicas: self.redis_wait_replicas,
+            redis_wait_timeout: Duration::from_millis(self.redis_wait_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             apply_batch: self.apply_batch,
