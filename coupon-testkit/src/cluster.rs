@@ -15,8 +15,11 @@ use crate::free_port;
 pub struct RedisCluster {
     /// Every node's port, masters first as `redis-cli` assigned them at creation.
     pub ports: Vec<u16>,
-    children: Vec<Child>,
+    /// Each node's process, by the index of its port; `None` while killed.
+    children: Vec<Option<Child>>,
     dir: PathBuf,
+    /// The extra `redis-server` arguments every node was started with, for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisCluster {
@@ -36,28 +39,16 @@ impl RedisCluster {
             std::process::id(),
             ports[0]
         ));
-        let mut children = Vec::with_capacity(count);
-        for port in &ports {
-            let node_dir = dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("node directory");
-            children.push(
-                Command::new("redis-server")
-                    .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                    .args(["--save", "", "--appendonly", "no"])
-                    .args(extra)
-                    .arg("--dir")
-                    .arg(&node_dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .expect("redis-server on PATH (scripts/services up installs it)"),
-            );
-        }
+        let extra: Vec<String> = extra.iter().map(|&arg| arg.to_owned()).collect();
+        let children = ports
+            .iter()
+            .map(|&port| Some(spawn_node(&dir, port, &extra)))
+            .collect();
         let cluster = Self {
             ports,
             children,
             dir,
+            extra,
         };
         for port in &cluster.ports {
             cluster.wait_for(*port, "to answer PING", |reply| reply == "PONG", &["PING"]);
@@ -127,19 +118,23 @@ impl RedisCluster {
 
     /// The port of the master that serves `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
-        let mut conn = redis::Client::open(self.nodes()[0].as_str())
-            .expect("url")
-            .get_connection()
-            .expect("a node");
+        let asked = self.ports[0];
+        self.slot_master(asked, key)
+            .unwrap_or_else(|| panic!("node {asked} names no master for {key}"))
+    }
+
+    /// The port of the master that serves `key`'s slot, as the node on `asked` sees it.
+    pub fn slot_master(&self, asked: u16, key: &str) -> Option<u16> {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{asked}"))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
             .query(&mut conn)
-            .expect("CLUSTER KEYSLOT");
-        let shards: Vec<redis::Value> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut conn)
-            .expect("CLUSTER SLOTS");
+            .ok()?;
+        let shards: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).ok()?;
         for shard in shards {
             let redis::Value::Array(fields) = shard else {
                 continue;
@@ -153,10 +148,10 @@ impl RedisCluster {
                 && let Some(redis::Value::Array(master)) = fields.get(2)
                 && let Some(redis::Value::Int(port)) = master.get(1)
             {
-                return u16::try_from(*port).expect("a port");
+                return u16::try_from(*port).ok();
             }
         }
-        panic!("no master serves slot {slot}");
+        None
     }
 
     /// Polls node `port` with `command` until `done` holds for its reply (as text), for up to
@@ -184,9 +179,98 @@ impl RedisCluster {
     }
 }
 
+/// Starts the cluster node on `port`, its files in `dir/<port>`.
+fn spawn_node(dir: &std::path::Path, port: u16, extra: &[String]) -> Child {
+    let node_dir = dir.join(port.to_string());
+    std::fs::create_dir_all(&node_dir).expect("node directory");
+    Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
+        .arg("--dir")
+        .arg(&node_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("redis-server on PATH (scripts/services up installs it)")
+}
+
+impl RedisCluster {
+    fn index(&self, port: u16) -> usize {
+        self.ports
+            .iter()
+            .position(|&p| p == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"))
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let i = self.index(port);
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the killed node on `port` again, on its own files (its `nodes.conf`, and its AOF
+    /// when started with one), so that it rejoins the cluster: as a replica, if its replica was
+    /// promoted meanwhile.
+    pub fn restart(&mut self, port: u16) {
+        let i = self.index(port);
+        assert!(self.children[i].is_none(), "node {port} is running");
+        self.children[i] = Some(spawn_node(&self.dir, port, &self.extra));
+        self.wait_for(port, "to answer PING", |reply| reply == "PONG", &["PING"]);
+    }
+
+    /// The role of the node on `port` as it reports it: `master` or `slave`.
+    pub fn role(&self, port: u16) -> Option<String> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut conn)
+            .ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("role:"))
+            .map(|role| role.trim().to_owned())
+    }
+
+    /// Waits, for up to 30 s, until a node other than `failed` serves `key`'s slot and the
+    /// cluster reports ok there: a replica promoted after its master failed. Returns its port.
+    pub fn wait_promoted(&self, key: &str, failed: u16) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let live = self
+                .ports
+                .iter()
+                .find(|&&p| p != failed && self.role(p).is_some());
+            if let Some(&live) = live
+                && let Some(port) = self.slot_master(live, key)
+                && port != failed
+            {
+                self.wait_for(
+                    port,
+                    "to report the cluster ok",
+                    |info| info.contains("cluster_state:ok"),
+                    &["CLUSTER", "INFO"],
+                );
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica took over {key}'s slot from node {failed} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for child in self.children.iter_mut().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -140,6 +140,9 @@ pub struct Setup {
     /// README advises, or joins the group anew each time it starts (dynamic membership).
     pub static_membership: bool,
     pub redis_url: String,
+    /// `REDIS_CLUSTER_NODES` for every `coupon-http` and `coupon-admin` (`host:port`), which
+    /// then use the cluster instead of `redis_url`; empty by default.
+    pub redis_cluster_nodes: Vec<String>,
     /// Bootstrap servers for every process (a broker of the test's own, say).
     pub brokers: String,
     /// The sink reaches MariaDB through this port (a proxy of the test's) instead of the
@@ -160,6 +163,7 @@ impl Default for Setup {
             sinks: 1,
             static_membership: true,
             redis_url: redis_url(),
+            redis_cluster_nodes: Vec::new(),
             brokers: brokers(),
             sink_mysql_port: None,
             http_env: Vec::new(),
@@ -180,6 +184,8 @@ pub struct Pipeline {
     pub db: ScratchDb,
     pub topic: String,
     pub redis_url: String,
+    /// `REDIS_CLUSTER_NODES`, empty when the pipeline runs on `redis_url`.
+    pub redis_cluster_nodes: String,
     pub brokers: String,
     /// Every sink's environment, to start one again.
     sink_env: Vec<Vec<(&'static str, String)>>,
@@ -252,6 +258,9 @@ impl Pipeline {
                 ("COUPON_JWT_SECRET", secret.clone()),
                 ("COUPON_USER_RATE", setup.user_rate.to_string()),
             ];
+            if !setup.redis_cluster_nodes.is_empty() {
+                env.push(("REDIS_CLUSTER_NODES", setup.redis_cluster_nodes.join(",")));
+            }
             env.extend(setup.http_env.iter().cloned());
             let process = spawn("coupon-http", &format!("{topic}-{i}"), &env);
             let server = Server::new(&format!("http://{addr}")).expect("a valid URL");
@@ -298,6 +307,7 @@ impl Pipeline {
             db,
             topic,
             redis_url: setup.redis_url,
+            redis_cluster_nodes: setup.redis_cluster_nodes.join(","),
             brokers: setup.brokers,
             sinks_started: setup.sinks,
             sink_env,
@@ -350,6 +360,7 @@ impl Pipeline {
         let out = Command::new(binary("coupon-admin"))
             .args(args)
             .env("REDIS_URL", &self.redis_url)
+            .env("REDIS_CLUSTER_NODES", &self.redis_cluster_nodes)
             .env("COUPON_KEY_PREFIX", &self.scratch.prefix)
             .env("DATABASE_URL", self.db.url())
             .env("KAFKA_BROKERS", &self.brokers)

@@ -1,0 +1,213 @@
+//! The pipeline on a Redis Cluster of the test's own (3 masters, 3 replicas): the `coupon-http`
+//! and `coupon-admin` binaries given `REDIS_CLUSTER_NODES`, the relay, the broker, the
+//! `coupon-sink` binary and MariaDB. The seed's three scenarios on campaigns of different
+//! masters, and many campaigns spread over the slots with two servers and two sinks; each ends
+//! with the set check. Failover and resharding mid-burst are in `faults.rs`.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use coupon_bench::check;
+use coupon_bench::sale::Crowd;
+use coupon_bench::scrape::Scrape;
+use std::time::Duration;
+
+use coupon_testkit::{RedisCluster, eventually};
+use support::{ADMIN_TOKEN, Pipeline, Setup};
+
+/// A pipeline of `servers` coupon-http and `sinks` coupon-sink on `cluster`.
+async fn pipeline_on(cluster: &RedisCluster, servers: usize, sinks: usize) -> Pipeline {
+    Pipeline::start_with(setup_on(cluster, servers, sinks)).await
+}
+
+fn setup_on(cluster: &RedisCluster, servers: usize, sinks: usize) -> Setup {
+    Setup {
+        servers,
+        sinks,
+        redis_url: cluster.nodes()[0].clone(),
+        redis_cluster_nodes: seeds(cluster),
+        ..Setup::default()
+    }
+}
+
+/// Two nodes as seeds, as a deployment names a few: the rest are discovered.
+fn seeds(cluster: &RedisCluster) -> Vec<String> {
+    cluster.ports[..2]
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect()
+}
+
+/// Campaign ids `{stem}-0`, `{stem}-1`, ... until there are at least `count` and every master
+/// serves one of them (a campaign's slot follows its id, its hash tag).
+fn spread(cluster: &RedisCluster, stem: &str, count: usize) -> Vec<(String, u16)> {
+    let mut campaigns = Vec::new();
+    let mut masters = BTreeSet::new();
+    for n in 0..1000 {
+        let id = format!("{stem}-{n}");
+        let master = cluster.master_of(&format!("{{{id}}}"));
+        masters.insert(master);
+        campaigns.push((id, master));
+        if campaigns.len() >= count && masters.len() == 3 {
+            return campaigns;
+        }
+    }
+    panic!("1000 campaign ids and not every master serves one");
+}
+
+/// 한번만응모, 여러명응모 and 한명당_한개의_쿠폰발급, each on a campaign of another master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_scenarios_on_campaigns_of_three_masters() {
+    let cluster = RedisCluster::start();
+    let pipeline = pipeline_on(&cluster, 1, 1).await;
+    // One campaign per master.
+    let mut per_master = std::collections::BTreeMap::new();
+    for (id, master) in spread(&cluster, "seed", 3) {
+        per_master.entry(master).or_insert(id);
+    }
+    let ids: Vec<String> = per_master.into_values().collect();
+    let (once, crowd, one_user) = (&ids[0], &ids[1], &ids[2]);
+    for id in &ids {
+        pipeline.campaign(id, 100).await;
+    }
+
+    let tally = pipeline.fire(0, once, vec![1], 1).await;
+    assert_eq!(tally.count("success"), 1, "{:?}", tally.answers);
+    let stored = pipeline.wait_for_rows(once, 1).await;
+    assert_eq!(
+        (stored.users.as_slice(), stored.seqs.as_slice()),
+        (&[1][..], &[1][..])
+    );
+    let verdict = check::verdict(100, 1, &tally, &stored);
+    assert!(verdict.passed(), "{once}:\n{verdict}");
+
+    let clicks = Crowd {
+        seed: 1,
+        ..Crowd::once_each(1000)
+    }
+    .clicks();
+    let tally = pipeline.fire(0, crowd, clicks, 64).await;
+    assert_eq!(tally.count("success"), 100, "{:?}", tally.answers);
+    assert_eq!(tally.count("sold_out"), 900, "{:?}", tally.answers);
+    let stored = pipeline.wait_for_rows(crowd, 100).await;
+    assert_eq!(stored.seqs, (1..=100).collect::<Vec<_>>());
+    let verdict = check::verdict(100, 1000, &tally, &stored);
+    assert!(verdict.passed(), "{crowd}:\n{verdict}");
+
+    let tally = pipeline.fire(0, one_user, vec![7; 1000], 64).await;
+    assert_eq!(tally.count("success"), 1, "{:?}", tally.answers);
+    assert_eq!(tally.count("duplicate"), 999, "{:?}", tally.answers);
+    let stored = pipeline.wait_for_rows(one_user, 1).await;
+    assert_eq!(stored.users, [7]);
+    let verdict = check::verdict(100, 1, &tally, &stored);
+    assert!(verdict.passed(), "{one_user}:\n{verdict}");
+}
+
+/// Twelve campaigns over the three masters at once, every user applying through both servers,
+/// two sinks of one group writing: each campaign issues exactly its quota, one coupon per user,
+/// every one in MySQL; `coupon-admin audit` on the cluster finds nothing amiss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_campaigns_over_the_slots_with_two_servers_and_two_sinks() {
+    const QUOTA: u32 = 40;
+    const USERS: u64 = 150;
+    let cluster = RedisCluster::start();
+    let pipeline = pipeline_on(&cluster, 2, 2).await;
+    let campaigns = spread(&cluster, "many", 12);
+    for (id, _) in &campaigns {
+        pipeline.campaign(id, QUOTA).await;
+    }
+    pipeline.sinks_hold_partitions().await;
+
+    let pipeline = &pipeline;
+    let bursts = campaigns.iter().enumerate().map(|(n, (id, _))| async move {
+        let clicks = Crowd {
+            seed: n as u64,
+            ..Crowd::once_each(USERS)
+        }
+        .clicks();
+        let (mut tally, other) = tokio::join!(
+            pipeline.fire(0, id, clicks.clone(), 4),
+            pipeline.fire(1, id, clicks, 4),
+        );
+        tally.merge(other);
+        (id, tally)
+    });
+    let tallies = futures_util::future::join_all(bursts).await;
+
+    for (id, tally) in &tallies {
+        assert_eq!(
+            tally.winners.len(),
+            QUOTA as usize,
+            "{id}: {:?}",
+            tally.answers
+        );
+        assert_eq!(
+            tally.count("sold_out") + tally.count("duplicate"),
+            2 * USERS - u64::from(QUOTA),
+            "{id}: {:?}",
+            tally.answers
+        );
+        let stored = pipeline.wait_for_rows(id, u64::from(QUOTA)).await;
+        let verdict = check::verdict(u64::from(QUOTA), USERS, tally, &stored);
+        assert!(verdict.passed(), "{id}:\n{verdict}");
+    }
+    // Both sinks took part.
+    for sink in &pipeline.sinks {
+        assert!(
+            sink.assignments().last().is_some_and(|p| !p.is_empty()),
+            "a sink without partitions"
+        );
+    }
+    // The operators' audit reads each campaign's holders on its own master.
+    for (id, _) in campaigns.iter().step_by(4) {
+        let (code, out) = pipeline.admin(&["audit", "--campaign", id]);
+        assert_eq!(code, 0, "{id}: {out}");
+        assert!(out.contains(&format!("{QUOTA} holders")), "{id}: {out}");
+    }
+}
+
+/// A server remembers a sold-out campaign for ten minutes here, and listens for changes on the
+/// first seed node; the campaign lives on another master. Raising its quota there reaches the
+/// server at once (the change is published cluster-wide), and the next user is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_master_reaches_a_server_listening_on_another() {
+    let cluster = RedisCluster::start();
+    let mut setup = setup_on(&cluster, 1, 1);
+    setup
+        .http_env
+        .push(("COUPON_SOLD_OUT_TTL_MS", "600000".to_owned()));
+    let pipeline = Pipeline::start_with(setup).await;
+    let (id, _) = spread(&cluster, "changes", 3)
+        .into_iter()
+        .find(|&(_, master)| master != cluster.ports[0])
+        .expect("a campaign on another master than the first seed");
+    pipeline.campaign(&id, 2).await;
+    let sold = pipeline.fire(0, &id, vec![1, 2, 3, 4], 1).await;
+    assert_eq!(sold.count("sold_out"), 2, "{:?}", sold.answers);
+    // The second sold-out answer came from memory: the subscription is live.
+    let metrics = format!("http://{}/metrics", pipeline.http[0].addr);
+    let scrape = Scrape::get(&metrics).await.expect("scrape coupon-http");
+    assert_eq!(
+        scrape.sum("coupon_sold_out_memory_answers_total", &[]),
+        1.0,
+        "answered from memory"
+    );
+
+    pipeline.http[0]
+        .server
+        .create_campaign(&id, 3, Some(ADMIN_TOKEN))
+        .await
+        .expect("raise the quota");
+    eventually(
+        Duration::from_secs(10),
+        "the raised quota to be seen through the remembered sold-out answer",
+        || async {
+            let answer = pipeline.fire(0, &id, vec![5], 1).await;
+            answer.count("success") == 1
+        },
+    )
+    .await;
+    let stored = pipeline.wait_for_rows(&id, 3).await;
+    assert_eq!(stored.users, [1, 2, 5]);
+}
