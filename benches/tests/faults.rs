@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use coupon_bench::sale::{Crowd, Tally};
-use coupon_testkit::{Broker, Proxy, RedisServer, eventually};
+use coupon_testkit::{Broker, Proxy, RedisCluster, RedisServer, eventually};
 use indicatif::ProgressBar;
 use support::{Pipeline, Setup};
 
@@ -586,4 +586,100 @@ async fn a_sink_killed_beside_another_hands_over_its_partitions() {
     );
     settle(&pipeline, 0, &campaign, &mut tally).await;
     judge("sink-member-killed", &pipeline, &campaign, &tally, false).await;
+}
+
+/// A pipeline whose servers and admin tool use `cluster` (`REDIS_CLUSTER_NODES`, every node).
+async fn pipeline_on_cluster(
+    cluster: &RedisCluster,
+    http_env: &[(&'static str, &str)],
+) -> Pipeline {
+    Pipeline::start_with(Setup {
+        redis_url: cluster.nodes()[0].clone(),
+        redis_cluster_nodes: cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect(),
+        http_env: http_env
+            .iter()
+            .map(|&(name, value)| (name, value.to_owned()))
+            .collect(),
+        ..Setup::default()
+    })
+    .await
+}
+
+/// 12. On a Redis Cluster (AOF, `appendfsync always`), the master serving the campaign is
+///     SIGKILLed mid-burst; its replica is promoted and the killed node restarted, rejoining as
+///     the new master's replica. Admissions wait for one replica (`COUPON_REDIS_WAIT_REPLICAS=1`),
+///     so none answered can be lost with the master. 503 while the slot has no master, or a
+///     master without a replica; then exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_killed_mid_burst_fails_over_to_its_replica() {
+    let mut cluster =
+        RedisCluster::start_with(3, 1, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let pipeline = pipeline_on_cluster(&cluster, &[("COUPON_REDIS_WAIT_REPLICAS", "1")]).await;
+    let campaign = pipeline.campaign("failover", QUOTA).await;
+    let key = format!("{{{campaign}}}");
+    let master = cluster.master_of(&key);
+    let bar = ProgressBar::hidden();
+    let (mut tally, promoted) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(12), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            tokio::task::block_in_place(|| {
+                cluster.kill(master);
+                let promoted = cluster.wait_promoted(&key, master);
+                cluster.restart(master);
+                cluster.wait_replicated(1);
+                promoted
+            })
+        },
+    );
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    assert_ne!(promoted, master);
+    assert_eq!(cluster.role(master).as_deref(), Some("slave"));
+    assert!(
+        tally.count("unavailable") > 0,
+        "the failover was felt: {:?}",
+        tally.answers
+    );
+    judge("cluster-failover", &pipeline, &campaign, &tally, false).await;
+    let (code, out) = pipeline.admin(&["audit", "--campaign", &campaign]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// 13. On a Redis Cluster, the campaign's slot is migrated to another master mid-burst, key by
+///     key (`CLUSTER SETSLOT` and `MIGRATE`, as `redis-cli --cluster reshard` does): requests
+///     meet `ASK` and `TRYAGAIN` while the slot is half moved, then `MOVED`. No answer but
+///     503 is an error, and the result is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_slot_migrated_mid_burst() {
+    let cluster = RedisCluster::start();
+    let pipeline = pipeline_on_cluster(&cluster, &[]).await;
+    let campaign = pipeline.campaign("reshard", QUOTA).await;
+    let key = format!("{{{campaign}}}");
+    let from = cluster.master_of(&key);
+    let to = cluster.master_of(
+        &(0..)
+            .map(|n| format!("{{other-{n}}}"))
+            .find(|other| cluster.master_of(other) != from)
+            .expect("a key of another master"),
+    );
+    let bar = ProgressBar::hidden();
+    let (mut tally, moved) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(13), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            tokio::task::block_in_place(|| {
+                cluster.migrate_slot(&key, to, Duration::from_millis(20))
+            })
+        },
+    );
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    assert_eq!(cluster.master_of(&key), to, "the slot moved");
+    assert!(moved > 3, "the campaign's keys moved: {moved}");
+    judge("cluster-reshard", &pipeline, &campaign, &tally, false).await;
+    let (code, out) = pipeline.admin(&["audit", "--campaign", &campaign]);
+    assert_eq!(code, 0, "{out}");
 }

@@ -15,6 +15,9 @@ use crate::free_port;
 pub struct RedisCluster {
     /// Every node's port, masters first as `redis-cli` assigned them at creation.
     pub ports: Vec<u16>,
+    /// Each node's cluster bus port, by the index of its port: free ports of their own, as the
+    /// default (port + 10000) may be another process's.
+    bus_ports: Vec<u16>,
     /// Each node's process, by the index of its port; `None` while killed.
     children: Vec<Option<Child>>,
     dir: PathBuf,
@@ -34,6 +37,7 @@ impl RedisCluster {
     pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> Self {
         let count = masters * (1 + replicas);
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let bus_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!(
             "coupon-gate-cluster-{}-{}",
             std::process::id(),
@@ -42,10 +46,12 @@ impl RedisCluster {
         let extra: Vec<String> = extra.iter().map(|&arg| arg.to_owned()).collect();
         let children = ports
             .iter()
-            .map(|&port| Some(spawn_node(&dir, port, &extra)))
+            .zip(&bus_ports)
+            .map(|(&port, &bus)| Some(spawn_node(&dir, port, bus, &extra)))
             .collect();
         let cluster = Self {
             ports,
+            bus_ports,
             children,
             dir,
             extra,
@@ -180,12 +186,13 @@ impl RedisCluster {
 }
 
 /// Starts the cluster node on `port`, its files in `dir/<port>`.
-fn spawn_node(dir: &std::path::Path, port: u16, extra: &[String]) -> Child {
+fn spawn_node(dir: &std::path::Path, port: u16, bus: u16, extra: &[String]) -> Child {
     let node_dir = dir.join(port.to_string());
     std::fs::create_dir_all(&node_dir).expect("node directory");
     Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        .args(["--cluster-port", &bus.to_string()])
         .args(["--save", "", "--appendonly", "no"])
         .args(extra)
         .arg("--dir")
@@ -219,7 +226,7 @@ impl RedisCluster {
     pub fn restart(&mut self, port: u16) {
         let i = self.index(port);
         assert!(self.children[i].is_none(), "node {port} is running");
-        self.children[i] = Some(spawn_node(&self.dir, port, &self.extra));
+        self.children[i] = Some(spawn_node(&self.dir, port, self.bus_ports[i], &self.extra));
         self.wait_for(port, "to answer PING", |reply| reply == "PONG", &["PING"]);
     }
 
@@ -265,6 +272,80 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl RedisCluster {
+    /// A connection to the node on `port`.
+    fn node(&self, port: u16) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .expect("url")
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|err| panic!("node {port}: {err}"))
+    }
+
+    /// Moves `key`'s slot from the master serving it to the master on `to`, as `redis-cli
+    /// --cluster reshard` does, one key per `MIGRATE` with `pause` between keys so that traffic
+    /// meets the slot half moved (`ASK`, `TRYAGAIN`): `IMPORTING` on the target, `MIGRATING` on
+    /// the source, the keys, then `SETSLOT NODE` on every master. Returns how many keys moved.
+    pub fn migrate_slot(&self, key: &str, to: u16, pause: Duration) -> usize {
+        let from = self.master_of(key);
+        assert_ne!(from, to, "{key} is already served by {to}");
+        let id = |port: u16| -> String {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut self.node(port))
+                .expect("CLUSTER MYID")
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let mut source = self.node(from);
+        let mut target = self.node(to);
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut source)
+            .expect("CLUSTER KEYSLOT");
+        let setslot = |conn: &mut redis::Connection, state: &str, node: &str| {
+            let () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(node)
+                .query(conn)
+                .unwrap_or_else(|err| panic!("CLUSTER SETSLOT {slot} {state}: {err}"));
+        };
+        setslot(&mut target, "IMPORTING", &from_id);
+        setslot(&mut source, "MIGRATING", &to_id);
+        let mut moved = 0;
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(1)
+                .query(&mut source)
+                .expect("CLUSTER GETKEYSINSLOT");
+            let Some(key) = keys.first() else {
+                break;
+            };
+            let () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg(key)
+                .arg(0)
+                .arg(5000)
+                .query(&mut source)
+                .unwrap_or_else(|err| panic!("MIGRATE {key}: {err}"));
+            moved += 1;
+            std::thread::sleep(pause);
+        }
+        setslot(&mut target, "NODE", &to_id);
+        setslot(&mut source, "NODE", &to_id);
+        for &port in &self.ports {
+            if port != from && port != to && self.role(port).as_deref() == Some("master") {
+                setslot(&mut self.node(port), "NODE", &to_id);
+            }
+        }
+        moved
     }
 }
 
