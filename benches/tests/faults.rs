@@ -632,8 +632,15 @@ async fn cluster_master_killed_mid_burst_fails_over_to_its_replica() {
         pipeline.fire_with(0, &campaign, crowd(12), 32, &bar),
         async {
             strike_when(&bar, STRIKE_AT).await;
+            tokio::task::block_in_place(|| cluster.kill(master));
+            // Before any replica can be promoted (the node timeout is 2 s), the server stays
+            // ready: Redis answers, only one shard does not.
+            pipeline.http[0]
+                .server
+                .wait_ready(Duration::from_millis(1500))
+                .await
+                .expect("ready while one master is down");
             tokio::task::block_in_place(|| {
-                cluster.kill(master);
                 let promoted = cluster.wait_promoted(&key, master);
                 cluster.restart(master);
                 cluster.wait_replicated(1);

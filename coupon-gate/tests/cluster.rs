@@ -172,3 +172,76 @@ async fn admissions_wait_for_the_replicas_of_their_master() {
         assert_eq!(claimed.len(), 2, "{id}");
     }
 }
+
+/// Why replicas must confirm. With the campaign's replica stalled, an admission answered at once
+/// is gone when that replica takes over from its failed master, and its seq goes to another user
+/// (two users told the same seq); with confirmations, the same situation answers
+/// `NotReplicated` ("try again"), never an admission a failover can take back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_takes_back_what_no_replica_confirmed() {
+    let mut cluster = RedisCluster::start();
+    let mut conn = RedisTarget::Cluster(cluster.nodes())
+        .connect(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let at_once = Gate::new(conn.clone());
+    let confirmed = Gate::new(conn.clone()).with_replica_acks(1, Duration::from_secs(2));
+    let id = campaign("failover-loss");
+    at_once
+        .create(&Campaign::new(id.clone(), NonZeroU32::new(10).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        confirmed.apply(&id, &user(1)).await.unwrap(),
+        Outcome::Admitted { seq: 1 }
+    );
+
+    let key = "{failover-loss}";
+    let master = cluster.master_of(key);
+    let replica = cluster.replica_of(master);
+    cluster.pause(replica);
+    // 64 MiB of writes on the campaign's slot first, more than the sockets between master and
+    // replica buffer: what follows stays in the master's memory until the replica reads again.
+    for n in 0..4 {
+        redis::cmd("SET")
+            .arg(format!("ballast:{key}:{n}"))
+            .arg(vec![b'x'; 16 << 20])
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        at_once.apply(&id, &user(2)).await.unwrap(),
+        Outcome::Admitted { seq: 2 },
+        "answered before any replica holds it"
+    );
+    match confirmed.apply(&id, &user(3)).await {
+        Err(coupon_gate::Error::NotReplicated {
+            confirmed: 0,
+            required: 1,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    cluster.kill(master);
+    cluster.resume(replica);
+    assert_eq!(cluster.wait_promoted(key, master), replica);
+
+    // The promoted master has no replica yet: what must be confirmed fails closed.
+    assert!(matches!(
+        confirmed.apply(&id, &user(1)).await,
+        Err(coupon_gate::Error::NotReplicated { confirmed: 0, .. })
+    ));
+    // The confirmed admission survived; the one answered at once did not, and its seq is
+    // handed out again.
+    assert_eq!(
+        at_once.apply(&id, &user(1)).await.unwrap(),
+        Outcome::Duplicate { seq: 1 }
+    );
+    let status = at_once.status(&id).await.unwrap().expect("the campaign");
+    assert_eq!(status.issued, 1, "user 2's admission went with the master");
+    assert_eq!(
+        at_once.apply(&id, &user(4)).await.unwrap(),
+        Outcome::Admitted { seq: 2 },
+        "seq 2 again, for another user"
+    );
+}

@@ -36,28 +36,24 @@ impl RedisCluster {
     /// node reports `cluster_state:ok` and knows every other.
     pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> Self {
         let count = masters * (1 + replicas);
-        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-        let bus_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!(
             "coupon-gate-cluster-{}-{}",
             std::process::id(),
-            ports[0]
+            free_port()
         ));
         let extra: Vec<String> = extra.iter().map(|&arg| arg.to_owned()).collect();
-        let children = ports
-            .iter()
-            .zip(&bus_ports)
-            .map(|(&port, &bus)| Some(spawn_node(&dir, port, bus, &extra)))
-            .collect();
-        let cluster = Self {
-            ports,
-            bus_ports,
-            children,
+        let mut cluster = Self {
+            ports: Vec::with_capacity(count),
+            bus_ports: Vec::with_capacity(count),
+            children: Vec::with_capacity(count),
             dir,
             extra,
         };
-        for port in &cluster.ports {
-            cluster.wait_for(*port, "to answer PING", |reply| reply == "PONG", &["PING"]);
+        for _ in 0..count {
+            let (port, bus, child) = cluster.start_node();
+            cluster.ports.push(port);
+            cluster.bus_ports.push(bus);
+            cluster.children.push(Some(child));
         }
         let out = Command::new("redis-cli")
             .arg("--cluster")
@@ -185,6 +181,38 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// Starts a node on free ports and waits until it answers `PING`. A port found free can be
+    /// taken before the node binds it (by another test, or as the source port of a connection),
+    /// so a node that exits at start is started again on other ports, up to five times.
+    fn start_node(&self) -> (u16, u16, Child) {
+        for _ in 0..5 {
+            let (port, bus) = (free_port(), free_port());
+            let mut child = spawn_node(&self.dir, port, bus, &self.extra);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+            loop {
+                let pong = client
+                    .get_connection()
+                    .ok()
+                    .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn).ok());
+                if pong.as_deref() == Some("PONG") {
+                    return (port, bus, child);
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node {port} did not answer PING within 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("no cluster node started in five attempts (see its messages above)");
+    }
+}
+
 /// Starts the cluster node on `port`, its files in `dir/<port>`.
 fn spawn_node(dir: &std::path::Path, port: u16, bus: u16, extra: &[String]) -> Child {
     let node_dir = dir.join(port.to_string());
@@ -228,6 +256,45 @@ impl RedisCluster {
         assert!(self.children[i].is_none(), "node {port} is running");
         self.children[i] = Some(spawn_node(&self.dir, port, self.bus_ports[i], &self.extra));
         self.wait_for(port, "to answer PING", |reply| reply == "PONG", &["PING"]);
+    }
+
+    /// SIGSTOPs the node on `port`: it stays connected but answers nothing, and its master's
+    /// writes wait in the replication stream, as on a replica that lags.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// SIGCONTs the node on `port` after [`RedisCluster::pause`].
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let child = self.children[self.index(port)]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {port} is not running"));
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} node {port}");
+    }
+
+    /// The port of a replica of the master on `master`.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut self.node(master))
+            .expect("INFO replication");
+        info.lines()
+            .filter(|line| line.starts_with("slave"))
+            .find_map(|line| {
+                line.split(',')
+                    .find_map(|field| field.strip_prefix("port="))
+                    .and_then(|port| port.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("node {master} has no replica: {info}"))
     }
 
     /// The role of the node on `port` as it reports it: `master` or `slave`.
