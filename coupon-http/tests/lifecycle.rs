@@ -1,5 +1,5 @@
-//! Process lifecycle: graceful shutdown finishes what is in flight, and the connection cap
-//! holds further clients back until a connection closes.
+//! Process lifecycle: start-up refusals, graceful shutdown finishing what is in flight, and the
+//! connection cap holding further clients back until a connection closes.
 
 mod support;
 
@@ -217,5 +217,26 @@ async fn a_request_timeout_not_above_the_redis_timeout_is_refused() {
     assert!(
         err.to_string().contains("must exceed the Redis timeout"),
         "{err}"
+    );
+}
+
+/// `REDIS_CLUSTER_NODES` takes precedence over `REDIS_URL`, and a node that is not part of a
+/// cluster stops start-up with a message that names the cluster and the cause.
+#[tokio::test]
+async fn cluster_nodes_take_precedence_and_a_plain_server_among_them_is_refused() {
+    let mut config = config();
+    // The URL would work; the "cluster" is the same server, without cluster support.
+    let node = config.redis_url.trim_start_matches("redis://").to_owned();
+    config.redis_cluster_nodes = vec![node.clone()];
+    let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = coupon_http::serve(config, listener, std::future::pending())
+        .await
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&format!(
+            "cannot connect to redis at the cluster of redis://{node}"
+        )) && message.contains("cluster support disabled"),
+        "{message}"
     );
 }
