@@ -159,12 +159,49 @@ async fn many_campaigns_over_the_slots_with_two_servers_and_two_sinks() {
             "a sink without partitions"
         );
     }
-    // The operators' audit reads each campaign's holders on its own master.
+    // Lookups through either server, for campaigns on every master.
+    for (n, (id, tally)) in tallies.iter().enumerate() {
+        let server = &pipeline.http[n % 2].server;
+        assert_eq!(server.quota(id).await.unwrap(), u64::from(QUOTA), "{id}");
+        let winner = tally.winners[0];
+        assert!(
+            server
+                .admission(id, winner, Some(ADMIN_TOKEN))
+                .await
+                .unwrap()
+                .is_some(),
+            "{id}: user {winner} holds a coupon"
+        );
+        let loser = (1..=USERS)
+            .find(|u| !tally.winners.contains(u))
+            .expect("a user without a coupon");
+        assert_eq!(
+            server
+                .admission(id, loser, Some(ADMIN_TOKEN))
+                .await
+                .unwrap(),
+            None,
+            "{id}: user {loser}"
+        );
+    }
+    // The operators' audit reads each campaign's holders on its own master; a rebuild there
+    // (forced, the campaign being open) writes back the same state.
     for (id, _) in campaigns.iter().step_by(4) {
         let (code, out) = pipeline.admin(&["audit", "--campaign", id]);
         assert_eq!(code, 0, "{id}: {out}");
         assert!(out.contains(&format!("{QUOTA} holders")), "{id}: {out}");
     }
+    let (id, _) = &campaigns[0];
+    let (code, out) = pipeline.admin(&["rebuild", "--campaign", id, "--force"]);
+    assert_eq!(code, 0, "{id}: {out}");
+    assert!(
+        out.contains(&format!("rebuilt: quota {QUOTA}, issued {QUOTA}")),
+        "{id}: {out}"
+    );
+    let (code, out) = pipeline.admin(&["audit", "--campaign", id]);
+    assert_eq!(code, 0, "{id}: {out}");
+    let again = pipeline.fire(0, id, vec![USERS + 1], 1).await;
+    assert_eq!(again.count("sold_out"), 1, "{:?}", again.answers);
 }
 
 /// A server remembers a sold-out campaign for ten minutes here, and listens for changes on the
