@@ -49,6 +49,11 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The gate takes any async connection; [`RedisTarget`] connects to one server or to a Redis
+//! Cluster alike (every key of a campaign shares one hash tag, so its scripts run on the master
+//! of its slot), and [`Gate::with_replica_acks`] answers admissions only once replicas hold
+//! them, so that a failover cannot take one back.
 
 mod batch;
 mod campaign;
