@@ -634,6 +634,7 @@ async fn cluster_master_killed_mid_burst_fails_over_to_its_replica() {
         async {
             strike_when(&bar, STRIKE_AT).await;
             tokio::task::block_in_place(|| cluster.kill(master));
+            let killed = std::time::Instant::now();
             // Before any replica can be promoted (the node timeout is 2 s), the server stays
             // ready: Redis answers, only one shard does not.
             pipeline.http[0]
@@ -641,7 +642,12 @@ async fn cluster_master_killed_mid_burst_fails_over_to_its_replica() {
                 .wait_ready(Duration::from_millis(1500))
                 .await
                 .expect("ready while one master is down");
-            tokio::task::block_in_place(|| cluster.wait_promoted(&key, master))
+            let promoted = tokio::task::block_in_place(|| cluster.wait_promoted(&key, master));
+            println!(
+                "fault cluster-failover: a replica took over {:.1} s after the kill",
+                killed.elapsed().as_secs_f64()
+            );
+            promoted
         },
     );
     settle(&pipeline, 0, &campaign, &mut tally).await;
