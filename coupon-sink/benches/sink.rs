@@ -4,9 +4,11 @@
 //!   DUPLICATE KEY UPDATE`, the read-back that tells redeliveries from conflicts, and commit.
 //! - `plain_insert/500` (reference, same run): the same 500 rows as one plain multi-row
 //!   `INSERT` in autocommit, with no checks: what the server does for the rows alone.
-//! - `drain/20000`: 20,000 admissions waiting on a fresh topic, consumed by a fresh sink
-//!   (`consumer::run`); the time is from the first row's `created_at` to the last one's, so
-//!   neither producing nor the consumer group join is in it.
+//! - `drain/20000`: 20,000 admissions waiting on a fresh topic of 3 partitions, consumed by a
+//!   fresh sink (`consumer::run`); the time is from the first row's `created_at` to the last
+//!   one's, so neither producing nor the consumer group join is in it.
+//! - `drain_one_partition/20000`: the same on a topic of one partition: what one partition
+//!   carries, as one sink at a time reads it.
 
 use std::time::Duration;
 
@@ -87,7 +89,10 @@ fn sink(c: &mut Criterion) {
     group.throughput(Throughput::Elements(DRAIN));
     group.sample_size(10);
     let mut round = 0u32;
-    group.bench_function("drain/20000", |b| {
+    // Three partitions, as the default topic has, and one: a partition is read by one sink at a
+    // time, so the second is what one partition carries.
+    for (name, partitions) in [("drain/20000", 3), ("drain_one_partition/20000", 1)] {
+        group.bench_function(name, |b| {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;
             for _ in 0..iterations {
@@ -96,7 +101,7 @@ fn sink(c: &mut Criterion) {
                 let topic = format!("bench_{}_{round}", db.name);
                 let events: Vec<(String, Vec<u8>)> = (1..=DRAIN).map(|u| (format!("{campaign}:{u}"), payload(&campaign, u))).collect();
                 total += rt.block_on(async {
-                    coupon_relay::ensure_topic(&brokers(), &topic, 3, 1).await.expect("topic");
+                    coupon_relay::ensure_topic(&brokers(), &topic, partitions, 1).await.expect("topic");
                     produce(&brokers(), &topic, &events).await;
                     let config = Config {
                         database_url: db.url(),
@@ -133,6 +138,7 @@ fn sink(c: &mut Criterion) {
             total
         })
     });
+    }
     group.finish();
     rt.block_on(pool.disconnect()).ok();
 }
