@@ -117,13 +117,23 @@ where
     ///
     /// As for [`Outbox::read`].
     pub async fn peek(&self, campaign: &CampaignId) -> Result<Vec<OutboxRecord>, Error> {
+        self.range(campaign, None).await
+    }
+
+    /// The records of the first `count` entries of `campaign`'s outbox (all of them for
+    /// `None`), oldest first.
+    async fn range(
+        &self,
+        campaign: &CampaignId,
+        count: Option<usize>,
+    ) -> Result<Vec<OutboxRecord>, Error> {
         let keys = self.keys(campaign);
-        let entries: Value = redis::cmd("XRANGE")
-            .arg(&keys.outbox)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut xrange = redis::cmd("XRANGE");
+        xrange.arg(&keys.outbox).arg("-").arg("+");
+        if let Some(count) = count {
+            xrange.arg("COUNT").arg(count);
+        }
+        let entries: Value = xrange.query_async(&mut self.conn.clone()).await?;
         decode_entries(campaign, &entries)
     }
 
@@ -234,16 +244,9 @@ where
     ///
     /// A Redis failure, or an entry that is no outbox entry.
     pub async fn oldest(&self, campaign: &CampaignId) -> Result<Option<SystemTime>, Error> {
-        let keys = self.keys(campaign);
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(&keys.outbox)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(decode_entries(campaign, &reply)?
+        Ok(self
+            .range(campaign, Some(1))
+            .await?
             .iter()
             .map(|record| record.at)
             .min())
