@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-
 use coupon_bench::check;
 use coupon_bench::sale::Crowd;
 use coupon_bench::scrape::Scrape;
@@ -21,39 +19,13 @@ async fn pipeline_on(cluster: &RedisCluster, servers: usize, sinks: usize) -> Pi
     Pipeline::start_with(setup_on(cluster, servers, sinks)).await
 }
 
+/// Two nodes as seeds, as a deployment names a few: the rest are discovered.
 fn setup_on(cluster: &RedisCluster, servers: usize, sinks: usize) -> Setup {
     Setup {
         servers,
         sinks,
-        redis_url: cluster.nodes()[0].clone(),
-        redis_cluster_nodes: seeds(cluster),
-        ..Setup::default()
+        ..Setup::on_cluster(cluster, 2)
     }
-}
-
-/// Two nodes as seeds, as a deployment names a few: the rest are discovered.
-fn seeds(cluster: &RedisCluster) -> Vec<String> {
-    cluster.ports[..2]
-        .iter()
-        .map(|port| format!("127.0.0.1:{port}"))
-        .collect()
-}
-
-/// Campaign ids `{stem}-0`, `{stem}-1`, ... until there are at least `count` and every master
-/// serves one of them (a campaign's slot follows its id, its hash tag).
-fn spread(cluster: &RedisCluster, stem: &str, count: usize) -> Vec<(String, u16)> {
-    let mut campaigns = Vec::new();
-    let mut masters = BTreeSet::new();
-    for n in 0..1000 {
-        let id = format!("{stem}-{n}");
-        let master = cluster.master_of(&format!("{{{id}}}"));
-        masters.insert(master);
-        campaigns.push((id, master));
-        if campaigns.len() >= count && masters.len() == 3 {
-            return campaigns;
-        }
-    }
-    panic!("1000 campaign ids and not every master serves one");
 }
 
 /// 한번만응모, 여러명응모 and 한명당_한개의_쿠폰발급, each on a campaign of another master.
@@ -63,7 +35,7 @@ async fn the_seed_scenarios_on_campaigns_of_three_masters() {
     let pipeline = pipeline_on(&cluster, 1, 1).await;
     // One campaign per master.
     let mut per_master = std::collections::BTreeMap::new();
-    for (id, master) in spread(&cluster, "seed", 3) {
+    for (id, master) in cluster.campaigns_on_every_master("seed", 3) {
         per_master.entry(master).or_insert(id);
     }
     let ids: Vec<String> = per_master.into_values().collect();
@@ -113,7 +85,7 @@ async fn many_campaigns_over_the_slots_with_two_servers_and_two_sinks() {
     const USERS: u64 = 150;
     let cluster = RedisCluster::start();
     let pipeline = pipeline_on(&cluster, 2, 2).await;
-    let campaigns = spread(&cluster, "many", 12);
+    let campaigns = cluster.campaigns_on_every_master("many", 12);
     for (id, _) in &campaigns {
         pipeline.campaign(id, QUOTA).await;
     }
@@ -215,7 +187,8 @@ async fn a_change_on_one_master_reaches_a_server_listening_on_another() {
         .http_env
         .push(("COUPON_SOLD_OUT_TTL_MS", "600000".to_owned()));
     let pipeline = Pipeline::start_with(setup).await;
-    let (id, _) = spread(&cluster, "changes", 3)
+    let (id, _) = cluster
+        .campaigns_on_every_master("changes", 3)
         .into_iter()
         .find(|&(_, master)| master != cluster.ports[0])
         .expect("a campaign on another master than the first seed");

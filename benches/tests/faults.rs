@@ -599,17 +599,11 @@ async fn pipeline_on_cluster(
     http_env: &[(&'static str, &str)],
 ) -> Pipeline {
     Pipeline::start_with(Setup {
-        redis_url: cluster.nodes()[0].clone(),
-        redis_cluster_nodes: cluster
-            .ports
-            .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
-            .collect(),
         http_env: http_env
             .iter()
             .map(|&(name, value)| (name, value.to_owned()))
             .collect(),
-        ..Setup::default()
+        ..Setup::on_cluster(cluster, cluster.ports.len())
     })
     .await
 }

@@ -81,18 +81,21 @@ fn pick(cluster: Option<&RedisCluster>, stem: &str, count: usize) -> Vec<Campaig
         return (0..count).map(id).collect();
     };
     let mut masters = Vec::new();
-    let mut ids = Vec::new();
-    for n in 0..1000 {
-        let master = cluster.master_of(&format!("{{{stem}-{n}}}"));
-        if !masters.contains(&master) {
-            masters.push(master);
-            ids.push(id(n));
-            if ids.len() == count {
-                return ids;
+    let ids: Vec<CampaignId> = cluster
+        .campaigns_on_every_master(stem, 1)
+        .into_iter()
+        .filter(|(_, master)| {
+            let first = !masters.contains(master);
+            if first {
+                masters.push(*master);
             }
-        }
-    }
-    panic!("not {count} masters");
+            first
+        })
+        .take(count)
+        .map(|(id, _)| CampaignId::new(id).expect("id"))
+        .collect();
+    assert_eq!(ids.len(), count, "not {count} masters");
+    ids
 }
 
 /// `BURST` distinct users at once, spread over `ids` by user (as a sub-campaign split picks

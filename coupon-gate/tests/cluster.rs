@@ -27,17 +27,11 @@ async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
     let batcher = Batcher::new(gate.clone(), BatchConfig::default());
 
     // Campaigns until every master owns one (their slots follow their ids' hash tags).
-    let mut masters = BTreeSet::new();
-    let mut campaigns = Vec::new();
-    for n in 0.. {
-        let id = campaign(&format!("spread-{n}"));
-        masters.insert(cluster.master_of(&format!("coupon:{{{}}}:meta", id.as_str())));
-        campaigns.push(id);
-        if masters.len() == 3 {
-            break;
-        }
-        assert!(n < 100, "100 campaigns on {} masters only", masters.len());
-    }
+    let campaigns: Vec<_> = cluster
+        .campaigns_on_every_master("spread", 1)
+        .iter()
+        .map(|(id, _)| campaign(id))
+        .collect();
 
     let batcher = &batcher;
     for id in &campaigns {

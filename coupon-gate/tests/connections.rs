@@ -5,12 +5,11 @@
 mod support;
 
 use std::num::NonZeroU32;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use coupon_gate::{Campaign, Gate, Outcome, Release};
+use coupon_testkit::RedisCluster;
 use redis::aio::ConnectionLike;
-use support::{RedisServer, Scratch, campaign, redis_url, user};
+use support::{Scratch, campaign, redis_url, user};
 
 /// Creates two campaigns and drives every gate operation on them.
 async fn exercise<C: ConnectionLike + Clone + Send + Sync>(gate: &Gate<C>) {
@@ -56,55 +55,6 @@ async fn over_a_connection_manager() {
 
 #[tokio::test]
 async fn over_a_redis_cluster() {
-    let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-        })
-        .collect();
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let status = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli");
-    assert!(
-        status.status.success(),
-        "cluster create: {}",
-        String::from_utf8_lossy(&status.stdout)
-    );
-
-    // Every node must see every slot covered before the cluster takes commands.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for node in &nodes {
-        let client = redis::Client::open(node.url()).unwrap();
-        loop {
-            let info: String = client
-                .get_connection()
-                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c))
-                .unwrap_or_default();
-            if info.contains("cluster_state:ok") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cluster on {} never reached state ok",
-                node.url()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
-    let client = redis::cluster::ClusterClient::new(urls).unwrap();
-    let conn = client.get_async_connection().await.unwrap();
-    exercise(&Gate::new(conn)).await;
+    let cluster = RedisCluster::start_with(3, 0, &[]);
+    exercise(&Gate::new(cluster.connection().await)).await;
 }

@@ -23,6 +23,8 @@ pub struct RedisCluster {
     dir: PathBuf,
     /// The extra `redis-server` arguments every node was started with, for restarts.
     extra: Vec<String>,
+    /// How many masters it was created with.
+    masters: usize,
 }
 
 impl RedisCluster {
@@ -48,6 +50,7 @@ impl RedisCluster {
             children: Vec::with_capacity(count),
             dir,
             extra,
+            masters,
         };
         for _ in 0..count {
             let (port, bus, child) = cluster.start_node();
@@ -116,6 +119,24 @@ impl RedisCluster {
             .get_async_connection()
             .await
             .expect("cluster connection")
+    }
+
+    /// Campaign ids `{stem}-0`, `{stem}-1`, ... with the master serving each (a campaign's slot
+    /// follows its id, its hash tag), until there are at least `count` and every master serves
+    /// one of them.
+    pub fn campaigns_on_every_master(&self, stem: &str, count: usize) -> Vec<(String, u16)> {
+        let mut campaigns = Vec::new();
+        let mut masters = std::collections::BTreeSet::new();
+        for n in 0..1000 {
+            let id = format!("{stem}-{n}");
+            let master = self.master_of(&format!("{{{id}}}"));
+            masters.insert(master);
+            campaigns.push((id, master));
+            if campaigns.len() >= count && masters.len() == self.masters {
+                return campaigns;
+            }
+        }
+        panic!("1000 campaign ids and not every master serves one");
     }
 
     /// The port of the master that serves `key`'s slot.

@@ -15,7 +15,9 @@ use coupon_bench::check::{self, Stored};
 use coupon_bench::sale::{self, Identity, Signer, Tally, Target};
 use indicatif::ProgressBar;
 
-pub use coupon_testkit::{Process, Scratch, ScratchDb, brokers, eventually, free_port, redis_url};
+pub use coupon_testkit::{
+    Process, RedisCluster, Scratch, ScratchDb, brokers, eventually, free_port, redis_url,
+};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
@@ -168,6 +170,21 @@ impl Default for Setup {
             sink_mysql_port: None,
             http_env: Vec::new(),
             sink_env: Vec::new(),
+        }
+    }
+}
+
+impl Setup {
+    /// The default set-up on `cluster`: every `coupon-http` and `coupon-admin` given
+    /// `REDIS_CLUSTER_NODES` naming its first `seeds` nodes (the rest are discovered).
+    pub fn on_cluster(cluster: &RedisCluster, seeds: usize) -> Self {
+        Self {
+            redis_url: cluster.nodes()[0].clone(),
+            redis_cluster_nodes: cluster.ports[..seeds]
+                .iter()
+                .map(|port| format!("127.0.0.1:{port}"))
+                .collect(),
+            ..Self::default()
         }
     }
 }
