@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Commands};
 
 use crate::{eventually, free_port};
 
@@ -67,11 +68,7 @@ impl Scratch {
 /// polling updates their consumer bookkeeping without changing any data; other keys by `DUMP`.
 pub async fn snapshot(url: &str, prefix: &str) -> BTreeMap<String, String> {
     let mut conn = connect(url).await;
-    let outboxes: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*:outbox"))
-        .query_async(&mut conn)
-        .await
-        .expect("KEYS");
+    let outboxes = scan(&mut conn, &format!("{prefix}:*:outbox")).await;
     eventually(Duration::from_secs(30), "the outboxes to drain", || {
         let mut conn = conn.clone();
         let outboxes = outboxes.clone();
@@ -90,11 +87,7 @@ pub async fn snapshot(url: &str, prefix: &str) -> BTreeMap<String, String> {
         }
     })
     .await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .expect("KEYS");
+    let keys = scan(&mut conn, &format!("{prefix}:*")).await;
     let mut snapshot = BTreeMap::new();
     for key in keys {
         let kind: String = redis::cmd("TYPE")
@@ -132,14 +125,40 @@ impl Drop for Scratch {
         let Ok(mut conn) = client.get_connection() else {
             return;
         };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        // SCAN in steps rather than KEYS: the machine's Redis may hold millions of other keys,
+        // and one KEYS over all of them would stall every other test's calls meanwhile.
+        let Ok(Ok(keys)) = conn
+            .scan_options::<String>(scan_options(&format!("{}:*", self.prefix)))
+            .map(|keys| keys.collect::<redis::RedisResult<Vec<_>>>())
+        else {
+            return;
+        };
+        for chunk in keys.chunks(1000) {
+            let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
         }
     }
+}
+
+/// How a scan of the keys matching `pattern` steps through the keyspace: many keys a step, as
+/// the prefix's keys are few among what the server may hold.
+fn scan_options(pattern: &str) -> redis::ScanOptions {
+    redis::ScanOptions::default()
+        .with_pattern(pattern)
+        .with_count(10_000)
+}
+
+/// Every key matching `pattern`, found with `SCAN` (never `KEYS`, which blocks the server for as
+/// long as it takes to read every key it holds).
+async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
+    use futures_util::StreamExt;
+    conn.scan_options::<String>(scan_options(pattern))
+        .await
+        .expect("SCAN")
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<redis::RedisResult<_>>()
+        .expect("SCAN")
 }
 
 /// A Redis server of the test's own on a free loopback port, killed when dropped. For tests
