@@ -169,15 +169,25 @@ async fn refusals_reach_neither_redis_nor_mysql() {
         "every forged token is refused"
     );
 
-    // User 3 holds a coupon and clicks 300 times at once: a few duplicates, then the limit.
+    // User 3 holds a coupon and clicks 300 times at once: a few duplicates, then the limit. The
+    // limit (a burst of 10, then 5 a second) lets through at most its burst and what refilled
+    // while the clicks were sent, timed by the test's clock, however slow the machine.
+    let started = std::time::Instant::now();
     let burst = pipeline.fire(0, &campaign, vec![3; 300], 16).await;
+    let took = started.elapsed();
     assert_eq!(
         burst.count("duplicate") + burst.count("rate_limited"),
         300,
         "{:?}",
         burst.answers
     );
-    assert!(burst.count("rate_limited") >= 200, "{:?}", burst.answers);
+    let allowed = 10 + (took.as_secs_f64() * 5.0).floor() as u64;
+    assert!(
+        burst.count("duplicate") <= allowed,
+        "{} passed the limit in {took:?}, at most {allowed} may: {:?}",
+        burst.count("duplicate"),
+        burst.answers
+    );
 
     assert_eq!(pipeline.scratch.snapshot().await, redis_before);
     let stored_after = pipeline.wait_for_rows(&campaign, 10).await;
