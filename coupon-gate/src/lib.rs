@@ -44,8 +44,8 @@
 //! let status = gate.status(&id).await?.expect("the campaign exists");
 //! assert_eq!((status.issued, status.remaining()), (2, 0));
 //! # let mut conn = conn;
-//! # let keys: Vec<String> = redis::cmd("KEYS").arg(format!("doctest-{run}:*")).query_async(&mut conn).await?;
-//! # redis::cmd("DEL").arg(keys).exec_async(&mut conn).await?;
+//! # let keys = ["meta", "users:0", "free", "outbox"].map(|k| format!("doctest-{run}:{{spring-sale}}:{k}"));
+//! # redis::cmd("DEL").arg(&keys).arg(format!("doctest-{run}:campaigns")).exec_async(&mut conn).await?;
 //! # Ok(())
 //! # }
 //! ```

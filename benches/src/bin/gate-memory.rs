@@ -31,9 +31,20 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("memory-{}", std::process::id());
     let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
     let result = measure(&gate, &mut conn, &prefix, args.users).await;
-    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await?;
-    if !keys.is_empty() {
-        let _: () = conn.del(keys).await?;
+    // SCAN rather than KEYS, which would stall a Redis that holds much else while it reads it all.
+    let keys: Vec<String> = {
+        let options = redis::ScanOptions::default()
+            .with_pattern(format!("{prefix}:*"))
+            .with_count(10_000);
+        let mut found = Vec::new();
+        let mut scan = conn.scan_options::<String>(options).await?;
+        while let Some(key) = scan.next_item().await {
+            found.push(key?);
+        }
+        found
+    };
+    for chunk in keys.chunks(1000) {
+        let _: () = conn.unlink(chunk).await?;
     }
     result
 }
