@@ -12,9 +12,15 @@ use redis::{AsyncCommands, Commands};
 
 use crate::{eventually, free_port};
 
-/// The shared Redis the machine runs (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+/// The shared Redis the machine runs, in a logical database of the tests' own (`REDIS_URL`,
+/// default `redis://127.0.0.1:6379/9`).
+///
+/// Database 9 rather than the default 0: whatever else the machine's Redis holds (a benchmark's
+/// million users, say) lives in database 0, and a test's `SCAN` for its own keys reads every key
+/// of its database, so in a database of their own the tests' snapshots and clean-ups cost what
+/// the tests themselves wrote, not what others keep.
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/9".to_owned())
 }
 
 /// An async connection to the Redis at `url`.
