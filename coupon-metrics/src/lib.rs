@@ -10,6 +10,8 @@
 //! twice in one test process) share it. A process that installed a recorder of its own keeps
 //! it: the metrics go there.
 
+mod listener;
+
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -165,8 +167,9 @@ static INSTALLED: Mutex<Option<(PrometheusHandle, Option<SocketAddr>)>> = Mutex:
 /// Installs the process's Prometheus recorder, with every histogram's buckets, and sets
 /// `coupon_build_info{binary,version}` to 1; returns the handle that renders the text format.
 ///
-/// With `listen`, the recorder also serves every scrape (`GET /metrics`, any path) on that
-/// address, from a task on the current Tokio runtime. Must be called within a Tokio runtime.
+/// With `listen`, the exposition is also served on that address at `GET /metrics` (and `HEAD`;
+/// another path is answered 404, another method 405, each with a JSON body), from a task on the
+/// current Tokio runtime. Must be called within a Tokio runtime.
 ///
 /// `None` when the process already has a recorder of its own (an embedder's): the metrics go to
 /// it, and nothing is served here; a warning says so.
@@ -194,18 +197,8 @@ pub fn install(
         metrics::gauge!("coupon_build_info", "binary" => binary, "version" => version).set(1.0);
         return Ok(Some(handle.clone()));
     }
-    let builder = buckets(PrometheusBuilder::new())?;
-    let (recorder, exporter) = match listen {
-        Some(addr) => {
-            let (recorder, exporter) = builder
-                .with_http_listener(addr)
-                .upkeep_timeout(UPKEEP)
-                .build()
-                .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            (recorder, Some(exporter))
-        }
-        None => (builder.build_recorder(), None),
-    };
+    let listener = listen.map(listener::bind).transpose()?;
+    let recorder = buckets(PrometheusBuilder::new())?.build_recorder();
     let handle = recorder.handle();
     if metrics::set_global_recorder(recorder).is_err() {
         tracing::warn!(
@@ -213,22 +206,20 @@ pub fn install(
         );
         return Ok(None);
     }
-    match exporter {
-        // Its upkeep runs on the runtime, beside the listener.
-        Some(exporter) => drop(tokio::spawn(exporter)),
-        None => {
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".to_owned())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(UPKEEP);
-                        upkeep.run_upkeep();
-                    }
-                })
-                .context("cannot start the metrics upkeep thread")?;
-        }
+    if let Some(listener) = listener {
+        // Its connections are served on the runtime, beside the process's own work.
+        drop(tokio::spawn(listener::serve(listener, handle.clone())));
     }
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP);
+                upkeep.run_upkeep();
+            }
+        })
+        .context("cannot start the metrics upkeep thread")?;
     describe();
     metrics::gauge!("coupon_build_info", "binary" => binary, "version" => version).set(1.0);
     *installed = Some((handle.clone(), listen));
