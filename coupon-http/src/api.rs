@@ -27,9 +27,9 @@ use std::time::{Instant, SystemTime};
 
 use coupon_gate::{Campaign, CampaignId, CampaignStatus, Create, Outcome, UserId};
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
+use hyper::header::{AUTHORIZATION, HOST};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -110,6 +110,9 @@ pub(crate) async fn handle(
     let state = &*scope.state;
     // Split so that the route can borrow the path while the body is read.
     let (head, body) = req.into_parts();
+    if let Err(rejection) = unambiguous(&head) {
+        return Ok(rejection.into_response());
+    }
     let path = head.uri.path();
     let Some(route) = Route::recognise(path) else {
         return Ok(
@@ -135,6 +138,25 @@ pub(crate) async fn handle(
         Route::Campaigns => create_campaign(state, &head, body).await,
     };
     Ok(answer.unwrap_or_else(Rejection::into_response))
+}
+
+/// Refuses a head that readers along the way could take in two ways: an HTTP/1.1 request
+/// without exactly one `Host` (RFC 9112 §3.2), and one with several `Authorization` headers,
+/// where a proxy that reads the last and this server, reading the first, would disagree on who
+/// is asking.
+fn unambiguous(head: &Parts) -> Result<(), Rejection> {
+    let hosts = head.headers.get_all(HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && head.version == Version::HTTP_11) {
+        return Err(Rejection::bad_request(
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
+    }
+    if head.headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(Rejection::bad_request(
+            "send one Authorization header, not several",
+        ));
+    }
+    Ok(())
 }
 
 async fn ready(state: &AppState) -> Response<Body> {
@@ -174,8 +196,15 @@ fn exposition(state: &AppState) -> Result<Response<Body>, Rejection> {
 
 #[derive(Deserialize, Default)]
 struct ApplyBody {
-    #[serde(rename = "userId")]
+    /// `None` only when the field is absent: an explicit `null` is `Some(Value::Null)`, and
+    /// refused as any other value that is no user id.
+    #[serde(rename = "userId", default, deserialize_with = "present")]
     user_id: Option<Value>,
+}
+
+/// A field's value as given, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(value).map(Some)
 }
 
 /// An application, answered and counted (see `telemetry`).
@@ -377,7 +406,7 @@ async fn user_admission(
         authorize(state, head)?;
     }
     let campaign = campaign_id(id)?;
-    let user: UserId = user
+    let user: UserId = path_segment(user)?
         .parse()
         .map_err(|err| Rejection::bad_request(format!("{err}")))?;
     lookup(state, campaign, user).await
@@ -547,7 +576,15 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn campaign_id(id: &str) -> Result<CampaignId, Rejection> {
-    CampaignId::new(id).map_err(|err| Rejection::bad_request(err.to_string()))
+    CampaignId::new(path_segment(id)?).map_err(|err| Rejection::bad_request(err.to_string()))
+}
+
+/// A path segment as its sender meant it: percent-decoded (RFC 3986 §2.1), so that a user id
+/// with `:` or `|` arrives the same whether or not the client encoded those.
+fn path_segment(segment: &str) -> Result<std::borrow::Cow<'_, str>, Rejection> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| Rejection::bad_request("a path segment is not percent-encoded UTF-8"))
 }
 
 fn user_id_from_json(value: Option<Value>) -> Result<UserId, Rejection> {

@@ -6,6 +6,9 @@
 //! answer of this server is documented as JSON with a `status`, and every answer the handlers
 //! write has a JSON body, so a 4xx head with `content-length: 0` can only be hyper's: the stream
 //! writes a JSON answer with the same status in its place. hyper closes the connection after it.
+//!
+//! A connection that opens with HTTP/2's preface, which hyper's HTTP/1.1 server would close
+//! without a word, is answered `505` in JSON and its stream ends there.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -26,7 +29,19 @@ pub(crate) struct Stream {
     replacing: Option<(Vec<u8>, usize, usize)>,
     /// The most bytes of a request head accepted, named in the 431 answer.
     max_head: usize,
+    /// Whether nothing has been read yet: the first bytes tell an HTTP/2 preface.
+    fresh: bool,
+    /// The answer to an HTTP/2 preface and how much of it is written; hyper reads the end of
+    /// the stream once it is out.
+    refusing: Option<(&'static [u8], usize)>,
 }
+
+/// How an HTTP/2 connection begins, with prior knowledge (RFC 9113 §3.4): hyper's HTTP/1.1 server
+/// would close it without a word.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// The answer to an HTTP/2 preface: this server speaks HTTP/1.1 only.
+const HTTP2_REFUSED: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: application/json\r\ncontent-length: 70\r\nconnection: close\r\n\r\n{\"status\":\"error\",\"message\":\"this server speaks HTTP/1.1, not HTTP/2\"}";
 
 impl Stream {
     pub(crate) fn new(inner: TcpStream, watchdog: Arc<Watchdog>, max_head: usize) -> Self {
@@ -35,7 +50,24 @@ impl Stream {
             watchdog,
             replacing: None,
             max_head,
+            fresh: true,
+            refusing: None,
         }
+    }
+
+    /// Writes what is left of the answer to an HTTP/2 preface; ready when all of it is out.
+    fn refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((answer, written)) = self.refusing.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while *written < answer.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn write_through(
@@ -116,10 +148,19 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.refusing.is_some() {
+            // Nothing more for hyper: once the answer is out, the stream ends.
+            return this.refuse(cx);
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.watchdog.received();
+            if std::mem::take(&mut this.fresh) && buf.filled()[before..].starts_with(H2_PREFACE) {
+                buf.set_filled(before);
+                this.refusing = Some((HTTP2_REFUSED, 0));
+                return this.refuse(cx);
+            }
         }
         poll
     }
@@ -183,5 +224,18 @@ mod tests {
         assert!(json_answer(gone, 8192).is_none());
         let content_length_10 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 01\r\n\r\n";
         assert!(json_answer(content_length_10, 8192).is_none());
+    }
+
+    #[test]
+    fn the_http2_refusal_is_a_complete_json_answer() {
+        let answer = std::str::from_utf8(HTTP2_REFUSED).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 505 "), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}\r\n", body.len())),
+            "{head}"
+        );
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(value["status"], "error");
     }
 }

@@ -1,6 +1,11 @@
-//! `openapi.yaml` stays true: every operation it lists is served, and every answer the server
-//! gives on a tour of all outcomes and kinds of bad input is documented for its operation and
-//! code, with the body matching the documented schema (required fields, types, `status` enum).
+//! What schemathesis (`scripts/contract`) cannot check of `openapi.yaml`, checked here: every
+//! operation it lists is served (a route that vanished would answer a documented 404), and the
+//! answers of states that generated requests do not reach are documented for their operation and
+//! code, with the body matching the documented schema: a campaign sold out, a window not open
+//! yet or closed, a campaign updated or refused below its issued coupons, a body too large, a
+//! campaign whose keys something else overwrote (500), a Redis that is down (503), one user over
+//! the limit (429), forged and misdirected tokens, and `/me` in body mode. Bad input in general,
+//! and which definitions the server takes, are schemathesis's: it generates them from the schema.
 
 mod support;
 
@@ -48,7 +53,7 @@ fn integer(value: &Value) -> Option<i128> {
 }
 
 /// Whether `value` conforms to `schema`, as far as this spec uses OpenAPI 3.0's keywords:
-/// `type`, `nullable`, `oneOf` (alternatives of distinct types), `enum`, `required`,
+/// `type`, `nullable`, `oneOf` (exactly one alternative conforms), `enum`, `required`,
 /// `properties` (every object closed: a field not listed does not conform), `minimum`,
 /// `maximum`, `pattern` and `format: date-time`. The error says where and why not.
 fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
@@ -61,13 +66,16 @@ fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(),
         };
     }
     if let Some(alternatives) = schema["oneOf"].as_array() {
-        let of_type: Vec<_> = alternatives
+        // Exactly one alternative, as JSON Schema's oneOf means.
+        let matching = alternatives
             .iter()
-            .filter(|alternative| type_matches(resolve(spec, alternative), value, at))
-            .collect();
-        return match of_type[..] {
-            [one] => conforms(spec, one, value, at),
-            _ => Err(format!("{at}: {value} is of {} oneOf types", of_type.len())),
+            .filter(|alternative| conforms(spec, alternative, value, at).is_ok())
+            .count();
+        return match matching {
+            1 => Ok(()),
+            n => Err(format!(
+                "{at}: {value} matches {n} oneOf alternatives, not one"
+            )),
         };
     }
     if !type_matches(schema, value, at) {
@@ -87,8 +95,12 @@ fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(),
         }
     }
     if let Some(text) = value.as_str() {
+        // ECMA-262 patterns, lookahead included, which the regex crate does not read.
         if let Some(pattern) = schema["pattern"].as_str()
-            && !regex::Regex::new(pattern).unwrap().is_match(text)
+            && !fancy_regex::Regex::new(pattern)
+                .unwrap()
+                .is_match(text)
+                .unwrap()
         {
             return Err(format!("{at}: {text:?} does not match {pattern}"));
         }
@@ -231,13 +243,6 @@ async fn every_answer_on_a_tour_is_documented() {
             Method::POST,
             "/api/coupons/apply",
             "/api/coupons/apply".into(),
-            vec![json_type],
-            r#"{"userId":0}"#.into(),
-        ),
-        (
-            Method::POST,
-            "/api/coupons/apply",
-            "/api/coupons/apply".into(),
             vec![],
             r#"{"userId":1}"#.into(),
         ),
@@ -280,13 +285,6 @@ async fn every_answer_on_a_tour_is_documented() {
             Method::POST,
             "/api/campaigns",
             "/api/campaigns".into(),
-            admin.to_vec(),
-            r#"{"id":"default","quota":0}"#.into(),
-        ),
-        (
-            Method::POST,
-            "/api/campaigns",
-            "/api/campaigns".into(),
             vec![json_type],
             r#"{"id":"x","quota":1}"#.into(),
         ),
@@ -319,13 +317,6 @@ async fn every_answer_on_a_tour_is_documented() {
             r#"{"userId":1}"#.into(),
         ),
         (
-            Method::POST,
-            "/api/campaigns/{id}/apply",
-            "/api/campaigns/BAD/apply".into(),
-            vec![json_type],
-            r#"{"userId":1}"#.into(),
-        ),
-        (
             Method::GET,
             "/api/campaigns/{id}",
             "/api/campaigns/default".into(),
@@ -348,13 +339,6 @@ async fn every_answer_on_a_tour_is_documented() {
         ),
         (
             Method::GET,
-            "/api/campaigns/{id}",
-            "/api/campaigns/BAD".into(),
-            vec![],
-            String::new(),
-        ),
-        (
-            Method::GET,
             "/api/campaigns/{id}/users/{userId}",
             "/api/campaigns/default/users/1".into(),
             vec![],
@@ -371,13 +355,6 @@ async fn every_answer_on_a_tour_is_documented() {
             Method::GET,
             "/api/campaigns/{id}/users/{userId}",
             "/api/campaigns/nowhere/users/2".into(),
-            vec![],
-            String::new(),
-        ),
-        (
-            Method::GET,
-            "/api/campaigns/{id}/users/{userId}",
-            "/api/campaigns/default/users/0".into(),
             vec![],
             String::new(),
         ),
@@ -570,63 +547,5 @@ async fn every_answer_in_jwt_mode_is_documented() {
             codes.contains(&code),
             "the tour never saw {code}: {codes:?}"
         );
-    }
-}
-
-/// The request side: the server creates exactly the campaign definitions the schema allows, and
-/// refuses the others with 400. (That closesAt follows opensAt, and the exact instant of the
-/// 1970 bound under an offset, are in the schema's words only; the pattern checks the year.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_takes_exactly_the_campaign_definitions_the_schema_allows() {
-    let spec = spec();
-    let schema = &spec["paths"]["/api/campaigns"]["post"]["requestBody"]["content"]["application/json"]
-        ["schema"];
-    let app = TestApp::start(config()).await;
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let admin = [
-        ("content-type", "application/json"),
-        ("authorization", auth.as_str()),
-    ];
-    let definitions = [
-        json!({"id": "plain", "quota": 1}),
-        json!({"id": "largest", "quota": 4_294_967_295_u64}),
-        json!({"id": "none", "quota": 0}),
-        json!({"id": "too-many", "quota": 4_294_967_296_u64}),
-        json!({"id": "fraction", "quota": 1.5}),
-        json!({"id": "text", "quota": "3"}),
-        json!({"id": "BAD", "quota": 1}),
-        json!({"quota": 1}),
-        json!({"id": "extra", "quota": 1, "owner": "me"}),
-        json!({"id": "nulls", "quota": 1, "opensAt": null, "closesAt": null}),
-        json!({"id": "epoch", "quota": 1, "opensAt": "1970-01-01T00:00:00Z"}),
-        json!({"id": "before-epoch", "quota": 1, "opensAt": "1969-12-31T23:59:59Z"}),
-        json!({"id": "words", "quota": 1, "opensAt": "yesterday"}),
-        json!({"id": "no-zone", "quota": 1, "closesAt": "2999-01-01T00:00:00"}),
-        json!({
-            "id": "window",
-            "quota": 1,
-            "opensAt": "2999-01-01T00:00:00+09:00",
-            "closesAt": "2999-01-02T00:00:00.123Z"
-        }),
-    ];
-    for definition in definitions {
-        let allowed = conforms(&spec, schema, &definition, "definition");
-        let (code, answer) = app
-            .call(
-                Method::POST,
-                "/api/campaigns",
-                &admin,
-                definition.to_string(),
-            )
-            .await;
-        let taken = code.is_success();
-        assert_eq!(
-            taken,
-            allowed.is_ok(),
-            "{definition}: the server answered {code} {answer}, the schema says {allowed:?}"
-        );
-        if !taken {
-            assert_eq!(code, StatusCode::BAD_REQUEST, "{definition}: {answer}");
-        }
     }
 }
