@@ -14,7 +14,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -37,7 +37,10 @@ pub(crate) fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Serves `handle`'s exposition on `listener` for as long as the process runs.
 pub(crate) async fn serve(listener: TcpListener, handle: PrometheusHandle) {
-    let http = http1::Builder::new();
+    let mut http = http1::Builder::new();
+    // With a timer, hyper closes a connection whose request head is not complete within its
+    // default 30 s: a silent client does not hold a connection for ever.
+    http.timer(TokioTimer::new());
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
