@@ -8,7 +8,8 @@
 //! writes a JSON answer with the same status in its place. hyper closes the connection after it.
 //!
 //! A connection that opens with HTTP/2's preface, which hyper's HTTP/1.1 server would close
-//! without a word, is answered `505` in JSON and its stream ends there.
+//! without a word, is answered in HTTP/2's own frames (GOAWAY with `HTTP_1_1_REQUIRED`, the JSON
+//! error as its debug data), and its stream ends there.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -33,15 +34,30 @@ pub(crate) struct Stream {
     fresh: bool,
     /// The answer to an HTTP/2 preface and how much of it is written; hyper reads the end of
     /// the stream once it is out.
-    refusing: Option<(&'static [u8], usize)>,
+    refusing: Option<(Vec<u8>, usize)>,
 }
 
 /// How an HTTP/2 connection begins, with prior knowledge (RFC 9113 §3.4): hyper's HTTP/1.1 server
 /// would close it without a word.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
-/// The answer to an HTTP/2 preface: this server speaks HTTP/1.1 only.
-const HTTP2_REFUSED: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: application/json\r\ncontent-length: 70\r\nconnection: close\r\n\r\n{\"status\":\"error\",\"message\":\"this server speaks HTTP/1.1, not HTTP/2\"}";
+/// The error in an HTTP/2 refusal's GOAWAY: `HTTP_1_1_REQUIRED` (RFC 9113 §7).
+const HTTP_1_1_REQUIRED: u32 = 0xd;
+
+/// The answer to an HTTP/2 preface, in HTTP/2's own frames, since an HTTP/2 client reads no
+/// HTTP/1.1 answer: the server's preface (an empty SETTINGS frame), then GOAWAY with
+/// `HTTP_1_1_REQUIRED`, whose debug data is this server's JSON error.
+fn http2_refusal() -> Vec<u8> {
+    let debug = br#"{"message":"this server speaks HTTP/1.1, not HTTP/2","status":"error"}"#;
+    let length = u32::try_from(8 + debug.len()).expect("a short frame");
+    let mut frames = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    frames.extend_from_slice(&length.to_be_bytes()[1..]);
+    frames.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(&0u32.to_be_bytes());
+    frames.extend_from_slice(&HTTP_1_1_REQUIRED.to_be_bytes());
+    frames.extend_from_slice(debug);
+    frames
+}
 
 impl Stream {
     pub(crate) fn new(inner: TcpStream, watchdog: Arc<Watchdog>, max_head: usize) -> Self {
@@ -158,7 +174,7 @@ impl AsyncRead for Stream {
             this.watchdog.received();
             if std::mem::take(&mut this.fresh) && buf.filled()[before..].starts_with(H2_PREFACE) {
                 buf.set_filled(before);
-                this.refusing = Some((HTTP2_REFUSED, 0));
+                this.refusing = Some((http2_refusal(), 0));
                 return this.refuse(cx);
             }
         }
@@ -227,15 +243,17 @@ mod tests {
     }
 
     #[test]
-    fn the_http2_refusal_is_a_complete_json_answer() {
-        let answer = std::str::from_utf8(HTTP2_REFUSED).unwrap();
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 505 "), "{head}");
-        assert!(
-            head.contains(&format!("content-length: {}\r\n", body.len())),
-            "{head}"
-        );
-        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+    fn the_http2_refusal_is_settings_then_goaway_with_a_json_error() {
+        let frames = http2_refusal();
+        // SETTINGS: empty, on stream 0.
+        assert_eq!(frames[..9], [0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+        let goaway = &frames[9..];
+        let length = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
+        assert_eq!((goaway[3], &goaway[5..9]), (0x7, &[0, 0, 0, 0][..]));
+        assert_eq!(goaway.len(), 9 + length);
+        let payload = &goaway[9..];
+        assert_eq!(payload[4..8], 0xdu32.to_be_bytes(), "HTTP_1_1_REQUIRED");
+        let value: serde_json::Value = serde_json::from_slice(&payload[8..]).unwrap();
         assert_eq!(value["status"], "error");
     }
 }

@@ -1,9 +1,9 @@
 //! Where HTTP's RFCs and `openapi.yaml` say what the server must answer, on real sockets: a
 //! `userId` of `null` is no user, path segments are percent-decoded and text that reads as a
-//! number is no user id in a path, a long
-//! URI meets the head limit (431) and only beyond 65,534 bytes 414, an HTTP/2 preface gets a JSON
-//! 505, and heads that readers could take in two ways (no `Host`, two `Host`s, two
-//! `Authorization`s) are refused with 400 and change nothing.
+//! number is no user id in a path, a long URI meets the head limit (431) and only beyond 65,534
+//! bytes 414, an HTTP/2 preface is told in HTTP/2 frames that HTTP/1.1 is required, and heads
+//! that readers could take in two ways (no `Host`, two `Host`s, two `Authorization`s) are refused
+//! with 400 and change nothing.
 
 mod support;
 
@@ -183,19 +183,34 @@ async fn a_long_uri_meets_the_head_limit_and_414_only_beyond_what_hyper_takes() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_preface_is_answered_505_in_json() {
+async fn an_http2_preface_is_told_http_1_1_is_required_in_http2_frames() {
     let app = TestApp::start(config()).await;
     // The preface and an empty SETTINGS frame, as a client with prior knowledge opens.
     let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    let answer = exchange(app.addr, &preface).await;
-    assert!(answer.starts_with("HTTP/1.1 505 "), "{answer:?}");
-    assert!(
-        answer.contains("content-type: application/json"),
-        "{answer:?}"
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(&preface).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes the connection")
+    .unwrap();
+    // The server's preface (SETTINGS), then GOAWAY: no stream processed, HTTP_1_1_REQUIRED
+    // (RFC 9113 §7), and the JSON error as its debug data.
+    assert_eq!(answer[..9], [0, 0, 0, 0x4, 0, 0, 0, 0, 0], "{answer:?}");
+    let goaway = &answer[9..];
+    let length = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
+    assert_eq!((goaway[3], goaway.len()), (0x7, 9 + length), "{answer:?}");
+    let (last_stream, error) = (&goaway[9..13], &goaway[13..17]);
+    assert_eq!(
+        (last_stream, error),
+        (&[0, 0, 0, 0][..], &[0, 0, 0, 0xd][..])
     );
-    let (_, body) = parse(&answer);
-    assert_eq!(body["status"], "error", "{body}");
+    let debug: Value = serde_json::from_slice(&goaway[17..]).unwrap();
+    assert_eq!(debug["status"], "error", "{debug}");
     // HTTP/1.1 on the next connection is served as ever.
     let health = exchange(
         app.addr,
