@@ -1,4 +1,5 @@
-//! Gate throughput against a real Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+//! Gate throughput against a real Redis (`REDIS_URL`, default `redis://127.0.0.1:6379/9`, the
+//! tests' database of the machine's Redis).
 //!
 //! Each iteration sends `CONCURRENCY` applications at once over one multiplexed connection,
 //! as an HTTP server under load would, and waits for every answer. Keys live under a prefix of
