@@ -63,9 +63,7 @@ fn parse(answer: &str) -> (u16, Value) {
         .get(9..12)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status line: {answer:?}"));
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    let body = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"));
-    (code, body)
+    (code, support::body_of(answer))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use coupon_http::Config;
 use hyper::{Method, StatusCode};
-use serde_json::Value;
-use support::{Scratch, TestApp, config, eventually, free_port, redis_url};
+use support::{Scratch, TestApp, body_of, config, eventually, free_port, redis_url};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -31,12 +30,6 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// The JSON body of a raw answer.
-fn body_of(answer: &str) -> Value {
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"))
 }
 
 /// Connections a flood opened so far, and how many of them the server refused with 429.

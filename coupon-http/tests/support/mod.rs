@@ -288,3 +288,9 @@ pub async fn call_from(
         body,
     }
 }
+
+/// The JSON body of a raw answer (head and body as the server wrote them).
+pub fn body_of(answer: &str) -> Value {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"))
+}
