@@ -49,6 +49,22 @@ impl Keys {
         format!("{}:{bucket:0digits$}", self.users)
     }
 
+    /// Every bucket a campaign of `digits` can have (see [`Keys::user_bucket`]): `users:0` for
+    /// none, else every string of 1 to `digits` decimal digits (a numeric id shorter than
+    /// `digits` names the bucket of its whole self). About `1.11 * 10^digits` names, which
+    /// [`Keys::bucket_digits`] keeps at a ninth of the quota or less.
+    pub(crate) fn all_buckets(&self, digits: usize) -> Vec<String> {
+        if digits == 0 {
+            return vec![format!("{}:0", self.users)];
+        }
+        let mut buckets = Vec::new();
+        for width in 1..=digits.min(19) {
+            let count = 10u64.pow(u32::try_from(width).unwrap_or(19));
+            buckets.extend((0..count).map(|n| format!("{}:{n:0width$}", self.users)));
+        }
+        buckets
+    }
+
     /// How many last digits of the user id name a campaign's user buckets: the fewest that keep
     /// buckets at about 100 users when the quota is filled, so that each stays a compact listpack
     /// (Redis converts a hash beyond 128 entries by default). Fixed at creation.
@@ -103,6 +119,18 @@ mod tests {
         assert_eq!(hash("ab"), 5_863_208);
         assert_eq!(keys.user_bucket(4, &user("ab")), "p:{c}:users:3208");
         assert_eq!(keys.user_bucket(8, &user("ab")), "p:{c}:users:05863208");
+    }
+
+    #[test]
+    fn every_bucket_a_user_can_land_in_is_listed() {
+        let keys = Keys::new("p", &CampaignId::new("c").unwrap());
+        assert_eq!(keys.all_buckets(0), ["p:{c}:users:0"]);
+        let all = keys.all_buckets(2);
+        assert_eq!(all.len(), 110);
+        for id in ["7", "10", "12345", "99", "auth0|5f3a9c", "ab", "x"] {
+            let user = UserId::new(id).unwrap();
+            assert!(all.contains(&keys.user_bucket(2, &user)), "{id}");
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub use batch::{BatchConfig, Batcher};
 pub use campaign::{Campaign, CampaignId, CampaignStatus, InvalidInput, UserId};
 pub use connection::{RedisConnection, RedisTarget};
 pub use error::Error;
-pub use gate::Gate;
+pub use gate::{Gate, check_key_prefix};
 pub use outbox::{EventKind, Outbox, OutboxRecord};
 pub use outcome::{Create, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};
