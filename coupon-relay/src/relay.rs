@@ -400,6 +400,19 @@ const PRODUCER_REJECTED: [RDKafkaErrorCode; 5] = [
     RDKafkaErrorCode::InvalidProducerIdMapping,
 ];
 
+impl RelayConfig {
+    /// Checks the producer configuration (brokers, extra librdkafka properties) as the relay
+    /// will use it, without reaching any broker: for a service that refuses a bad configuration
+    /// at start but starts while the broker is away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`]: a producer configuration librdkafka refuses.
+    pub fn check(&self) -> Result<(), Error> {
+        producer(self).map(drop)
+    }
+}
+
 /// The relay's idempotent producer.
 fn producer(config: &RelayConfig) -> Result<FutureProducer, Error> {
     let mut client = ClientConfig::new();
