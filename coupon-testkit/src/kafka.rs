@@ -120,11 +120,23 @@ impl Broker {
         Self::launch(Some((port, proxy))).await
     }
 
+    /// A broker that is not running yet: a free port on which nothing listens until
+    /// [`Broker::restart`] starts it, for clients that must start before their broker.
+    pub fn not_started() -> Self {
+        Self::prepare(free_port(), None)
+    }
+
     async fn launch(proxied: Option<(u16, Proxy)>) -> Self {
         let (port, proxy) = match proxied {
             Some((port, proxy)) => (port, Some(proxy)),
             None => (free_port(), None),
         };
+        let mut broker = Self::prepare(port, proxy);
+        broker.restart().await;
+        broker
+    }
+
+    fn prepare(port: u16, proxy: Option<Proxy>) -> Self {
         let dir = std::env::temp_dir().join(format!("coupon-broker-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("the broker's data directory");
         let log = std::env::temp_dir().join(format!("coupon-broker-{port}.log"));
@@ -133,15 +145,13 @@ impl Broker {
             dir.display(),
             log.display()
         );
-        let mut broker = Self {
+        Self {
             port,
             proxy,
             dir,
             log,
             child: None,
-        };
-        broker.restart().await;
-        broker
+        }
     }
 
     /// The bootstrap address clients use: the proxy's when there is one.
