@@ -87,7 +87,8 @@ impl ConsumerContext for Rebalances {
 }
 
 /// Consumes `config.topic` into the database at `pool` until `shutdown` resolves; then finishes
-/// the batch in hand, commits, and leaves the group.
+/// the batch in hand, commits, and leaves the group. Waits first, as long as it takes, for the
+/// broker to answer and the topic to exist.
 ///
 /// # Errors
 ///
@@ -97,36 +98,22 @@ pub async fn run(
     pool: &Pool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut client = ClientConfig::new();
-    if let Some(instance) = &config.instance_id {
-        client.set("group.instance.id", instance);
-    }
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("client.id", "coupon-sink")
-        .set(
-            "session.timeout.ms",
-            config.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "fetch.wait.max.ms",
-            config.fetch_wait.as_millis().to_string(),
-        )
-        .set(
-            "statistics.interval.ms",
-            STATISTICS_INTERVAL.as_millis().to_string(),
-        );
-    for (key, value) in &config.kafka_properties {
-        client.set(key, value);
-    }
+    let client = client_config(config);
+    // Created first, so that properties librdkafka refuses stop the start rather than wait.
     let consumer: SinkConsumer = client
-        .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
         .create_with_context(Rebalances {
             topic: config.topic.clone(),
         })
         .context("cannot create the Kafka consumer")?;
+    let (stop_tx, stop) = watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    if !wait_for_topic(&client, &config.topic, stop.clone()).await {
+        watcher.abort();
+        return Ok(());
+    }
     consumer
         .subscribe(&[config.topic.as_str()])
         .context("cannot subscribe")?;
@@ -139,11 +126,6 @@ pub async fn run(
     let releases = metrics::counter!("coupon_sink_releases_total");
     let batch_seconds = metrics::histogram!("coupon_sink_batch_seconds");
 
-    let (stop_tx, stop) = watch::channel(false);
-    let watcher = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
     while !*stop.borrow() {
         let Some(batch) = next_batch(&consumer, config, stop.clone()).await else {
             break;
@@ -187,6 +169,78 @@ pub async fn run(
     consumer.unsubscribe();
     info!("sink stopped");
     Ok(())
+}
+
+/// The consumer's librdkafka configuration: the group, manual commits, from the earliest offset,
+/// with the operator's extra properties.
+fn client_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    if let Some(instance) = &config.instance_id {
+        client.set("group.instance.id", instance);
+    }
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", "coupon-sink")
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "fetch.wait.max.ms",
+            config.fetch_wait.as_millis().to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            STATISTICS_INTERVAL.as_millis().to_string(),
+        );
+    for (key, value) in &config.kafka_properties {
+        client.set(key, value);
+    }
+    client
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    client
+}
+
+/// Waits until the broker answers and `topic` exists on it (the relay creates it), logging what
+/// it waits for, so that a sink started before its broker subscribes once the topic is there
+/// rather than after librdkafka's next periodic metadata refresh. `false` when stopped first.
+async fn wait_for_topic(
+    client: &ClientConfig,
+    topic: &str,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let probe = client.clone();
+        let name = topic.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = probe.create()?;
+            let metadata = consumer.fetch_metadata(Some(&name), Duration::from_secs(2))?;
+            Ok::<_, rdkafka::error::KafkaError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty()),
+            )
+        });
+        let waiting = tokio::select! {
+            found = found => match found {
+                Ok(Ok(true)) => return true,
+                Ok(Ok(false)) => format!("topic {topic} to be created (by a relay)"),
+                Ok(Err(err)) => format!("the broker ({err})"),
+                Err(err) => format!("the broker ({err})"),
+            },
+            _ = stop.wait_for(|stop| *stop) => return false,
+        };
+        warn!(retry_in = ?pause, "waiting for {waiting}");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stop| *stop) => return false,
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// Waits for a first message, then gathers more for up to `config.linger` or until the batch

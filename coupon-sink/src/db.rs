@@ -17,6 +17,8 @@ use coupon_relay::{Event, InvalidEvent};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
 use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::warn;
 
 /// The migrations, in order; applied at start, each once.
 const MIGRATIONS: [(u32, &str, &str); 3] = [
@@ -40,42 +42,93 @@ const SESSION_INIT: [&str; 2] = [
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION'",
 ];
 
+/// A database URL, checked: where to connect, and the database to create and use.
+pub struct Database {
+    base: OptsBuilder,
+    name: String,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl Database {
+    /// Checks `url`: it must parse and name a database of letters, digits and `_`.
+    ///
+    /// # Errors
+    ///
+    /// A URL that does not parse, names no database, or one of another name.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let opts = Opts::from_url(url).with_context(|| format!("invalid DATABASE_URL {url:?}"))?;
+        let name = opts.db_name().map(str::to_owned).context(
+            "DATABASE_URL must name a database, e.g. mysql://root@127.0.0.1:3306/coupon",
+        )?;
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            anyhow::bail!("database name {name:?} must be letters, digits and '_' only");
+        }
+        // Without CLIENT_FOUND_ROWS a row left as it was by `ON DUPLICATE KEY UPDATE` counts as
+        // 0 affected, which `insert_admissions` relies on; a URL may not turn it on.
+        let base = OptsBuilder::from_opts(opts)
+            .client_found_rows(false)
+            .prefer_socket(false)
+            .init(SESSION_INIT.to_vec());
+        Ok(Self {
+            base,
+            name,
+            shown: redact(url),
+        })
+    }
+
+    /// Connects, creating the database if it does not exist, and applies the migrations.
+    ///
+    /// # Errors
+    ///
+    /// A server that cannot be reached, or a migration that fails.
+    pub async fn open(&self) -> anyhow::Result<Pool> {
+        let mut server = Conn::new(self.base.clone().db_name(None::<String>))
+            .await
+            .with_context(|| format!("cannot connect to MySQL at {}", self.shown))?;
+        server
+            .query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}`", self.name))
+            .await
+            .context("cannot create the database")?;
+        server.disconnect().await.ok();
+
+        let pool = Pool::new(self.base.clone());
+        migrate(&pool).await?;
+        Ok(pool)
+    }
+
+    /// [`Database::open`], tried again until it succeeds (after 100 ms, then twice as long each
+    /// time, at most a second), each failure logged with what is waited for; `None` once `stop`
+    /// turns true first.
+    pub async fn open_patiently(&self, mut stop: watch::Receiver<bool>) -> Option<Pool> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let opened = tokio::select! {
+                opened = self.open() => opened,
+                _ = stop.wait_for(|stop| *stop) => return None,
+            };
+            match opened {
+                Ok(pool) => return Some(pool),
+                Err(err) => {
+                    warn!(cause = format!("{err:#}"), retry_in = ?pause, "waiting for the database")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stop.wait_for(|stop| *stop) => return None,
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
 /// Connects to `url`, creating its database if it does not exist, and applies the migrations.
 ///
 /// # Errors
 ///
 /// An invalid URL, a server that cannot be reached, or a migration that fails.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {
-    let opts = Opts::from_url(url).with_context(|| format!("invalid DATABASE_URL {url:?}"))?;
-    let database = opts
-        .db_name()
-        .map(str::to_owned)
-        .context("DATABASE_URL must name a database, e.g. mysql://root@127.0.0.1:3306/coupon")?;
-    if !database
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        anyhow::bail!("database name {database:?} must be letters, digits and '_' only");
-    }
-    // Without CLIENT_FOUND_ROWS a row left as it was by `ON DUPLICATE KEY UPDATE` counts as
-    // 0 affected, which `insert_admissions` relies on; a URL may not turn it on.
-    let base = OptsBuilder::from_opts(opts)
-        .client_found_rows(false)
-        .prefer_socket(false)
-        .init(SESSION_INIT.to_vec());
-
-    let mut server = Conn::new(base.clone().db_name(None::<String>))
-        .await
-        .with_context(|| format!("cannot connect to MySQL at {}", redact(url)))?;
-    server
-        .query_drop(format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
-        .await
-        .context("cannot create the database")?;
-    server.disconnect().await.ok();
-
-    let pool = Pool::new(base);
-    migrate(&pool).await?;
-    Ok(pool)
+    Database::parse(url)?.open().await
 }
 
 /// Applies every migration not yet recorded in `schema_migrations`, under a named lock so that

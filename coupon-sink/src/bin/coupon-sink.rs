@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
 use coupon_sink::{Config, consumer, db, replay};
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 /// Writes coupon admissions from Kafka into MySQL/MariaDB, exactly one row per admission.
@@ -92,7 +93,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         fetch_wait: Duration::from_millis(args.fetch_wait_ms),
         kafka_properties: args.kafka_properties,
     };
-    let pool = db::connect(&config.database_url).await?;
+    let database = db::Database::parse(&config.database_url)?;
     let code = match args.command.unwrap_or(Command::Run) {
         Command::Run => {
             if let MetricsAddr::On(addr) = args.metrics_addr {
@@ -102,11 +103,27 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     tracing::info!(%addr, "serving metrics");
                 }
             }
-            consumer::run(&config, &pool, shutdown_signal()).await?;
+            // Started before its database or broker, the sink waits for them.
+            let (stop_tx, stop) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let Some(pool) = database.open_patiently(stop.clone()).await else {
+                return Ok(std::process::ExitCode::SUCCESS);
+            };
+            let mut stopped = stop;
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            consumer::run(&config, &pool, shutdown).await?;
+            pool.disconnect().await.ok();
             std::process::ExitCode::SUCCESS
         }
         Command::Replay => {
+            let pool = database.open().await?;
             let done = replay::replay(&pool, &mut std::io::stdout()).await?;
+            pool.disconnect().await.ok();
             if done.still_failing == 0 {
                 std::process::ExitCode::SUCCESS
             } else {
@@ -114,7 +131,6 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             }
         }
     };
-    pool.disconnect().await.ok();
     Ok(code)
 }
 
