@@ -39,7 +39,8 @@ impl Server {
         })
     }
 
-    /// Waits until `GET /ready` answers 200 (Redis reachable and the relay running).
+    /// Waits until `GET /ready` answers 200: Redis reachable, so admissions are taken (the relay
+    /// may still be waiting for the broker; admissions then wait in the outbox).
     ///
     /// # Errors
     ///

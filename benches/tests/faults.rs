@@ -526,6 +526,74 @@ async fn broker_killed_mid_burst_and_restarted() {
     .await;
 }
 
+/// 14. Started in bad weather: coupon-http and the sink before their broker (a port on which
+///     nothing listens yet), and the sink before its database (reached through a proxy the test
+///     keeps cut: the machine's MariaDB is shared and stays up). Admissions are answered from
+///     the start and wait in the outbox; the sink waits, saying for what, instead of exiting;
+///     once the database and then the broker appear, every admission reaches MySQL once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_the_broker_and_the_database() {
+    let mut broker = Broker::not_started();
+    let database = Proxy::start(mysql_port()).await;
+    database.cut();
+    let mut pipeline = Pipeline::start_with(Setup {
+        brokers: broker.brokers(),
+        sink_mysql_port: Some(database.port),
+        ..Setup::default()
+    })
+    .await;
+    let campaign = pipeline.campaign("bad-weather", QUOTA).await;
+    let mut tally = pipeline.fire(0, &campaign, crowd(14), 32).await;
+    assert_eq!(tally.errors(), 0, "{:?}", tally.answers);
+    assert_eq!(tally.winners.len(), QUOTA as usize, "{:?}", tally.answers);
+    assert!(pipeline.outbox_len(&campaign).await > 0);
+
+    let log = pipeline.sinks[0].log.clone();
+    let said = |what: &'static str| {
+        let log = log.clone();
+        move || {
+            let log = log.clone();
+            async move { std::fs::read_to_string(&log).is_ok_and(|text| text.contains(what)) }
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the sink to say it waits for the database",
+        said("waiting for the database"),
+    )
+    .await;
+    assert!(database.refused() > 0, "the sink knocked on the database");
+    assert!(!pipeline.db.has_tables(&["coupon"]).await);
+    database.restore();
+    eventually(
+        Duration::from_secs(60),
+        "the sink to say it waits for the broker",
+        said("waiting for the broker"),
+    )
+    .await;
+    let exited = pipeline.sinks[0]
+        .process
+        .0
+        .try_wait()
+        .expect("the sink's status");
+    assert!(exited.is_none(), "the sink exited: {exited:?}");
+    broker.restart().await;
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    judge(
+        "started-before-broker-and-database",
+        &pipeline,
+        &campaign,
+        &tally,
+        false,
+    )
+    .await;
+    eventually(Duration::from_secs(60), "the outbox to drain", || async {
+        pipeline.outbox_len(&campaign).await == 0
+    })
+    .await;
+    audit_finds_nothing(&pipeline, &campaign);
+}
+
 /// The session timeout of the sinks in [`a_sink_killed_beside_another_hands_over_its_partitions`].
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 

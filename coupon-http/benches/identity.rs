@@ -1,7 +1,9 @@
 //! What verifying one bearer token costs, by algorithm: jsonwebtoken's `decode` with the test
-//! keys of `tests/keys/`, as the server calls it (signature, then the claims' times); and what
-//! finding a token verified before costs (its SHA-256 digest looked up in a full cache of
-//! remembered tokens, as the server does for public-key tokens).
+//! keys of `tests/keys/`, as the server calls it (signature, then the claims' times); what
+//! refusing a token with a broken signature costs (`<alg>_forged`: what a flood of bad tokens
+//! costs before the per-address budget stops it); and what finding a token verified before
+//! costs (its SHA-256 digest looked up in a full cache of remembered tokens, as the server does
+//! for public-key tokens).
 //!
 //! ```sh
 //! cargo bench -p coupon-http --bench identity
@@ -60,6 +62,16 @@ fn identity(c: &mut Criterion) {
             b.iter(|| {
                 jsonwebtoken::decode::<HashMap<String, Value>>(&token, &verifying, &validation)
                     .expect("verifies")
+            });
+        });
+        // The same token with the signature's first character changed.
+        let (signed, signature) = token.rsplit_once('.').expect("three parts");
+        let first = if signature.starts_with('A') { 'B' } else { 'A' };
+        let forged = format!("{signed}.{first}{}", &signature[1..]);
+        group.bench_function(format!("{name}_forged"), |b| {
+            b.iter(|| {
+                jsonwebtoken::decode::<HashMap<String, Value>>(&forged, &verifying, &validation)
+                    .expect_err("refused")
             });
         });
         if name == "es256" {

@@ -22,6 +22,7 @@
 //! served on this listener.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Instant, SystemTime};
 
@@ -36,11 +37,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::body::{read_json, read_optional_json};
-use crate::identity::Unauthenticated;
-use crate::limits::Limited;
+use crate::identity::{Unauthenticated, Verifier};
+use crate::limits::{Limit, Limited};
 use crate::response::{self, Body, Rejection, json, json_bytes};
 use crate::server::ConnectionScope;
+use crate::sold_out::Memory;
 use crate::state::{AppState, DEFAULT_CAMPAIGN, Failure};
+use crate::telemetry::Verification;
 
 /// Every route, recognised from the path alone so that a known path with the wrong method
 /// answers 405 rather than 404.
@@ -133,7 +136,7 @@ pub(crate) async fn handle(
         Route::ApplyDefault => Ok(apply(scope, DEFAULT_CAMPAIGN, &head, body).await),
         Route::Apply(id) => Ok(apply(scope, id, &head, body).await),
         Route::Campaign(id) => campaign_status(state, id).await,
-        Route::Me(id) => me(state, id, &head).await,
+        Route::Me(id) => me(scope, id, &head).await,
         Route::UserAdmission(id, user) => user_admission(state, id, user, &head).await,
         Route::Campaigns => create_campaign(state, &head, body).await,
     };
@@ -159,18 +162,16 @@ fn unambiguous(head: &Parts) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// `GET /ready`: 200 while Redis answers, since admissions need Redis and nothing else (they
+/// wait in the outbox while the broker is away); 503 otherwise. `relay` says whether the relay
+/// delivers: false while it waits for Redis or the broker at start.
 async fn ready(state: &AppState) -> Response<Body> {
     let redis = state.ping_redis().await;
     let relay = state.relay_running();
-    let status = if redis && relay {
-        StatusCode::OK
+    let (status, word) = if redis {
+        (StatusCode::OK, "ok")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = if status == StatusCode::OK {
-        "ok"
-    } else {
-        "unavailable"
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
     json(
         status,
@@ -256,7 +257,7 @@ async fn decide(
     state.limits().check_address(client).map_err(limited)?;
     let user = match state.verifier() {
         Some(verifier) => {
-            let user = token_user(verifier, head)?;
+            let user = token_user(state, verifier, client, head)?;
             // The body may be absent or `{}`; a userId it names must be the token's user.
             let body: ApplyBody = read_optional_json(head, body).await?;
             if body.user_id.is_some() && user_id_from_json(body.user_id)? != user {
@@ -274,21 +275,36 @@ async fn decide(
         }
     };
     state.limits().check_user(&user).map_err(limited)?;
-    let outcome = if state.sold_out().is_sold_out(&campaign) {
-        state.telemetry().sold_out_from_memory();
-        Outcome::SoldOut
-    } else {
-        let generation = state.sold_out().generation();
-        match state
-            .within_timeout(state.batcher().apply(&campaign, user.clone()))
-            .await
-        {
-            Ok(Outcome::SoldOut) => {
-                state.sold_out().remember(&campaign, generation);
-                Outcome::SoldOut
+    let outcome = match state.sold_out().check(&campaign, &user) {
+        Memory::SoldOut => {
+            state.telemetry().sold_out_from_memory();
+            Outcome::SoldOut
+        }
+        Memory::MaybeHolder => {
+            let gate = state.gate().map_err(Refusal::Failed)?;
+            match state.within_timeout(gate.admission(&campaign, &user)).await {
+                Ok(Some(seq)) => Outcome::Duplicate { seq },
+                // Another id with the same hash as a holder's.
+                Ok(None) => Outcome::SoldOut,
+                Err(failure) => return Err(Refusal::Failed(failure)),
             }
-            Ok(outcome) => outcome,
-            Err(failure) => return Err(Refusal::Failed(failure)),
+        }
+        Memory::Unknown => {
+            let generation = state.sold_out().generation();
+            let batcher = state.batcher().map_err(Refusal::Failed)?;
+            match state
+                .within_timeout(batcher.apply(&campaign, user.clone()))
+                .await
+            {
+                Ok(Outcome::SoldOut) => {
+                    state
+                        .sold_out()
+                        .remember(&campaign, generation, batcher.gate());
+                    Outcome::SoldOut
+                }
+                Ok(outcome) => outcome,
+                Err(failure) => return Err(Refusal::Failed(failure)),
+            }
         }
     };
     Ok((campaign, user, outcome))
@@ -375,7 +391,11 @@ impl<'a> UserJson<'a> {
 
 async fn campaign_status(state: &AppState, id: &str) -> Result<Response<Body>, Rejection> {
     let campaign = campaign_id(id)?;
-    match state.within_timeout(state.gate().status(&campaign)).await {
+    let gate = match state.gate() {
+        Ok(gate) => gate,
+        Err(failure) => return Ok(response::failure(&failure)),
+    };
+    match state.within_timeout(gate.status(&campaign)).await {
         Ok(Some(status)) => Ok(json(StatusCode::OK, &status_json(&campaign, &status))),
         Ok(None) => Ok(unknown_campaign(&campaign)),
         Err(failure) => Ok(response::failure(&failure)),
@@ -383,7 +403,8 @@ async fn campaign_status(state: &AppState, id: &str) -> Result<Response<Body>, R
 }
 
 /// `GET /api/campaigns/{id}/me`: the admission of the token's user.
-async fn me(state: &AppState, id: &str, head: &Parts) -> Result<Response<Body>, Rejection> {
+async fn me(scope: &ConnectionScope, id: &str, head: &Parts) -> Result<Response<Body>, Rejection> {
+    let state = &*scope.state;
     let campaign = campaign_id(id)?;
     let Some(verifier) = state.verifier() else {
         return Err(Rejection::bad_request(
@@ -391,7 +412,8 @@ async fn me(state: &AppState, id: &str, head: &Parts) -> Result<Response<Body>, 
              ask /api/campaigns/{id}/users/{userId}",
         ));
     };
-    let user = token_user(verifier, head)?;
+    let client = state.limits().client(scope.peer.ip(), &head.headers);
+    let user = token_user(state, verifier, client, head)?;
     lookup(state, campaign, user).await
 }
 
@@ -418,7 +440,10 @@ async fn lookup(
     campaign: CampaignId,
     user: UserId,
 ) -> Result<Response<Body>, Rejection> {
-    let gate = state.gate();
+    let gate = match state.gate() {
+        Ok(gate) => gate,
+        Err(failure) => return Ok(response::failure(&failure)),
+    };
     let lookup = async {
         Ok((
             gate.status(&campaign).await?.is_some(),
@@ -479,7 +504,11 @@ async fn create_campaign(
         .with_window(opens, closes)
         .map_err(|err| Rejection::bad_request(err.to_string()))?;
 
-    let created = match state.within_timeout(state.gate().create(&campaign)).await {
+    let created = match state.gate() {
+        Ok(gate) => state.within_timeout(gate.create(&campaign)).await,
+        Err(failure) => Err(failure),
+    };
+    let created = match created {
         Ok(created) => created,
         Err(failure) => return Ok(response::failure(&failure)),
     };
@@ -546,23 +575,46 @@ fn bearer(head: &Parts) -> Result<&str, Unauthenticated> {
     }
 }
 
-/// The user of the request's bearer token, or 401 saying why there is none.
-fn token_user(verifier: &crate::identity::Verifier, head: &Parts) -> Result<UserId, Rejection> {
+/// The user of the request's bearer token, or 401 saying why there is none. A token verified
+/// before passes at once; any other is verified only while `client` has not spent its budget
+/// of failed verifications (429 otherwise), and spends it when refused.
+fn token_user(
+    state: &AppState,
+    verifier: &Verifier,
+    client: IpAddr,
+    head: &Parts,
+) -> Result<UserId, Rejection> {
     let token = bearer(head).map_err(|Unauthenticated(why)| Rejection::unauthorized(why, false))?;
-    verifier
-        .verify(token)
-        .map_err(|Unauthenticated(why)| Rejection::unauthorized(why, true))
+    if let Some(user) = verifier.remembered(token) {
+        return Ok(user);
+    }
+    let telemetry = state.telemetry();
+    if let Err(refused) = state.limits().check_bad_tokens(client) {
+        telemetry.token(Verification::Skipped);
+        return Err(limited(refused));
+    }
+    match verifier.verify(token) {
+        Ok(user) => {
+            telemetry.token(Verification::Valid);
+            Ok(user)
+        }
+        Err(Unauthenticated(why)) => {
+            telemetry.token(Verification::Invalid);
+            state.limits().spend_bad_token(client);
+            Err(Rejection::unauthorized(why, true))
+        }
+    }
 }
 
 /// 429 for an application over a limit.
 fn limited(limited: Limited) -> Rejection {
-    let whose = if limited.per_user {
-        "this user"
-    } else {
-        "this client address"
+    let what = match limited.limit {
+        Limit::User => "too many applications from this user",
+        Limit::Address => "too many applications from this client address",
+        Limit::BadTokens => "too many invalid tokens from this client address",
     };
     Rejection::rate_limited(
-        format!("too many applications from {whose}; retry after the time in Retry-After"),
+        format!("{what}; retry after the time in Retry-After"),
         limited.retry_after,
     )
 }

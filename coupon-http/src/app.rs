@@ -1,26 +1,36 @@
-//! The whole process: HTTP server and relay, started and stopped together.
+//! The whole process: HTTP server and relay, started and stopped together, whether or not
+//! Redis and the broker are reachable yet.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use coupon_relay::{Relay, Running};
+use coupon_gate::RedisConnection;
+use coupon_relay::Relay;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::state::{self, AppState};
 use crate::{Config, server, sold_out};
 
-/// Connects to Redis, makes sure the topic exists, then serves the API on `listener` and runs
-/// the relay until `shutdown` resolves. On shutdown: stop accepting, finish requests in flight,
-/// then let the relay finish its round and flush, each within `config.shutdown_grace`.
+/// Serves the API on `listener` and runs the relay until `shutdown` resolves. On shutdown:
+/// stop accepting, finish requests in flight, then let the relay finish its round and flush,
+/// each within `config.shutdown_grace`.
+///
+/// Neither Redis nor Kafka has to be reachable at start. Until Redis is reached, `/ready` answers
+/// 503 and every API call `503 unavailable`; it is tried again every second at most, and the
+/// `default` campaign and the sold-out subscription follow once it answers. Until the broker is
+/// reached, admissions wait in the outbox, and the relay creates or checks the topic and starts
+/// delivering once it answers.
 ///
 /// # Errors
 ///
-/// Redis or Kafka unreachable at start-up, a configuration they refuse, or a request timeout
-/// not above the Redis timeout.
+/// Only a configuration that no retry can mend: a request timeout not above the Redis timeout,
+/// producer properties librdkafka refuses, a Redis that answers but refuses the connection
+/// (e.g. a server without cluster support named as a cluster node), and those of
+/// [`AppState::new`].
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -32,23 +42,31 @@ pub async fn serve(
         config.request_timeout,
         config.redis_timeout
     );
-    let mut state = AppState::connect(&config).await?;
-    let (stop_relay, relay_stopped) = watch::channel(false);
-    let (running, relay_done) = start_relay(&state, &config, relay_stopped.clone()).await?;
-    state.watch_relay(running);
-    let nodes = state
-        .redis_target()
-        .node_clients()
-        .context("invalid redis address")?;
-    tokio::spawn(sold_out::watch(
-        state.sold_out().clone(),
-        nodes,
-        state.gate().changes_channel(),
-        relay_stopped.clone(),
-    ));
+    config
+        .relay
+        .check()
+        .context("invalid producer configuration (COUPON_KAFKA_PROPERTIES)")?;
     // Shared by every connection: cloning the state itself (a Redis client with its connection
     // info, the connection handles) would allocate.
-    let state = Arc::new(state);
+    let state = Arc::new(AppState::new(&config)?);
+    // One try at once: a Redis that answers, but refuses (a plain server named as a cluster
+    // node, a wrong password), is a configuration to mend, not weather to wait out.
+    if let Err(err) = state.connect_backend(&config).await {
+        if !of_the_moment(&err) {
+            return Err(err);
+        }
+        warn!(
+            cause = format!("{err:#}"),
+            "redis is not reachable; answering 503 until it is"
+        );
+    }
+    let (stop_relay, relay_stopped) = watch::channel(false);
+    tokio::spawn(connect_backend(
+        state.clone(),
+        config.clone(),
+        relay_stopped.clone(),
+    ));
+    let relay_done = start_relay(state.clone(), &config, relay_stopped.clone())?;
     tokio::spawn(sweep_limits(state.clone(), relay_stopped));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
     server::run(listener, state, &config, shutdown).await;
@@ -64,75 +82,149 @@ pub async fn serve(
     Ok(())
 }
 
-/// Forgets the rate limits' idle keys once a second, until `stopped` turns true.
+/// Reaches Redis for the handlers (see [`AppState::connect_backend`]), then keeps the sold-out
+/// memory honest with the changes subscription until `stopped` turns true.
+async fn connect_backend(state: Arc<AppState>, config: Config, stopped: watch::Receiver<bool>) {
+    let connected = patiently("redis", stopped.clone(), || state.connect_backend(&config)).await;
+    let (Some(()), Ok(gate)) = (connected, state.gate()) else {
+        return;
+    };
+    let channel = gate.changes_channel();
+    let nodes = match state.redis_target().node_clients() {
+        Ok(nodes) => nodes,
+        Err(err) => {
+            warn!(cause = %err, "no sold-out memory: the redis address does not parse");
+            return;
+        }
+    };
+    sold_out::watch(state.sold_out().clone(), nodes, channel, stopped).await;
+}
+
+/// Whether `err` comes from Redis being away or busy (worth waiting for) rather than from
+/// Redis refusing what it was asked.
+fn of_the_moment(err: &anyhow::Error) -> bool {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<coupon_gate::Error>())
+        .is_some_and(coupon_gate::Error::is_unavailable)
+}
+
+/// Tries `attempt` until it succeeds, or gives up with `None` once `stopped` turns true. Waits
+/// 100 ms after the first failure, twice as long after each next one, at most a second, so that a
+/// dependency that appears is used within a second; each failure is logged as a warning naming
+/// `what` is waited for.
+async fn patiently<T, E, F>(
+    what: &str,
+    mut stopped: watch::Receiver<bool>,
+    mut attempt: impl FnMut() -> F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            result = attempt() => result,
+            _ = stopped.wait_for(|stop| *stop) => return None,
+        };
+        match result {
+            Ok(value) => return Some(value),
+            Err(err) => warn!(cause = %err, retry_in = ?pause, "waiting for {what}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stopped.wait_for(|stop| *stop) => return None,
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Forgets the rate limits' idle keys and the sold-out memory's idle campaigns once a second,
+/// until `stopped` turns true.
 async fn sweep_limits(state: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => state.limits().sweep(),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                state.limits().sweep();
+                state.sold_out().sweep();
+            }
             _ = stopped.wait_for(|stop| *stop) => return,
         }
     }
 }
 
 /// Starts the relay on a thread of its own, with a single-threaded runtime and a Redis
-/// connection of its own, and returns once it runs (or with what kept it from starting).
+/// connection of its own. The relay waits there for Redis, then creates or checks the topic,
+/// waiting for the broker as long as it takes, and runs until `stopped` turns true; `/ready`
+/// reports it running from its first round.
 ///
 /// A relay round decodes and produces hundreds of entries at a time; on the request handlers'
 /// runtime each round would hold a worker for that long and delay the answers queued behind it,
 /// and its large stream replies would sit on the handlers' Redis connection ahead of theirs. On a
 /// thread of its own the operating system interleaves it with the handlers instead.
 ///
-/// Returns the relay's [`Running`] handle, and a receiver that resolves when the relay has
-/// stopped (after `stopped` turned true).
-async fn start_relay(
-    state: &AppState,
+/// Returns a receiver that resolves when the relay thread has ended.
+fn start_relay(
+    state: Arc<AppState>,
     config: &Config,
     mut stopped: watch::Receiver<bool>,
-) -> anyhow::Result<(Running, oneshot::Receiver<()>)> {
-    let (started, start) = oneshot::channel::<anyhow::Result<Running>>();
+) -> anyhow::Result<oneshot::Receiver<()>> {
     let (done, relay_done) = oneshot::channel();
-    let target = state.redis_target().clone();
     let config = config.clone();
     std::thread::Builder::new()
         .name("coupon-relay".to_owned())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = started.send(Err(err).context("cannot start the relay's runtime"));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let relay = async {
-                    let conn = state::connect_redis(&target, &config).await?;
-                    let gate = config.gate(conn)?;
-                    let relay = Relay::new(&gate, config.relay.clone())?;
-                    relay.ensure_topic().await?;
-                    anyhow::Ok(relay)
-                };
-                match relay.await {
-                    Ok(relay) => {
-                        let _ = started.send(Ok(relay.running()));
-                        relay
-                            .run(async move {
-                                let _ = stopped.wait_for(|stop| *stop).await;
-                            })
-                            .await;
-                    }
-                    Err(err) => {
-                        let _ = started.send(Err(err));
-                    }
-                }
-            });
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(async move {
+                    let Some(relay) = prepare_relay(&state, &config, stopped.clone()).await else {
+                        return;
+                    };
+                    state.relay_started(relay.running());
+                    relay
+                        .run(async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        })
+                        .await;
+                }),
+                Err(err) => error!(cause = %err, "cannot start the relay's runtime"),
+            }
             let _ = done.send(());
         })
         .context("cannot start the relay thread")?;
-    let running = start
-        .await
-        .context("the relay thread ended before it started")??;
-    Ok((running, relay_done))
+    Ok(relay_done)
+}
+
+/// The relay, over a Redis connection of its own and with its topic in place; `None` when
+/// stopped first, or when it cannot be built at all (logged).
+async fn prepare_relay(
+    state: &AppState,
+    config: &Config,
+    stopped: watch::Receiver<bool>,
+) -> Option<Relay<RedisConnection>> {
+    let target = state.redis_target();
+    let conn = patiently("redis (relay)", stopped.clone(), || {
+        state::connect_redis(target, config)
+    })
+    .await?;
+    let relay = config
+        .gate(conn)
+        .and_then(|gate| Ok(Relay::new(&gate, config.relay.clone())?));
+    let relay = match relay {
+        Ok(relay) => relay,
+        Err(err) => {
+            error!(cause = %err, "cannot build the relay; admissions stay in the outbox");
+            return None;
+        }
+    };
+    let topic = &config.relay.topic;
+    patiently(
+        &format!("the broker to create or check topic {topic}"),
+        stopped,
+        || relay.ensure_topic(),
+    )
+    .await?;
+    Some(relay)
 }

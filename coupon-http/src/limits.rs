@@ -1,15 +1,23 @@
-//! Abuse limits, checked before Redis: applications per user and per client address, and which
-//! address a request comes from.
+//! Abuse limits, checked before Redis: applications per user and per client address, failed
+//! token verifications per client address, and which address a request comes from.
 //!
-//! Each limit is a token bucket per key (governor's keyed GCRA limiter): `burst` applications at
-//! once, refilled at `per_second`. A key's state is dropped by [`Limits::sweep`] once its bucket
-//! is full again, so a flood of distinct keys costs memory only for the keys seen in the last
+//! Each limit is a token bucket per key (governor's keyed GCRA limiter): `burst` at once,
+//! refilled at `per_second`. A key's state is dropped by [`Limits::sweep`] once its bucket is
+//! full again, so a flood of distinct keys costs memory only for the keys seen in the last
 //! `burst / per_second` seconds plus one sweep interval.
+//!
+//! The bad-token budget is spent only by tokens refused after verifying; an address that has
+//! spent it is refused before verifying until the bucket has room again (`blocked`), so a flood
+//! of forged tokens costs the server about `per_second` to `2 * per_second` verifications a
+//! second per address (the one verification that finds the bucket empty is the second), and
+//! costs other addresses nothing.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use coupon_gate::UserId;
 use governor::clock::{Clock, DefaultClock};
@@ -59,27 +67,82 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 pub(crate) struct Limits {
     user: Option<Limiter<UserId>>,
     address: Option<Limiter<IpAddr>>,
+    bad_tokens: Option<BadTokens>,
     /// Proxies whose `X-Forwarded-For` entries are believed.
     trusted: Vec<IpNet>,
 }
 
-/// An application refused by a limit: how long until it may come again, and which limit.
+/// Each address's budget of failed token verifications.
+struct BadTokens {
+    budget: Limiter<IpAddr>,
+    /// Addresses that found their budget spent, and when it has room again.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// A request refused by a limit: how long until it may come again, and which limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limited {
     pub(crate) retry_after: Duration,
-    pub(crate) per_user: bool,
+    pub(crate) limit: Limit,
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// Applications of one user.
+    User,
+    /// Applications from one client address.
+    Address,
+    /// Failed token verifications from one client address.
+    BadTokens,
 }
 
 impl Limits {
     pub(crate) fn new(
         user: Option<RateLimit>,
         address: Option<RateLimit>,
+        bad_tokens: Option<RateLimit>,
         trusted: Vec<IpNet>,
     ) -> Self {
         Self {
             user: user.map(Limiter::new),
             address: address.map(Limiter::new),
+            bad_tokens: bad_tokens.map(|limit| BadTokens {
+                budget: Limiter::new(limit),
+                blocked: Mutex::default(),
+            }),
             trusted,
+        }
+    }
+
+    /// Whether `address` may have a token verified: `Err` while it has spent its budget of
+    /// failed verifications. Spends nothing.
+    pub(crate) fn check_bad_tokens(&self, address: IpAddr) -> Result<(), Limited> {
+        let Some(bad) = &self.bad_tokens else {
+            return Ok(());
+        };
+        let blocked = bad.blocked.lock().expect("bad-token lock");
+        match blocked.get(&address) {
+            Some(&until) if Instant::now() < until => Err(Limited {
+                retry_after: until - Instant::now(),
+                limit: Limit::BadTokens,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Spends one failed verification of `address`'s budget; once it is spent, the address is
+    /// refused by [`Limits::check_bad_tokens`] until the budget has room again.
+    pub(crate) fn spend_bad_token(&self, address: IpAddr) {
+        let Some(bad) = &self.bad_tokens else {
+            return;
+        };
+        if let Err(wait) = bad.budget.check(&address) {
+            let until = Instant::now() + wait;
+            bad.blocked
+                .lock()
+                .expect("bad-token lock")
+                .insert(address, until);
         }
     }
 
@@ -88,7 +151,7 @@ impl Limits {
         match &self.address {
             Some(limiter) => limiter.check(&address).map_err(|retry_after| Limited {
                 retry_after,
-                per_user: false,
+                limit: Limit::Address,
             }),
             None => Ok(()),
         }
@@ -99,7 +162,7 @@ impl Limits {
         match &self.user {
             Some(limiter) => limiter.check(user).map_err(|retry_after| Limited {
                 retry_after,
-                per_user: true,
+                limit: Limit::User,
             }),
             None => Ok(()),
         }
@@ -112,6 +175,13 @@ impl Limits {
         }
         if let Some(limiter) = &self.address {
             limiter.sweep();
+        }
+        if let Some(bad) = &self.bad_tokens {
+            bad.budget.sweep();
+            let now = Instant::now();
+            let mut blocked = bad.blocked.lock().expect("bad-token lock");
+            blocked.retain(|_, until| *until > now);
+            blocked.shrink_to_fit();
         }
     }
 
@@ -167,13 +237,13 @@ mod tests {
 
     #[test]
     fn a_burst_passes_and_the_next_waits_about_one_interval() {
-        let limits = Limits::new(Some(limit(5, 10)), None, Vec::new());
+        let limits = Limits::new(Some(limit(5, 10)), None, None, Vec::new());
         let alice = UserId::new("alice").unwrap();
         for _ in 0..10 {
             assert_eq!(limits.check_user(&alice), Ok(()));
         }
         let refused = limits.check_user(&alice).unwrap_err();
-        assert!(refused.per_user);
+        assert_eq!(refused.limit, Limit::User);
         assert!(
             refused.retry_after <= Duration::from_millis(200),
             "{refused:?}"
@@ -185,7 +255,7 @@ mod tests {
 
     #[test]
     fn full_buckets_are_forgotten() {
-        let limits = Limits::new(None, Some(limit(1000, 1)), Vec::new());
+        let limits = Limits::new(None, Some(limit(1000, 1)), None, Vec::new());
         for last in 1..=100u8 {
             let _ = limits.check_address(IpAddr::from([10, 0, 0, last]));
         }
@@ -197,7 +267,7 @@ mod tests {
 
     #[test]
     fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
-        let limits = Limits::new(None, None, vec!["10.0.0.0/8".parse().unwrap()]);
+        let limits = Limits::new(None, None, None, vec!["10.0.0.0/8".parse().unwrap()]);
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-forwarded-for",
@@ -220,5 +290,23 @@ mod tests {
             limits.client(proxy, &headers),
             "2001:db8::1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn a_spent_bad_token_budget_refuses_that_address_only_until_it_refills() {
+        let limits = Limits::new(None, None, Some(limit(1, 3)), Vec::new());
+        let (attacker, other) = (IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3]));
+        // The budget of 3 failures, and the one that finds it spent.
+        for _ in 0..4 {
+            assert_eq!(limits.check_bad_tokens(attacker), Ok(()));
+            limits.spend_bad_token(attacker);
+        }
+        let refused = limits.check_bad_tokens(attacker).unwrap_err();
+        assert_eq!(refused.limit, Limit::BadTokens);
+        assert!(refused.retry_after <= Duration::from_secs(1), "{refused:?}");
+        assert_eq!(limits.check_bad_tokens(other), Ok(()));
+        let off = Limits::new(None, None, None, Vec::new());
+        off.spend_bad_token(attacker);
+        assert_eq!(off.check_bad_tokens(attacker), Ok(()));
     }
 }

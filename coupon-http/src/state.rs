@@ -1,9 +1,9 @@
-//! What every request handler shares: the gate behind its batcher, the sold-out memory, the
-//! admin token, the Redis timeout, and whether the relay runs.
+//! What every request handler shares: the gate behind its batcher (once Redis was reached), the
+//! sold-out memory, the admin token, the Redis timeout, and whether the relay runs.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,15 +22,13 @@ pub(crate) const DEFAULT_CAMPAIGN: &str = "default";
 
 /// The state of the server, behind one `Arc` shared by every connection.
 pub(crate) struct AppState {
-    /// The admission rules, over a connection to the server or cluster that reconnects by
-    /// itself; applications go through it coalesced per campaign, everything else to its gate.
-    batcher: Batcher<RedisConnection>,
+    /// The gate, set once Redis was first reached ([`AppState::connect_backend`]); until then
+    /// every call that needs Redis fails with [`Failure::NotConnected`], answered 503.
+    backend: OnceLock<Backend>,
     /// Campaigns answered `sold_out` without asking Redis.
     sold_out: SoldOutCache,
     /// For connections of their own (the changes subscription, the relay).
     target: RedisTarget,
-    /// The same connection, for `/ready`'s `PING`.
-    redis: RedisConnection,
     /// The admin bearer token; `None` disables the admin endpoints.
     admin_token: Option<Arc<str>>,
     /// Verifies bearer tokens in jwt mode; `None` in body mode, where the body names the user.
@@ -39,14 +37,24 @@ pub(crate) struct AppState {
     limits: Limits,
     /// How long a request waits on Redis before it is answered 503.
     redis_timeout: Duration,
-    /// Whether the relay runs, for `/ready`.
-    relay: Running,
+    /// Whether the relay runs, for `/ready`; set once the relay thread holds its relay.
+    relay: OnceLock<Running>,
     telemetry: Telemetry,
+}
+
+/// What needs Redis: the admission rules, over a connection to the server or cluster that
+/// reconnects by itself once made. Applications go through the batcher, coalesced per campaign,
+/// everything else to its gate; `/ready` pings over the same connection.
+struct Backend {
+    batcher: Batcher<RedisConnection>,
+    redis: RedisConnection,
 }
 
 /// Why a call to the backend gave no answer.
 #[derive(Debug)]
 pub(crate) enum Failure {
+    /// Redis was not reached yet since the process started.
+    NotConnected,
     /// No answer within the Redis timeout.
     TimedOut(Duration),
     /// The gate failed; [`coupon_gate::Error::is_unavailable`] tells whether it is of the
@@ -59,7 +67,7 @@ impl Failure {
     /// failed (500).
     pub(crate) fn is_unavailable(&self) -> bool {
         match self {
-            Self::TimedOut(_) => true,
+            Self::NotConnected | Self::TimedOut(_) => true,
             Self::Gate(err) => err.is_unavailable(),
         }
     }
@@ -68,6 +76,7 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::NotConnected => f.write_str("redis was not reached yet"),
             Self::TimedOut(limit) => write!(f, "no answer from redis within {limit:?}"),
             Self::Gate(err) => err.fmt(f),
         }
@@ -91,14 +100,15 @@ pub(crate) async fn connect_redis(
 }
 
 impl AppState {
-    /// Reads the identity configuration, connects to Redis and creates the `default` campaign
-    /// if it is missing (an existing one is left as it is, whatever its quota). The relay
-    /// counts as not running until [`AppState::watch_relay`].
+    /// Reads the identity, metrics and Redis configuration; nothing is connected yet (see
+    /// [`AppState::connect_backend`]) and the relay counts as not running until
+    /// [`AppState::relay_started`].
     ///
     /// # Errors
     ///
-    /// jwt mode without a usable key, Redis unreachable, or a key prefix that is not valid.
-    pub(crate) async fn connect(config: &Config) -> anyhow::Result<Self> {
+    /// What no retry can mend: jwt mode without a usable key, metrics that cannot be served, a
+    /// key prefix or Redis address that is not valid.
+    pub(crate) fn new(config: &Config) -> anyhow::Result<Self> {
         let verifier = match &config.identity {
             Identity::Jwt(jwt) => Some(Verifier::new(jwt)?),
             Identity::Body => {
@@ -110,6 +120,12 @@ impl AppState {
                 None
             }
         };
+        coupon_gate::check_key_prefix(&config.key_prefix)
+            .with_context(|| format!("COUPON_KEY_PREFIX {:?}", config.key_prefix))?;
+        let target = config.redis_target();
+        target.node_clients().with_context(|| {
+            format!("invalid redis address {target} (REDIS_URL, REDIS_CLUSTER_NODES)")
+        })?;
         // Before anything records: the recorder must be in place for the handles to count.
         let exposition = if config.metrics {
             let handle = coupon_metrics::install(
@@ -125,13 +141,40 @@ impl AppState {
         } else {
             None
         };
-        let target = config.redis_target();
-        let redis = connect_redis(&target, config).await?;
+        Ok(Self {
+            backend: OnceLock::new(),
+            sold_out: SoldOutCache::new(config.sold_out_ttl, config.sold_out_holders),
+            target,
+            admin_token: config.admin_token.as_deref().map(Arc::from),
+            verifier,
+            limits: Limits::new(
+                config.user_limit,
+                config.address_limit,
+                config.bad_token_limit,
+                config.trusted_proxies.clone(),
+            ),
+            redis_timeout: config.redis_timeout,
+            relay: OnceLock::new(),
+            telemetry: Telemetry::new(exposition),
+        })
+    }
+
+    /// Connects to Redis and creates the `default` campaign if it is missing (an existing one
+    /// is left as it is, whatever its quota); from then on the handlers reach the gate. Does
+    /// nothing once connected.
+    ///
+    /// # Errors
+    ///
+    /// Redis unreachable or failing: the caller tries again later.
+    pub(crate) async fn connect_backend(&self, config: &Config) -> anyhow::Result<()> {
+        if self.backend.get().is_some() {
+            return Ok(());
+        }
+        let redis = connect_redis(&self.target, config).await?;
         if redis.is_cluster() {
-            info!(%target, "redis cluster (REDIS_CLUSTER_NODES takes precedence over REDIS_URL)");
+            info!(target = %self.target, "redis cluster (REDIS_CLUSTER_NODES takes precedence over REDIS_URL)");
         }
         let gate = config.gate(redis.clone())?;
-
         let default = CampaignId::new(DEFAULT_CAMPAIGN).context("default campaign id")?;
         if gate.status(&default).await?.is_none() {
             let created = gate
@@ -146,37 +189,28 @@ impl AppState {
                 ..BatchConfig::default()
             },
         );
-        Ok(Self {
-            batcher,
-            sold_out: SoldOutCache::new(config.sold_out_ttl),
-            target,
-            redis,
-            admin_token: config.admin_token.as_deref().map(Arc::from),
-            verifier,
-            limits: Limits::new(
-                config.user_limit,
-                config.address_limit,
-                config.trusted_proxies.clone(),
-            ),
-            redis_timeout: config.redis_timeout,
-            relay: Running::default(),
-            telemetry: Telemetry::new(exposition),
-        })
+        let _ = self.backend.set(Backend { batcher, redis });
+        info!(target = %self.target, "connected to redis");
+        Ok(())
     }
 
     /// Reports `relay`'s state on `/ready` from now on.
-    pub(crate) fn watch_relay(&mut self, relay: Running) {
-        self.relay = relay;
+    pub(crate) fn relay_started(&self, relay: Running) {
+        let _ = self.relay.set(relay);
     }
 
-    /// The gate the handlers call (the relay has a gate and connection of its own).
-    pub(crate) fn gate(&self) -> &Gate<RedisConnection> {
-        self.batcher.gate()
+    /// The gate the handlers call (the relay has a gate and connection of its own), once Redis
+    /// was reached.
+    pub(crate) fn gate(&self) -> Result<&Gate<RedisConnection>, Failure> {
+        self.batcher().map(Batcher::gate)
     }
 
-    /// Applications, coalesced per campaign.
-    pub(crate) fn batcher(&self) -> &Batcher<RedisConnection> {
-        &self.batcher
+    /// Applications, coalesced per campaign, once Redis was reached.
+    pub(crate) fn batcher(&self) -> Result<&Batcher<RedisConnection>, Failure> {
+        self.backend
+            .get()
+            .map(|backend| &backend.batcher)
+            .ok_or(Failure::NotConnected)
     }
 
     /// Campaigns known to be sold out.
@@ -190,7 +224,7 @@ impl AppState {
     }
 
     pub(crate) fn relay_running(&self) -> bool {
-        self.relay.get()
+        self.relay.get().is_some_and(Running::get)
     }
 
     pub(crate) fn admin_token(&self) -> Option<&str> {
@@ -211,7 +245,10 @@ impl AppState {
     }
 
     pub(crate) async fn ping_redis(&self) -> bool {
-        let mut conn = self.redis.clone();
+        let Some(backend) = self.backend.get() else {
+            return false;
+        };
+        let mut conn = backend.redis.clone();
         let ping = async move {
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)

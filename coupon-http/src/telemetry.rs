@@ -1,5 +1,5 @@
 //! What the server tells Prometheus: every application's answer and latency, sold-out answers
-//! from memory, connections.
+//! from memory, token verifications, connections.
 //!
 //! Recorded through the [`metrics`] facade into the recorder `serve` installs (or an
 //! embedder's); `GET /metrics` renders it when it is served on the API's listener.
@@ -111,6 +111,31 @@ pub(crate) struct Telemetry {
     unlabelled: [Counter; Answer::UNLABELLED.len()],
     duration: Histogram,
     memory_answers: Counter,
+    /// By [`Verification`].
+    verifications: [Counter; 3],
+}
+
+/// What became of a bearer token that was not among those verified before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verification {
+    /// Verified, and accepted.
+    Valid,
+    /// Refused after verifying (signature, algorithm, times or claims).
+    Invalid,
+    /// Refused without verifying: its address had spent its bad-token budget.
+    Skipped,
+}
+
+impl Verification {
+    const ALL: [Self; 3] = [Self::Valid, Self::Invalid, Self::Skipped];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Invalid => "invalid",
+            Self::Skipped => "skipped",
+        }
+    }
 }
 
 impl Telemetry {
@@ -123,7 +148,15 @@ impl Telemetry {
             }),
             duration: histogram!("coupon_apply_duration_seconds"),
             memory_answers: counter!("coupon_sold_out_memory_answers_total"),
+            verifications: Verification::ALL.map(|result| {
+                counter!("coupon_token_verifications_total", "result" => result.label())
+            }),
         }
+    }
+
+    /// A bearer token verified, or refused without verifying.
+    pub(crate) fn token(&self, verification: Verification) {
+        self.verifications[verification as usize].increment(1);
     }
 
     /// The text exposition, when `/metrics` is served on the API's listener.

@@ -240,3 +240,106 @@ async fn cluster_nodes_take_precedence_and_a_plain_server_among_them_is_refused(
         "{message}"
     );
 }
+
+/// Started while its Redis is down, the server lives (`/health` 200), is not ready, refuses bad
+/// input as bad input and answers every API call `503 unavailable` with `Retry-After`; once
+/// Redis is up it is ready within seconds by itself: the `default` campaign is created,
+/// admissions pass and the sold-out memory's subscription is in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_redis_it_answers_503_then_recovers_by_itself() {
+    let mut redis = support::RedisServer::start();
+    redis.kill();
+    let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = Config {
+        redis_url: redis.url(),
+        redis_timeout: Duration::from_millis(300),
+        sold_out_ttl: Duration::from_secs(60),
+        ..config()
+    };
+    config.relay.topic = format!("t_redis_late_{}", addr.port());
+    config.relay.consumer = format!("relay-{}", addr.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(coupon_http::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let json_type = ("content-type", "application/json");
+
+    let (code, _) = support::call(addr, Method::GET, "/health", &[], "").await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, ready) = support::call(addr, Method::GET, "/ready", &[], "").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["redis"], false);
+    for path in ["/api/coupons/apply", "/api/campaigns/default/apply"] {
+        let answer =
+            support::raw_call(addr, Method::POST, path, &[json_type], r#"{"userId":1}"#).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            answer.body
+        );
+        assert_eq!(answer.body["status"], "unavailable");
+        assert!(answer.headers.contains_key("retry-after"));
+    }
+    let (code, answer) = support::call(addr, Method::GET, "/api/campaigns/default", &[], "").await;
+    assert_eq!(
+        (code, &answer["status"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &"unavailable".into())
+    );
+    let (code, answer) = support::call(
+        addr,
+        Method::POST,
+        "/api/coupons/apply",
+        &[json_type],
+        r#"{"userId":"no spaces"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(!server.is_finished(), "the server lives on without redis");
+
+    redis.restart(false);
+    eventually(
+        Duration::from_secs(10),
+        "the server to be ready",
+        || async { support::call(addr, Method::GET, "/ready", &[], "").await.0 == StatusCode::OK },
+    )
+    .await;
+    let (code, answer) = support::call(
+        addr,
+        Method::POST,
+        "/api/coupons/apply",
+        &[json_type],
+        r#"{"userId":1}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, &answer["status"]),
+        (StatusCode::OK, &"success".into()),
+        "{answer}"
+    );
+    // The sold-out memory works: its subscription came up with Redis.
+    let admin = format!("Bearer {}", support::ADMIN_TOKEN);
+    let (code, _) = support::call(
+        addr,
+        Method::POST,
+        "/api/campaigns",
+        &[json_type, ("authorization", admin.as_str())],
+        r#"{"id":"late","quota":1}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = support::call(
+        addr,
+        Method::POST,
+        "/api/campaigns/late/apply",
+        &[json_type],
+        r#"{"userId":1}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let mut user = 1;
+    support::until_answered_locally(addr, &redis.url(), "late", &mut user).await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -226,9 +226,13 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
             .spawn()
             .unwrap(),
     );
+    // Ready, and its relay running: the topic exists before the broker is cut off.
     eventually(Duration::from_secs(30), "process A to be ready", || async {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && call(addr, Method::GET, "/ready", &[], "").await.0 == StatusCode::OK
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return false;
+        }
+        let (code, ready) = call(addr, Method::GET, "/ready", &[], "").await;
+        code == StatusCode::OK && ready["relay"] == true
     })
     .await;
 

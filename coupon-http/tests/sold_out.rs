@@ -10,7 +10,9 @@ use std::time::Duration;
 use coupon_http::Config;
 use hyper::StatusCode;
 use serde_json::{Value, json};
-use support::{RedisServer, TestApp, config, connect, eventually};
+use support::{
+    RedisServer, TestApp, config, eventually, script_calls, status, until_answered_locally,
+};
 
 fn options(redis_url: String) -> Config {
     Config {
@@ -18,35 +20,6 @@ fn options(redis_url: String) -> Config {
         sold_out_ttl: Duration::from_secs(60),
         ..config()
     }
-}
-
-/// Script calls the Redis at `redis_url` has run.
-async fn script_calls(redis_url: &str) -> u64 {
-    coupon_testkit::script_calls(&mut connect(redis_url).await).await
-}
-
-fn status(answer: &(StatusCode, Value)) -> (StatusCode, &str) {
-    (answer.0, answer.1["status"].as_str().unwrap_or("?"))
-}
-
-/// Applies with new users until `app` answers sold out without a script call: it has
-/// subscribed to changes and remembers the campaign.
-async fn until_answered_locally(app: &TestApp, redis_url: &str, campaign: &str, user: &mut u64) {
-    eventually(
-        Duration::from_secs(10),
-        "a sold-out answer without a script call",
-        || {
-            *user += 1;
-            let u = *user;
-            async move {
-                let before = script_calls(redis_url).await;
-                let answer = app.apply(Some(campaign), u).await;
-                assert_eq!(status(&answer), (StatusCode::GONE, "sold_out"));
-                script_calls(redis_url).await == before
-            }
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +33,7 @@ async fn once_known_sold_out_the_crowd_is_answered_without_redis() {
         (StatusCode::OK, "success")
     );
     let mut user = 1;
-    until_answered_locally(&app, &redis.url(), "flash", &mut user).await;
+    until_answered_locally(app.addr, &redis.url(), "flash", &mut user).await;
 
     let before = script_calls(&redis.url()).await;
     for u in 1000..1500 {
@@ -100,8 +73,8 @@ async fn a_released_slot_and_a_raised_quota_are_offered_again_on_every_server() 
         (StatusCode::OK, "success")
     );
     let mut user = 1;
-    until_answered_locally(&first, &redis.url(), "flash", &mut user).await;
-    until_answered_locally(&second, &redis.url(), "flash", &mut user).await;
+    until_answered_locally(first.addr, &redis.url(), "flash", &mut user).await;
+    until_answered_locally(second.addr, &redis.url(), "flash", &mut user).await;
 
     // Compensation on some other node: the second server offers the slot again.
     let id = coupon_gate::CampaignId::new("flash").unwrap();
@@ -120,8 +93,8 @@ async fn a_released_slot_and_a_raised_quota_are_offered_again_on_every_server() 
         },
     )
     .await;
-    until_answered_locally(&first, &redis.url(), "flash", &mut user).await;
-    until_answered_locally(&second, &redis.url(), "flash", &mut user).await;
+    until_answered_locally(first.addr, &redis.url(), "flash", &mut user).await;
+    until_answered_locally(second.addr, &redis.url(), "flash", &mut user).await;
 
     // The quota raised through the second server: the first offers the new slot.
     assert_eq!(
@@ -143,5 +116,89 @@ async fn a_released_slot_and_a_raised_quota_are_offered_again_on_every_server() 
             status(&app.apply(Some("flash"), 9999).await),
             (StatusCode::GONE, "sold_out")
         );
+    }
+}
+
+/// Answers from `app` to users 1..=`users` of `campaign`: each holder of `seqs` is told
+/// `duplicate` with their seq, everyone else `sold_out`.
+async fn holders_told_duplicate(
+    app: &TestApp,
+    campaign: &str,
+    users: u64,
+    seqs: &std::collections::BTreeMap<u64, Value>,
+) {
+    for u in 1..=users {
+        let (code, answer) = app.apply(Some(campaign), u).await;
+        match seqs.get(&u) {
+            Some(seq) => assert_eq!(
+                (code, &answer["status"], &answer["seq"]),
+                (StatusCode::CONFLICT, &json!("duplicate"), seq),
+                "holder {u}"
+            ),
+            None => assert_eq!(
+                (code, &answer["status"]),
+                (StatusCode::GONE, &json!("sold_out")),
+                "user {u}"
+            ),
+        }
+    }
+}
+
+/// After sell-out, holders applying again through the server that admitted them and through
+/// another are told `duplicate` with their seq, and everyone else `sold_out`, all from memory
+/// (no script call, no write to Redis); after a release, the new holder is told `duplicate`
+/// and the old one `sold_out`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_hear_duplicate_with_their_seq_after_sell_out() {
+    let redis = RedisServer::start();
+    let first = TestApp::start(options(redis.url())).await;
+    let second = first.sibling(options(redis.url())).await;
+    first.create(json!({"id": "flash", "quota": 20})).await;
+    let mut seqs = std::collections::BTreeMap::new();
+    for u in 1..=80 {
+        let (code, answer) = first.apply(Some("flash"), u).await;
+        if code == StatusCode::OK {
+            seqs.insert(u, answer["seq"].clone());
+        }
+    }
+    assert_eq!(seqs.len(), 20);
+    let mut user = 1000;
+    until_answered_locally(first.addr, &redis.url(), "flash", &mut user).await;
+    until_answered_locally(second.addr, &redis.url(), "flash", &mut user).await;
+    first.drained("flash").await;
+    let before = first.snapshot().await;
+    let scripts = script_calls(&redis.url()).await;
+    for app in [&first, &second] {
+        holders_told_duplicate(app, "flash", 80, &seqs).await;
+    }
+    assert_eq!(script_calls(&redis.url()).await, scripts, "no script call");
+    assert_eq!(first.snapshot().await, before, "nothing written to redis");
+
+    // A holder gives the coupon back; a new user takes the slot through the second server.
+    let id = coupon_gate::CampaignId::new("flash").unwrap();
+    let released = *seqs.keys().next().unwrap();
+    let seq = seqs.remove(&released).unwrap();
+    first
+        .gate
+        .release(&id, &coupon_gate::UserId::from_number(released).unwrap())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the released slot taken", || {
+        user += 1;
+        let (app, u) = (&second, user);
+        async move { app.apply(Some("flash"), u).await.0 == StatusCode::OK }
+    })
+    .await;
+    let taker = user;
+    let mut probe = 2000;
+    until_answered_locally(first.addr, &redis.url(), "flash", &mut probe).await;
+    until_answered_locally(second.addr, &redis.url(), "flash", &mut probe).await;
+    for app in [&first, &second] {
+        let (code, answer) = app.apply(Some("flash"), taker).await;
+        assert_eq!(
+            (code, &answer["status"], &answer["seq"]),
+            (StatusCode::CONFLICT, &json!("duplicate"), &seq)
+        );
+        holders_told_duplicate(app, "flash", 80, &seqs).await;
     }
 }

@@ -92,6 +92,13 @@ struct Args {
     /// Applications one client address may make at once (default: the rate).
     #[arg(long, env = "COUPON_IP_BURST")]
     ip_burst: Option<NonZeroU32>,
+    /// Tokens refused after verifying that one client address may send a second, sustained,
+    /// before its token-bearing requests are answered 429 without verifying (0: no budget).
+    #[arg(long, env = "COUPON_BAD_TOKEN_RATE", default_value_t = Config::DEFAULT_BAD_TOKEN_LIMIT.per_second.get())]
+    bad_token_rate: u32,
+    /// Tokens refused after verifying that one client address may send at once.
+    #[arg(long, env = "COUPON_BAD_TOKEN_BURST", default_value_t = Config::DEFAULT_BAD_TOKEN_LIMIT.burst, value_parser = clap::value_parser!(NonZeroU32))]
+    bad_token_burst: NonZeroU32,
     /// Proxies in front of the server, as CIDRs or addresses, comma separated: their
     /// X-Forwarded-For entries name the client, and their connections are not counted per
     /// address.
@@ -134,6 +141,11 @@ struct Args {
     /// first (0: always ask Redis).
     #[arg(long, env = "COUPON_SOLD_OUT_TTL_MS", default_value_t = Config::DEFAULT_SOLD_OUT_TTL.as_millis() as u64)]
     sold_out_ttl_ms: u64,
+    /// The most holders of sold-out campaigns remembered, over every campaign (10 to 19 bytes
+    /// each), so that holders applying again are told `duplicate` from memory; a campaign with
+    /// more is answered by Redis (0: every campaign is).
+    #[arg(long, env = "COUPON_SOLD_OUT_HOLDERS", default_value_t = Config::DEFAULT_SOLD_OUT_HOLDERS)]
+    sold_out_holders: usize,
     /// Outbox entries relayed per round.
     #[arg(long, env = "COUPON_RELAY_BATCH", default_value_t = RelayConfig::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     relay_batch: usize,
@@ -191,6 +203,10 @@ impl Args {
                 per_second,
                 burst: self.ip_burst.unwrap_or(per_second),
             }),
+            bad_token_limit: NonZeroU32::new(self.bad_token_rate).map(|per_second| RateLimit {
+                per_second,
+                burst: self.bad_token_burst,
+            }),
             trusted_proxies: self.trusted_proxies,
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_ip,
@@ -203,6 +219,7 @@ impl Args {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             apply_batch: self.apply_batch,
             sold_out_ttl: Duration::from_millis(self.sold_out_ttl_ms),
+            sold_out_holders: self.sold_out_holders,
             relay: RelayConfig {
                 brokers: self.kafka_brokers,
                 topic: self.topic,

@@ -126,8 +126,10 @@ impl TestApp {
             stop: Some(stop),
             task: Some(task),
         };
+        // Ready, and its relay delivering (the topic created): as the tests expect of an app.
         eventually(Duration::from_secs(30), "the app to be ready", || async {
-            app.call(Method::GET, "/ready", &[], "").await.0 == StatusCode::OK
+            let (code, ready) = app.call(Method::GET, "/ready", &[], "").await;
+            code == StatusCode::OK && ready["relay"] == true
         })
         .await;
         app
@@ -217,6 +219,44 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// Script calls the Redis at `redis_url` has run.
+pub async fn script_calls(redis_url: &str) -> u64 {
+    coupon_testkit::script_calls(&mut connect(redis_url).await).await
+}
+
+/// An answer's code and `status` field, for comparing both at once.
+pub fn status(answer: &(StatusCode, Value)) -> (StatusCode, &str) {
+    (answer.0, answer.1["status"].as_str().unwrap_or("?"))
+}
+
+/// Applies with new users until the app at `addr` answers sold out without a script call: it has
+/// subscribed to changes and remembers the campaign.
+pub async fn until_answered_locally(
+    addr: SocketAddr,
+    redis_url: &str,
+    campaign: &str,
+    user: &mut u64,
+) {
+    eventually(
+        Duration::from_secs(10),
+        "a sold-out answer without a script call",
+        || {
+            *user += 1;
+            let u = *user;
+            async move {
+                let before = script_calls(redis_url).await;
+                let body = format!(r#"{{"userId":{u}}}"#);
+                let path = format!("/api/campaigns/{campaign}/apply");
+                let json_type = ("content-type", "application/json");
+                let answer = call(addr, Method::POST, &path, &[json_type], body).await;
+                assert_eq!(status(&answer), (StatusCode::GONE, "sold_out"));
+                script_calls(redis_url).await == before
+            }
+        },
+    )
+    .await;
 }
 
 pub async fn call(
