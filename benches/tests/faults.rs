@@ -41,9 +41,9 @@ async fn strike_when(bar: &ProgressBar, answers: u64) {
 }
 
 /// Settles every undecided user at server `i` as a client is told to: retry (a retry answers
-/// `duplicate` if the first attempt had worked), and where the retry meets a campaign the server
-/// already knows to be sold out, ask `GET /api/campaigns/{id}/users/{userId}`, the definitive
-/// answer. Holders found so are added to `tally.duplicates`.
+/// `duplicate` if the first attempt had worked, also once the campaign is sold out), and for
+/// every user retried and not found a holder so, ask `GET /api/campaigns/{id}/users/{userId}`,
+/// the definitive answer: it must agree that the user holds none (every answer is true).
 async fn settle(pipeline: &Pipeline, i: usize, campaign: &str, tally: &mut Tally) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut asked = BTreeSet::new();
@@ -70,15 +70,15 @@ async fn settle(pipeline: &Pipeline, i: usize, campaign: &str, tally: &mut Tally
         .copied()
         .collect();
     for user in asked.difference(&holders) {
-        if pipeline.http[i]
+        let seq = pipeline.http[i]
             .server
             .admission(campaign, *user, Some(support::ADMIN_TOKEN))
             .await
-            .expect("user lookup")
-            .is_some()
-        {
-            tally.duplicates.push(*user);
-        }
+            .expect("user lookup");
+        assert_eq!(
+            seq, None,
+            "user {user} holds a coupon, but its retry was told otherwise"
+        );
     }
 }
 

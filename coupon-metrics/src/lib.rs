@@ -76,6 +76,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Sold-out answers given from memory, without Redis",
     ),
     (
+        "coupon_token_verifications_total",
+        Kind::Counter,
+        "Bearer tokens not verified before, by result: valid, invalid (refused after verifying), skipped (refused by the per-address bad-token budget before verifying)",
+    ),
+    (
         "coupon_gate_batch_size",
         Kind::Histogram,
         "Applications decided per admission script call",
