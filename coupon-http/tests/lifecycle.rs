@@ -241,38 +241,46 @@ async fn cluster_nodes_take_precedence_and_a_plain_server_among_them_is_refused(
     );
 }
 
-/// Started while its Redis is down, the server lives (`/health` 200), is not ready, refuses bad
-/// input as bad input and answers every API call `503 unavailable` with `Retry-After`; once
-/// Redis is up it is ready within seconds by itself: the `default` campaign is created,
-/// admissions pass and the sold-out memory's subscription is in place.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn started_before_redis_it_answers_503_then_recovers_by_itself() {
-    let mut redis = support::RedisServer::start();
-    redis.kill();
+/// `serve` on a port-0 listener with `config` (a topic and relay name of its own), without
+/// waiting for it to be ready: its address, the sender that stops it, and its task.
+fn spawn_server(
+    mut config: Config,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut config = Config {
-        redis_url: redis.url(),
-        redis_timeout: Duration::from_millis(300),
-        sold_out_ttl: Duration::from_secs(60),
-        ..config()
-    };
-    config.relay.topic = format!("t_redis_late_{}", addr.port());
+    config.relay.topic = format!("t_late_{}", addr.port());
     config.relay.consumer = format!("relay-{}", addr.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(coupon_http::serve(config, listener, async {
         let _ = stopped.await;
     }));
-    let json_type = ("content-type", "application/json");
+    (addr, stop, server)
+}
 
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+async fn apply(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    support::call(addr, Method::POST, path, &[JSON], body.to_owned()).await
+}
+
+/// What a server without Redis answers: `/health` 200, `/ready` 503 saying so, every API call
+/// `503 unavailable` with `Retry-After`, bad input 400.
+async fn answers_without_redis(addr: std::net::SocketAddr) {
     let (code, _) = support::call(addr, Method::GET, "/health", &[], "").await;
     assert_eq!(code, StatusCode::OK);
     let (code, ready) = support::call(addr, Method::GET, "/ready", &[], "").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
     assert_eq!(ready["redis"], false);
     for path in ["/api/coupons/apply", "/api/campaigns/default/apply"] {
-        let answer =
-            support::raw_call(addr, Method::POST, path, &[json_type], r#"{"userId":1}"#).await;
+        let answer = support::raw_call(addr, Method::POST, path, &[JSON], r#"{"userId":1}"#).await;
         assert_eq!(
             answer.status,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -287,59 +295,89 @@ async fn started_before_redis_it_answers_503_then_recovers_by_itself() {
         (code, &answer["status"]),
         (StatusCode::SERVICE_UNAVAILABLE, &"unavailable".into())
     );
-    let (code, answer) = support::call(
-        addr,
-        Method::POST,
-        "/api/coupons/apply",
-        &[json_type],
-        r#"{"userId":"no spaces"}"#,
-    )
-    .await;
+    let (code, answer) = apply(addr, "/api/coupons/apply", r#"{"userId":"no spaces"}"#).await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{answer}");
+}
+
+/// Waits until the server is ready and has admitted user 1 to the `default` campaign (a retry
+/// after a 503 that had worked answers `duplicate`).
+async fn ready_and_admitting(addr: std::net::SocketAddr, within: Duration) {
+    eventually(within, "the server to be ready and admitting", || async {
+        if support::call(addr, Method::GET, "/ready", &[], "").await.0 != StatusCode::OK {
+            return false;
+        }
+        let (code, answer) = apply(addr, "/api/coupons/apply", r#"{"userId":1}"#).await;
+        matches!(
+            (code, answer["status"].as_str()),
+            (StatusCode::OK, Some("success")) | (StatusCode::CONFLICT, Some("duplicate"))
+        )
+    })
+    .await;
+}
+
+/// Started while its Redis is down, the server lives (`/health` 200), is not ready, refuses bad
+/// input as bad input and answers every API call `503 unavailable` with `Retry-After`; once
+/// Redis is up it is ready within seconds by itself: the `default` campaign is created,
+/// admissions pass and the sold-out memory's subscription is in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_redis_it_answers_503_then_recovers_by_itself() {
+    let mut redis = support::RedisServer::start();
+    redis.kill();
+    let (addr, stop, server) = spawn_server(Config {
+        redis_url: redis.url(),
+        redis_timeout: Duration::from_millis(300),
+        sold_out_ttl: Duration::from_secs(60),
+        ..config()
+    });
+    answers_without_redis(addr).await;
     assert!(!server.is_finished(), "the server lives on without redis");
 
     redis.restart(false);
-    eventually(
-        Duration::from_secs(10),
-        "the server to be ready",
-        || async { support::call(addr, Method::GET, "/ready", &[], "").await.0 == StatusCode::OK },
-    )
-    .await;
-    let (code, answer) = support::call(
-        addr,
-        Method::POST,
-        "/api/coupons/apply",
-        &[json_type],
-        r#"{"userId":1}"#,
-    )
-    .await;
-    assert_eq!(
-        (code, &answer["status"]),
-        (StatusCode::OK, &"success".into()),
-        "{answer}"
-    );
+    ready_and_admitting(addr, Duration::from_secs(10)).await;
     // The sold-out memory works: its subscription came up with Redis.
     let admin = format!("Bearer {}", support::ADMIN_TOKEN);
     let (code, _) = support::call(
         addr,
         Method::POST,
         "/api/campaigns",
-        &[json_type, ("authorization", admin.as_str())],
+        &[JSON, ("authorization", admin.as_str())],
         r#"{"id":"late","quota":1}"#,
     )
     .await;
     assert_eq!(code, StatusCode::CREATED);
-    let (code, _) = support::call(
-        addr,
-        Method::POST,
-        "/api/campaigns/late/apply",
-        &[json_type],
-        r#"{"userId":1}"#,
-    )
-    .await;
+    let (code, _) = apply(addr, "/api/campaigns/late/apply", r#"{"userId":1}"#).await;
     assert_eq!(code, StatusCode::OK);
     let mut user = 1;
     support::until_answered_locally(addr, &redis.url(), "late", &mut user).await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// The same with a Redis Cluster whose nodes are all down at start: 503 until they are back,
+/// then ready and admitting by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_its_cluster_it_answers_503_then_recovers_by_itself() {
+    let mut cluster = coupon_testkit::RedisCluster::start_with(3, 0, &[]);
+    let ports = cluster.ports.clone();
+    for &port in &ports {
+        cluster.kill(port);
+    }
+    let (addr, stop, server) = spawn_server(Config {
+        redis_cluster_nodes: cluster.nodes()[..2].to_vec(),
+        redis_timeout: Duration::from_millis(300),
+        ..config()
+    });
+    answers_without_redis(addr).await;
+    assert!(
+        !server.is_finished(),
+        "the server lives on without its cluster"
+    );
+
+    for &port in &ports {
+        cluster.restart(port);
+    }
+    // The nodes find each other again from their nodes.conf before the cluster reports ok.
+    ready_and_admitting(addr, Duration::from_secs(30)).await;
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
