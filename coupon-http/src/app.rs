@@ -129,7 +129,7 @@ where
         };
         match result {
             Ok(value) => return Some(value),
-            Err(err) => warn!(cause = %err, retry_in = ?pause, "waiting for {what}"),
+            Err(err) => warn!(cause = format!("{err:#}"), retry_in = ?pause, "waiting for {what}"),
         }
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
