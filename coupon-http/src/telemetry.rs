@@ -233,6 +233,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_verification_result_counts_on_its_own_counter() {
+        for (i, result) in Verification::ALL.iter().enumerate() {
+            assert_eq!(*result as usize, i, "{result:?}");
+        }
+        let labels: Vec<_> = Verification::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, ["valid", "invalid", "skipped"]);
+    }
+
+    #[test]
     fn every_answer_has_one_place() {
         let all = [
             Answer::Success,
