@@ -19,8 +19,9 @@
 //! remembered at all. An answer or a holder list that was already on its way when a change
 //! arrived is not remembered either (a generation counter tells), so a change cannot be
 //! overwritten by something older. Holders outlive the time to live, so that a campaign that
-//! stays sold out is read once, and are dropped a minute after the campaign was last answered
-//! sold out by Redis.
+//! stays sold out is read once a minute rather than once per time to live; they are dropped a
+//! minute after the campaign was last answered sold out by Redis, and read again when a minute
+//! old (were a change message lost, a new holder is told `sold_out` for at most that minute).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -33,7 +34,9 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-/// How long the holders of a campaign are kept after Redis last answered it sold out.
+/// How long the holders of a campaign are kept after Redis last answered it sold out, and at
+/// most since they were read: were a change message lost (a node cut off from a cluster's bus),
+/// a new holder would be told `sold_out` from memory for at most this long.
 const HOLDERS_IDLE: Duration = Duration::from_secs(60);
 
 /// The campaigns known to be sold out; cheap to clone.
@@ -64,6 +67,8 @@ struct Inner {
 struct Known {
     /// Until when it is answered sold out without asking Redis.
     until: Instant,
+    /// When the read of its holders began.
+    read_at: Instant,
     /// Who held its coupons when it sold out; `None` when there were too many to remember.
     holders: Option<HolderSet>,
 }
@@ -115,6 +120,7 @@ impl SoldOutCache {
         let Some(Known {
             until,
             holders: Some(holders),
+            ..
         }) = known.get(campaign)
         else {
             return Memory::Unknown;
@@ -152,8 +158,12 @@ impl SoldOutCache {
                 return;
             }
             if let Some(entry) = known.get_mut(campaign) {
-                entry.until = Instant::now() + self.inner.ttl;
-                return;
+                if entry.read_at.elapsed() < HOLDERS_IDLE {
+                    entry.until = Instant::now() + self.inner.ttl;
+                    return;
+                }
+                // Read again: until then Redis answers.
+                known.remove(campaign);
             }
         }
         if !self
@@ -169,6 +179,7 @@ impl SoldOutCache {
         let campaign = campaign.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
+            let read_at = Instant::now();
             let holders = cache.read_holders(&campaign, &gate).await;
             cache
                 .inner
@@ -177,7 +188,7 @@ impl SoldOutCache {
                 .expect("sold-out loading lock")
                 .remove(&campaign);
             match holders {
-                Ok(holders) => cache.learn(campaign, generation, holders),
+                Ok(holders) => cache.learn(campaign, generation, read_at, holders),
                 Err(err) => {
                     warn!(%campaign, cause = %err, "cannot read the holders of a sold-out campaign; asking redis meanwhile");
                 }
@@ -211,7 +222,13 @@ impl SoldOutCache {
 
     /// Remembers `campaign` as sold out with its `holders`, unless a change came since
     /// `generation`.
-    fn learn(&self, campaign: CampaignId, generation: u64, holders: Option<HolderSet>) {
+    fn learn(
+        &self,
+        campaign: CampaignId,
+        generation: u64,
+        read_at: Instant,
+        holders: Option<HolderSet>,
+    ) {
         let mut known = self.inner.known.write().expect("sold-out lock");
         if self.inner.generation.load(Ordering::Acquire) != generation
             || !self.inner.live.load(Ordering::Acquire)
@@ -220,7 +237,14 @@ impl SoldOutCache {
         }
         debug!(%campaign, holders = holders.as_ref().map(HashSet::len), "remembered sold out");
         let until = Instant::now() + self.inner.ttl;
-        known.insert(campaign, Known { until, holders });
+        known.insert(
+            campaign,
+            Known {
+                until,
+                read_at,
+                holders,
+            },
+        );
     }
 
     /// Holders remembered now, over every campaign.
@@ -347,7 +371,7 @@ mod tests {
     /// Remembers `campaign` as `learn` does once its holders are read.
     fn sold_out(cache: &SoldOutCache, campaign: &str, holders: &[&str], generation: u64) {
         let set = holders.iter().map(|h| cache.hash(&user(h))).collect();
-        cache.learn(id(campaign), generation, Some(set));
+        cache.learn(id(campaign), generation, Instant::now(), Some(set));
     }
 
     #[test]
@@ -385,7 +409,7 @@ mod tests {
     fn too_many_holders_are_not_answered_from_memory() {
         let cache = SoldOutCache::new(Duration::from_secs(60), 100);
         cache.set_live(true);
-        cache.learn(id("big"), cache.generation(), None);
+        cache.learn(id("big"), cache.generation(), Instant::now(), None);
         assert_eq!(cache.check(&id("big"), &user("1")), Memory::Unknown);
         sold_out(&cache, "small", &["1", "2"], cache.generation());
         assert_eq!(cache.held(), 2);
