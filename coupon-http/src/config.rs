@@ -106,8 +106,9 @@ impl Config {
         burst: NonZeroU32::new(10).expect("10 is not zero"),
     };
     /// Default of [`Config::bad_token_limit`]: 50 at once, 5 a second. A client with a stale
-    /// token fails a few times before it signs in again; a forger is held to about 10
-    /// verifications a second per address (about 0.2 ms of CPU a second with RS256).
+    /// token fails a few times before it signs in again; a forger, once past the burst, is held
+    /// to 5 verifications a second per address, one at a time (about 0.1 ms of CPU a second with
+    /// RS256).
     pub const DEFAULT_BAD_TOKEN_LIMIT: RateLimit = RateLimit {
         per_second: NonZeroU32::new(5).expect("5 is not zero"),
         burst: NonZeroU32::new(50).expect("50 is not zero"),

@@ -7,10 +7,11 @@
 //! `burst / per_second` seconds plus one sweep interval.
 //!
 //! The bad-token budget is spent only by tokens refused after verifying; an address that has
-//! spent it is refused before verifying until the bucket has room again (`blocked`), so a flood
-//! of forged tokens costs the server about `per_second` to `2 * per_second` verifications a
-//! second per address (the one verification that finds the bucket empty is the second), and
-//! costs other addresses nothing.
+//! spent it is refused before verifying until the bucket has room again (`blocked`), and then
+//! one of its requests at a time is verified, one per refill interval, until the bucket is full
+//! again. A flood of forged tokens thus costs the server the burst, the requests already in
+//! flight when it ran out, and then `per_second` verifications a second per address; other
+//! addresses pay nothing.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -75,8 +76,13 @@ pub(crate) struct Limits {
 /// Each address's budget of failed token verifications.
 struct BadTokens {
     budget: Limiter<IpAddr>,
-    /// Addresses that found their budget spent, and when it has room again.
+    /// Addresses that found their budget spent, and until when their tokens are not verified.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// One refill of the budget: `1 / per_second`.
+    interval: Duration,
+    /// How long the budget takes to fill again from empty: `burst / per_second`. An address
+    /// blocked longer ago than this is forgotten by the sweep.
+    refill: Duration,
 }
 
 /// A request refused by a limit: how long until it may come again, and which limit.
@@ -107,28 +113,40 @@ impl Limits {
         Self {
             user: user.map(Limiter::new),
             address: address.map(Limiter::new),
-            bad_tokens: bad_tokens.map(|limit| BadTokens {
-                budget: Limiter::new(limit),
-                blocked: Mutex::default(),
+            bad_tokens: bad_tokens.map(|limit| {
+                let per_second = f64::from(limit.per_second.get());
+                BadTokens {
+                    budget: Limiter::new(limit),
+                    blocked: Mutex::default(),
+                    interval: Duration::from_secs_f64(1.0 / per_second),
+                    refill: Duration::from_secs_f64(f64::from(limit.burst.get()) / per_second),
+                }
             }),
             trusted,
         }
     }
 
     /// Whether `address` may have a token verified: `Err` while it has spent its budget of
-    /// failed verifications. Spends nothing.
+    /// failed verifications. Once the budget has room for one again, one request is let through
+    /// and the address's others are held back for one refill interval, so that a flood on many
+    /// connections cannot slip several verifications through at once. Spends nothing.
     pub(crate) fn check_bad_tokens(&self, address: IpAddr) -> Result<(), Limited> {
         let Some(bad) = &self.bad_tokens else {
             return Ok(());
         };
-        let blocked = bad.blocked.lock().expect("bad-token lock");
-        match blocked.get(&address) {
-            Some(&until) if Instant::now() < until => Err(Limited {
-                retry_after: until - Instant::now(),
+        let mut blocked = bad.blocked.lock().expect("bad-token lock");
+        let Some(until) = blocked.get_mut(&address) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < *until {
+            return Err(Limited {
+                retry_after: *until - now,
                 limit: Limit::BadTokens,
-            }),
-            _ => Ok(()),
+            });
         }
+        *until = now + bad.interval;
+        Ok(())
     }
 
     /// Spends one failed verification of `address`'s budget; once it is spent, the address is
@@ -180,7 +198,8 @@ impl Limits {
             bad.budget.sweep();
             let now = Instant::now();
             let mut blocked = bad.blocked.lock().expect("bad-token lock");
-            blocked.retain(|_, until| *until > now);
+            // Kept until the budget is full again: until then, one request at a time.
+            blocked.retain(|_, until| *until + bad.refill > now);
             blocked.shrink_to_fit();
         }
     }
@@ -294,7 +313,7 @@ mod tests {
 
     #[test]
     fn a_spent_bad_token_budget_refuses_that_address_only_until_it_refills() {
-        let limits = Limits::new(None, None, Some(limit(1, 3)), Vec::new());
+        let limits = Limits::new(None, None, Some(limit(100, 3)), Vec::new());
         let (attacker, other) = (IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3]));
         // The budget of 3 failures, and the one that finds it spent.
         for _ in 0..4 {
@@ -303,8 +322,17 @@ mod tests {
         }
         let refused = limits.check_bad_tokens(attacker).unwrap_err();
         assert_eq!(refused.limit, Limit::BadTokens);
-        assert!(refused.retry_after <= Duration::from_secs(1), "{refused:?}");
+        assert!(
+            refused.retry_after <= Duration::from_millis(10),
+            "{refused:?}"
+        );
         assert_eq!(limits.check_bad_tokens(other), Ok(()));
+        // Refilled by one: one request is verified, the next waits another interval.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while limits.check_bad_tokens(attacker).is_err() {
+            assert!(Instant::now() < deadline, "the budget never refilled");
+        }
+        assert!(limits.check_bad_tokens(attacker).is_err());
         let off = Limits::new(None, None, None, Vec::new());
         off.spend_bad_token(attacker);
         assert_eq!(off.check_bad_tokens(attacker), Ok(()));
