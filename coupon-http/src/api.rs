@@ -281,8 +281,7 @@ async fn decide(
             Outcome::SoldOut
         }
         Memory::MaybeHolder => {
-            let gate = state.gate().map_err(Refusal::Failed)?;
-            match state.within_timeout(gate.admission(&campaign, &user)).await {
+            match state.ask(|gate| gate.admission(&campaign, &user)).await {
                 Ok(Some(seq)) => Outcome::Duplicate { seq },
                 // Another id with the same hash as a holder's.
                 Ok(None) => Outcome::SoldOut,
@@ -391,11 +390,7 @@ impl<'a> UserJson<'a> {
 
 async fn campaign_status(state: &AppState, id: &str) -> Result<Response<Body>, Rejection> {
     let campaign = campaign_id(id)?;
-    let gate = match state.gate() {
-        Ok(gate) => gate,
-        Err(failure) => return Ok(response::failure(&failure)),
-    };
-    match state.within_timeout(gate.status(&campaign)).await {
+    match state.ask(|gate| gate.status(&campaign)).await {
         Ok(Some(status)) => Ok(json(StatusCode::OK, &status_json(&campaign, &status))),
         Ok(None) => Ok(unknown_campaign(&campaign)),
         Err(failure) => Ok(response::failure(&failure)),
@@ -440,17 +435,14 @@ async fn lookup(
     campaign: CampaignId,
     user: UserId,
 ) -> Result<Response<Body>, Rejection> {
-    let gate = match state.gate() {
-        Ok(gate) => gate,
-        Err(failure) => return Ok(response::failure(&failure)),
-    };
-    let lookup = async {
+    let (id, who) = (&campaign, &user);
+    let lookup = state.ask(|gate| async move {
         Ok((
-            gate.status(&campaign).await?.is_some(),
-            gate.admission(&campaign, &user).await?,
+            gate.status(id).await?.is_some(),
+            gate.admission(id, who).await?,
         ))
-    };
-    match state.within_timeout(lookup).await {
+    });
+    match lookup.await {
         Ok((false, _)) => Ok(unknown_campaign(&campaign)),
         Ok((true, seq)) => Ok(json(
             StatusCode::OK,
@@ -504,11 +496,7 @@ async fn create_campaign(
         .with_window(opens, closes)
         .map_err(|err| Rejection::bad_request(err.to_string()))?;
 
-    let created = match state.gate() {
-        Ok(gate) => state.within_timeout(gate.create(&campaign)).await,
-        Err(failure) => Err(failure),
-    };
-    let created = match created {
+    let created = match state.ask(|gate| gate.create(&campaign)).await {
         Ok(created) => created,
         Err(failure) => return Ok(response::failure(&failure)),
     };

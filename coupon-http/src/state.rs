@@ -258,6 +258,19 @@ impl AppState {
         self.within_timeout(ping).await.is_ok()
     }
 
+    /// Runs `call` on the gate under the Redis timeout; [`Failure::NotConnected`] while Redis
+    /// was not reached yet.
+    pub(crate) async fn ask<'a, T, Fut>(
+        &'a self,
+        call: impl FnOnce(&'a Gate<RedisConnection>) -> Fut,
+    ) -> Result<T, Failure>
+    where
+        Fut: Future<Output = Result<T, coupon_gate::Error>>,
+    {
+        let gate = self.gate()?;
+        self.within_timeout(call(gate)).await
+    }
+
     /// Runs a gate call under the Redis timeout.
     pub(crate) async fn within_timeout<T>(
         &self,
