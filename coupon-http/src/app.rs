@@ -90,13 +90,7 @@ async fn connect_backend(state: Arc<AppState>, config: Config, stopped: watch::R
         return;
     };
     let channel = gate.changes_channel();
-    let nodes = match state.redis_target().node_clients() {
-        Ok(nodes) => nodes,
-        Err(err) => {
-            warn!(cause = %err, "no sold-out memory: the redis address does not parse");
-            return;
-        }
-    };
+    let nodes = state.redis_nodes().to_vec();
     sold_out::watch(state.sold_out().clone(), nodes, channel, stopped).await;
 }
 

@@ -27,8 +27,10 @@ pub(crate) struct AppState {
     backend: OnceLock<Backend>,
     /// Campaigns answered `sold_out` without asking Redis.
     sold_out: SoldOutCache,
-    /// For connections of their own (the changes subscription, the relay).
+    /// Where Redis is: the handlers' connection and the relay's are made from it.
     target: RedisTarget,
+    /// A client of each node `target` names, for the changes subscription; parsed at start.
+    nodes: Vec<redis::Client>,
     /// The admin bearer token; `None` disables the admin endpoints.
     admin_token: Option<Arc<str>>,
     /// Verifies bearer tokens in jwt mode; `None` in body mode, where the body names the user.
@@ -123,7 +125,7 @@ impl AppState {
         coupon_gate::check_key_prefix(&config.key_prefix)
             .with_context(|| format!("COUPON_KEY_PREFIX {:?}", config.key_prefix))?;
         let target = config.redis_target();
-        target.node_clients().with_context(|| {
+        let nodes = target.node_clients().with_context(|| {
             format!("invalid redis address {target} (REDIS_URL, REDIS_CLUSTER_NODES)")
         })?;
         // Before anything records: the recorder must be in place for the handles to count.
@@ -145,6 +147,7 @@ impl AppState {
             backend: OnceLock::new(),
             sold_out: SoldOutCache::new(config.sold_out_ttl, config.sold_out_holders),
             target,
+            nodes,
             admin_token: config.admin_token.as_deref().map(Arc::from),
             verifier,
             limits: Limits::new(
@@ -218,7 +221,12 @@ impl AppState {
         &self.sold_out
     }
 
-    /// Where Redis is, for connections of their own (the changes subscription, the relay).
+    /// A client of each Redis node named in the configuration, for the changes subscription.
+    pub(crate) fn redis_nodes(&self) -> &[redis::Client] {
+        &self.nodes
+    }
+
+    /// Where Redis is, for the relay's connection of its own.
     pub(crate) fn redis_target(&self) -> &RedisTarget {
         &self.target
     }
