@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::Config;
 use crate::db::{self, Item, Written};
+use crate::patience::patiently;
 
 type SinkConsumer = StreamConsumer<Rebalances>;
 
@@ -206,41 +207,28 @@ fn client_config(config: &Config) -> ClientConfig {
 /// Waits until the broker answers and `topic` exists on it (the relay creates it), logging what
 /// it waits for, so that a sink started before its broker subscribes once the topic is there
 /// rather than after librdkafka's next periodic metadata refresh. `false` when stopped first.
-async fn wait_for_topic(
-    client: &ClientConfig,
-    topic: &str,
-    mut stop: watch::Receiver<bool>,
-) -> bool {
-    let mut pause = Duration::from_millis(100);
-    loop {
+async fn wait_for_topic(client: &ClientConfig, topic: &str, stop: watch::Receiver<bool>) -> bool {
+    let found = patiently(stop, || {
         let probe = client.clone();
         let name = topic.to_owned();
-        let found = tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = probe.create()?;
-            let metadata = consumer.fetch_metadata(Some(&name), Duration::from_secs(2))?;
-            Ok::<_, rdkafka::error::KafkaError>(
-                metadata
-                    .topics()
-                    .iter()
-                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty()),
-            )
-        });
-        let waiting = tokio::select! {
-            found = found => match found {
-                Ok(Ok(true)) => return true,
-                Ok(Ok(false)) => format!("topic {topic} to be created (by a relay)"),
-                Ok(Err(err)) => format!("the broker ({err})"),
-                Err(err) => format!("the broker ({err})"),
-            },
-            _ = stop.wait_for(|stop| *stop) => return false,
-        };
-        warn!(retry_in = ?pause, "waiting for {waiting}");
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = stop.wait_for(|stop| *stop) => return false,
+        async move {
+            let found =
+                tokio::task::spawn_blocking(move || {
+                    let consumer: BaseConsumer = probe.create()?;
+                    let metadata = consumer.fetch_metadata(Some(&name), Duration::from_secs(2))?;
+                    Ok::<_, rdkafka::error::KafkaError>(metadata.topics().iter().any(|t| {
+                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
+                    }))
+                });
+            match found.await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err(format!("topic {topic} to be created (by a relay)")),
+                Ok(Err(err)) => Err(format!("the broker ({err})")),
+                Err(err) => Err(format!("the broker ({err})")),
+            }
         }
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
+    });
+    found.await.is_some()
 }
 
 /// Waits for a first message, then gathers more for up to `config.linger` or until the batch

@@ -18,7 +18,8 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use tracing::warn;
+
+use crate::patience::patiently;
 
 /// The migrations, in order; applied at start, each once.
 const MIGRATIONS: [(u32, &str, &str); 3] = [
@@ -100,25 +101,13 @@ impl Database {
     /// [`Database::open`], tried again until it succeeds (after 100 ms, then twice as long each
     /// time, at most a second), each failure logged with what is waited for; `None` once `stop`
     /// turns true first.
-    pub async fn open_patiently(&self, mut stop: watch::Receiver<bool>) -> Option<Pool> {
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let opened = tokio::select! {
-                opened = self.open() => opened,
-                _ = stop.wait_for(|stop| *stop) => return None,
-            };
-            match opened {
-                Ok(pool) => return Some(pool),
-                Err(err) => {
-                    warn!(cause = format!("{err:#}"), retry_in = ?pause, "waiting for the database")
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                _ = stop.wait_for(|stop| *stop) => return None,
-            }
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
+    pub async fn open_patiently(&self, stop: watch::Receiver<bool>) -> Option<Pool> {
+        patiently(stop, || async {
+            self.open()
+                .await
+                .map_err(|err| format!("the database ({err:#})"))
+        })
+        .await
     }
 }
 

@@ -9,6 +9,7 @@
 mod config;
 pub mod consumer;
 pub mod db;
+mod patience;
 pub mod replay;
 
 pub use config::Config;
