@@ -573,15 +573,16 @@ fn token_user(
     head: &Parts,
 ) -> Result<UserId, Rejection> {
     let token = bearer(head).map_err(|Unauthenticated(why)| Rejection::unauthorized(why, false))?;
-    if let Some(user) = verifier.remembered(token) {
-        return Ok(user);
-    }
+    let unknown = match verifier.remembered(token) {
+        Ok(user) => return Ok(user),
+        Err(unknown) => unknown,
+    };
     let telemetry = state.telemetry();
     if let Err(refused) = state.limits().check_bad_tokens(client) {
         telemetry.token(Verification::Skipped);
         return Err(limited(refused));
     }
-    match verifier.verify(token) {
+    match verifier.verify(token, unknown) {
         Ok(user) => {
             telemetry.token(Verification::Valid);
             Ok(user)

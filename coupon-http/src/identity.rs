@@ -130,6 +130,13 @@ pub(crate) struct Verifier {
     verified: Option<Cache<[u8; 32], Verified>>,
 }
 
+/// A token not among those verified before: the keys it is to be verified with (the JWKS as it
+/// was looked up; `None` for one key), and the digest to remember it by (`None` for a secret).
+pub(crate) struct Unknown {
+    state: Option<Arc<JwksState>>,
+    digest: Option<[u8; 32]>,
+}
+
 /// A token verified before: its user, its `exp`, and the generation of the keys that verified it.
 #[derive(Clone)]
 struct Verified {
@@ -236,32 +243,21 @@ impl Verifier {
         })
     }
 
-    /// The user of `token` if it is among the tokens verified before and not expired yet:
-    /// costs its SHA-256 and a lookup. Always `None` for a secret, whose tokens cost about as
-    /// much to verify.
-    pub(crate) fn remembered(&self, token: &str) -> Option<UserId> {
-        let verified = self.verified.as_ref()?;
-        let generation = match &self.keys {
-            Keys::One(_) => 0,
-            Keys::Jwks(jwks) => jwks.current().generation,
-        };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let known = verified.get(&digest)?;
-        let now = jsonwebtoken::get_current_timestamp();
-        (known.generation == generation && now <= known.exp + self.leeway).then_some(known.user)
-    }
-
-    /// The user `token` names, once its signature, algorithm and times check out (or once it is
-    /// found among the tokens verified before, and not expired yet).
-    pub(crate) fn verify(&self, token: &str) -> Result<UserId, Unauthenticated> {
+    /// The user of `token` if it is among the tokens verified before and not expired yet: costs
+    /// its SHA-256 and a lookup (nothing for a secret, whose tokens cost about as much to
+    /// verify). Otherwise what the lookup learned, for [`Verifier::verify`].
+    pub(crate) fn remembered(&self, token: &str) -> Result<UserId, Unknown> {
         let state = match &self.keys {
             Keys::One(_) => None,
             Keys::Jwks(jwks) => Some(jwks.current()),
         };
-        let generation = state.as_ref().map_or(0, |state| state.generation);
         let Some(verified) = &self.verified else {
-            return self.check(token, state.as_deref()).map(|(user, _)| user);
+            return Err(Unknown {
+                state,
+                digest: None,
+            });
         };
+        let generation = state.as_ref().map_or(0, |state| state.generation);
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(known) = verified.get(&digest) {
             let now = jsonwebtoken::get_current_timestamp();
@@ -270,13 +266,25 @@ impl Verifier {
             }
             verified.remove(&digest);
         }
-        let (user, exp) = self.check(token, state.as_deref())?;
-        let known = Verified {
-            user: user.clone(),
-            exp,
-            generation,
-        };
-        verified.insert(digest, known);
+        Err(Unknown {
+            state,
+            digest: Some(digest),
+        })
+    }
+
+    /// The user `token` names, once its signature, algorithm and times check out; a token
+    /// verified with a public key is remembered from then on. `unknown` is what
+    /// [`Verifier::remembered`] answered for it.
+    pub(crate) fn verify(&self, token: &str, unknown: Unknown) -> Result<UserId, Unauthenticated> {
+        let (user, exp) = self.check(token, unknown.state.as_deref())?;
+        if let (Some(verified), Some(digest)) = (&self.verified, unknown.digest) {
+            let known = Verified {
+                user: user.clone(),
+                exp,
+                generation: unknown.state.as_ref().map_or(0, |state| state.generation),
+            };
+            verified.insert(digest, known);
+        }
         Ok(user)
     }
 
@@ -289,7 +297,7 @@ impl Verifier {
     ) -> Result<(UserId, u64), Unauthenticated> {
         let claims = match (&self.keys, state) {
             (Keys::One(key), _) => decode(token, key)?,
-            (Keys::Jwks(_), None) => unreachable!("verify reads the JWKS state first"),
+            (Keys::Jwks(_), None) => unreachable!("remembered reads the JWKS state first"),
             (Keys::Jwks(_), Some(state)) => {
                 let header = jsonwebtoken::decode_header(token).map_err(|err| rejected(&err))?;
                 let kid = header
