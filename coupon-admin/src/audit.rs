@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use coupon_event::Event;
 use coupon_gate::{OutboxRecord, UserId};
-use coupon_relay::Event;
 
 use crate::rebuild;
 

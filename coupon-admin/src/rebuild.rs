@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use coupon_event::Event;
 use coupon_gate::{EventKind, OutboxRecord, UserId};
-use coupon_relay::Event;
 
 /// The holders implied by the sources, and how each source contributed.
 #[derive(Debug, Default, PartialEq, Eq)]

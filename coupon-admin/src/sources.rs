@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context;
+use coupon_event::Event;
 use coupon_gate::{CampaignId, UserId};
-use coupon_relay::Event;
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};

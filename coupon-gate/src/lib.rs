@@ -67,11 +67,12 @@ mod recovery;
 mod script;
 
 pub use batch::{BatchConfig, Batcher};
-pub use campaign::{Campaign, CampaignId, CampaignStatus, InvalidInput, UserId};
+pub use campaign::{Campaign, CampaignStatus, InvalidInput};
 pub use connection::{RedisConnection, RedisTarget};
+pub use coupon_event::{CampaignId, EventKind, InvalidId, UserId};
 pub use error::Error;
 pub use gate::{Gate, check_key_prefix};
-pub use outbox::{EventKind, Outbox, OutboxRecord};
+pub use outbox::{Outbox, OutboxRecord};
 pub use outcome::{Create, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};
 

@@ -17,16 +17,7 @@ use redis::aio::ConnectionLike;
 use crate::campaign::from_millis;
 use crate::gate::Shared;
 use crate::keys::Keys;
-use crate::{CampaignId, Error, OUTBOX_GROUP, UserId, script};
-
-/// What an outbox record says happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    /// The user was admitted and holds slot `seq`.
-    Admitted,
-    /// The user's slot `seq` was given back by [`Gate::release`](crate::Gate::release).
-    Released,
-}
+use crate::{CampaignId, Error, EventKind, OUTBOX_GROUP, UserId, script};
 
 /// One admission or release, as read from a campaign's outbox.
 ///

@@ -1,12 +1,8 @@
-//! Typed configuration of the relay, with documented defaults, and the `key=value` form in which
-//! operators give more librdkafka properties.
+//! Typed configuration of the relay, with documented defaults.
 
 use std::time::Duration;
 
-/// Default bootstrap servers.
-pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
-/// Default topic of admissions, shared by the relay, the sink and the operator tools.
-pub const DEFAULT_TOPIC: &str = "coupon_create";
+pub use coupon_event::{DEFAULT_BROKERS, DEFAULT_TOPIC};
 
 /// Where and how the relay delivers admissions. [`RelayConfig::default`] gives every documented
 /// default.
@@ -76,41 +72,6 @@ impl Default for RelayConfig {
             message_timeout: Self::DEFAULT_MESSAGE_TIMEOUT,
             consumer: Self::default_consumer(),
             kafka_properties: Vec::new(),
-        }
-    }
-}
-
-/// Parses a librdkafka property given as `key=value`, as the binaries take them from
-/// `COUPON_KAFKA_PROPERTIES` and `--kafka-property`.
-///
-/// # Errors
-///
-/// No `=`, or an empty key.
-pub fn kafka_property(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.trim().to_owned()))
-        }
-        _ => Err(format!("{text:?} is not key=value")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_are_key_value() {
-        assert_eq!(
-            kafka_property(" security.protocol = SASL_SSL "),
-            Ok(("security.protocol".to_owned(), "SASL_SSL".to_owned()))
-        );
-        assert_eq!(
-            kafka_property("sasl.password=a=b"),
-            Ok(("sasl.password".to_owned(), "a=b".to_owned()))
-        );
-        for bad in ["", "novalue", "=value", " =x"] {
-            assert!(kafka_property(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,5 +1,4 @@
-//! The relay from coupon-gate's outbox to Kafka, and the one definition of the events on the
-//! topic.
+//! The relay from coupon-gate's outbox to Kafka.
 //!
 //! The gate admits users and records every admission in its campaign's outbox stream, in the
 //! same atomic step; nothing leaves Redis until a [`Relay`] delivers it. A relay reads the
@@ -8,7 +7,8 @@
 //! a crashed relay held are taken over by another. Run one beside every process that admits,
 //! or any number of them: they share the outboxes through one consumer group.
 //!
-//! Consumers read the topic with [`Event::decode`], the same definition the relay writes with.
+//! Consumers read the topic with [`Event::decode`] (from coupon-event, re-exported here), the
+//! same definition the relay writes with.
 //!
 //! ```no_run
 //! use coupon_gate::Gate;
@@ -29,13 +29,12 @@
 
 mod config;
 mod error;
-mod event;
 mod relay;
 mod topic;
 
-pub use config::{DEFAULT_BROKERS, DEFAULT_TOPIC, RelayConfig, kafka_property};
+pub use config::{DEFAULT_BROKERS, DEFAULT_TOPIC, RelayConfig};
+pub use coupon_event::{Event, InvalidEvent};
 pub use error::Error;
-pub use event::{Event, InvalidEvent};
 pub use relay::{Relay, Running};
 pub use topic::ensure_topic;
 

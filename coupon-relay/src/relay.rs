@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use coupon_event::Encoder;
 use coupon_gate::{CampaignId, Gate, Outbox, OutboxRecord};
 use futures_util::FutureExt;
 use futures_util::future::Fuse;
@@ -33,7 +34,6 @@ use rdkafka::util::Timeout;
 use redis::aio::ConnectionLike;
 use tracing::{debug, error, info, warn};
 
-use crate::event::Encoder;
 use crate::topic::{client_config, create_topic};
 use crate::{Error, RelayConfig};
 
@@ -261,7 +261,13 @@ where
         let mut encoder = Encoder::default();
         for (i, outbox_record) in records.iter().enumerate() {
             results.push(None);
-            let (key, payload) = encoder.encode(outbox_record);
+            let (key, payload) = encoder.encode(
+                outbox_record.kind,
+                &outbox_record.campaign,
+                &outbox_record.user,
+                outbox_record.seq,
+                outbox_record.at,
+            );
             let mut full_since = None;
             loop {
                 let record = FutureRecord::to(topic).key(key).payload(payload);

@@ -12,8 +12,7 @@
 
 use std::time::Duration;
 
-use coupon_gate::{CampaignId, EventKind, UserId};
-use coupon_relay::Event;
+use coupon_event::{CampaignId, Event, EventKind, UserId};
 use coupon_sink::db::{self, Item};
 use coupon_sink::{Config, consumer};
 use coupon_testkit::{ScratchDb, brokers, produce};

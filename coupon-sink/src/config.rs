@@ -60,8 +60,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: Self::DEFAULT_DATABASE_URL.to_owned(),
-            brokers: coupon_relay::DEFAULT_BROKERS.to_owned(),
-            topic: coupon_relay::DEFAULT_TOPIC.to_owned(),
+            brokers: coupon_event::DEFAULT_BROKERS.to_owned(),
+            topic: coupon_event::DEFAULT_TOPIC.to_owned(),
             group: Self::DEFAULT_GROUP.to_owned(),
             batch_size: Self::DEFAULT_BATCH_SIZE,
             linger: Self::DEFAULT_LINGER,

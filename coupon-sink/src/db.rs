@@ -12,8 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use coupon_gate::EventKind;
-use coupon_relay::{Event, InvalidEvent};
+use coupon_event::{Event, EventKind, InvalidEvent};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
 use time::OffsetDateTime;

@@ -4,7 +4,7 @@
 //! [`db::connect`] creates the database and applies the migrations; [`consumer::run`] consumes
 //! until shutdown; [`replay::replay`] writes failed events again once their cause is fixed. The
 //! binary (`src/bin/coupon-sink.rs`) only reads configuration and calls these. What a message
-//! on the topic means is [`coupon_relay::Event`], the definition the relay writes with.
+//! on the topic means is [`coupon_event::Event`], the definition the relay writes with.
 
 mod config;
 pub mod consumer;

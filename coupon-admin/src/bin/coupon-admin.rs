@@ -48,10 +48,10 @@ struct Args {
     )]
     database_url: String,
     /// Kafka bootstrap servers.
-    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = coupon_relay::DEFAULT_BROKERS)]
+    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = coupon_event::DEFAULT_BROKERS)]
     kafka_brokers: String,
     /// Topic of admissions.
-    #[arg(long, global = true, env = "COUPON_TOPIC", default_value = coupon_relay::DEFAULT_TOPIC)]
+    #[arg(long, global = true, env = "COUPON_TOPIC", default_value = coupon_event::DEFAULT_TOPIC)]
     topic: String,
     /// Reading the topic (to where each partition ends when reading starts) fails if it takes
     /// longer than this many milliseconds.

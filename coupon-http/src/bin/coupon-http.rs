@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use clap::builder::TypedValueParser;
+use coupon_cli::{kafka_property, shutdown_signal};
 use coupon_http::{Config, Identity, IpNet, JwtConfig, JwtKey, RateLimit, RelayConfig};
-use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
+use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC};
 use tracing_subscriber::EnvFilter;
 
 /// First-come-first-served coupon issuance over HTTP, with the relay from the Redis outbox to Kafka.
@@ -259,28 +260,4 @@ fn proxy_net(text: &str) -> Result<IpNet, String> {
     text.parse::<IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{text:?} is not a CIDR such as 10.0.0.0/8, nor an address"))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(term) => term,
-            Err(err) => {
-                tracing::warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use clap::{Parser, Subcommand};
-use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC, kafka_property};
+use coupon_cli::{kafka_property, shutdown_signal};
+use coupon_event::{DEFAULT_BROKERS, DEFAULT_TOPIC};
 use coupon_sink::{Config, consumer, db, replay};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -149,24 +150,4 @@ fn metrics_addr(value: &str) -> Result<MetricsAddr, String> {
         .parse()
         .map(MetricsAddr::On)
         .map_err(|_| format!("{value:?} is neither host:port (e.g. 127.0.0.1:9464) nor off"))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            },
-            Err(err) => {
-                tracing::warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the sink");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 pub use coupon_testkit::{Process, Proxy, ScratchDb, brokers, eventually, free_port, produce};
 
-use coupon_gate::{CampaignId, EventKind, UserId};
-use coupon_relay::Event;
+use coupon_event::{CampaignId, Event, EventKind, UserId};
 use coupon_sink::{Config, consumer, db};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

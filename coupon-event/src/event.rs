@@ -12,11 +12,21 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::time::SystemTime;
 
-use coupon_gate::{CampaignId, EventKind, OutboxRecord, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::id::{CampaignId, UserId};
+
+/// What happened to a user's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The user was admitted and holds slot `seq`.
+    Admitted,
+    /// The user's slot `seq` was given back (a compensation).
+    Released,
+}
 
 /// An admission or a release, as it travels on the topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,23 +172,11 @@ impl Event {
     }
 }
 
-impl From<&OutboxRecord> for Event {
-    fn from(record: &OutboxRecord) -> Self {
-        Self {
-            kind: record.kind,
-            campaign: record.campaign.clone(),
-            user: record.user.clone(),
-            seq: record.seq,
-            at: OffsetDateTime::from(record.at),
-        }
-    }
-}
-
-/// Writes the key and value of outbox records into buffers it reuses, for the relay's rounds of
-/// hundreds of records: nothing is allocated per record, and the time of a stream entry, which
-/// its records share, is formatted once.
+/// Writes the key and value of events into buffers it reuses, for a producer's rounds of
+/// hundreds of events: nothing is allocated per event, and a time that several events in a row
+/// share (those of one outbox entry) is formatted once.
 #[derive(Default)]
-pub(crate) struct Encoder {
+pub struct Encoder {
     key: String,
     value: Vec<u8>,
     /// The last time formatted, and its text.
@@ -186,23 +184,24 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    /// The key and value of `record`, valid until the next call.
-    pub(crate) fn encode(&mut self, record: &OutboxRecord) -> (&str, &[u8]) {
+    /// The key and value of the event told by the parts, valid until the next call: the same
+    /// bytes as [`Event::key`] and [`Event::encode`] of that event.
+    pub fn encode(
+        &mut self,
+        kind: EventKind,
+        campaign: &CampaignId,
+        user: &UserId,
+        seq: u32,
+        at: SystemTime,
+    ) -> (&str, &[u8]) {
         let stamp = match &mut self.stamp {
-            Some((at, text)) if *at == record.at => text,
-            stamp => &stamp.insert((record.at, rfc3339(record.at.into()))).1,
+            Some((last, text)) if *last == at => text,
+            stamp => &stamp.insert((at, rfc3339(at.into()))).1,
         };
         self.key.clear();
-        let _ = write!(self.key, "{}:{}", record.campaign, record.user);
+        let _ = write!(self.key, "{campaign}:{user}");
         self.value.clear();
-        write_value(
-            &mut self.value,
-            record.kind,
-            &record.campaign,
-            &record.user,
-            record.seq,
-            stamp,
-        );
+        write_value(&mut self.value, kind, campaign, user, seq, stamp);
         (&self.key, &self.value)
     }
 }
@@ -255,28 +254,38 @@ mod tests {
 
     use super::*;
 
-    fn record(kind: EventKind) -> OutboxRecord {
-        OutboxRecord {
-            entry: "1-0".into(),
+    fn event(kind: EventKind) -> Event {
+        Event {
             kind,
             campaign: CampaignId::new("spring-sale").unwrap(),
             user: UserId::from_number(42).unwrap(),
             seq: 7,
-            at: UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+            at: OffsetDateTime::from(UNIX_EPOCH + Duration::from_millis(1_764_000_000_123)),
         }
+    }
+
+    fn encode(encoder: &mut Encoder, event: &Event) -> (String, Vec<u8>) {
+        let (key, value) = encoder.encode(
+            event.kind,
+            &event.campaign,
+            &event.user,
+            event.seq,
+            event.at.into(),
+        );
+        (key.to_owned(), value.to_owned())
     }
 
     #[test]
     fn the_relay_writes_the_documented_form() {
         let mut encoder = Encoder::default();
-        let (key, value) = encoder.encode(&record(EventKind::Admitted));
+        let (key, value) = encode(&mut encoder, &event(EventKind::Admitted));
         assert_eq!(key, "spring-sale:42");
         assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(value).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&value).unwrap(),
             json!({"event":"admitted","campaignId":"spring-sale","userId":"42","seq":7,"admittedAt":"2025-11-24T16:00:00.123Z"})
         );
-        let (_, value) = encoder.encode(&record(EventKind::Released));
-        let value: serde_json::Value = serde_json::from_slice(value).unwrap();
+        let (_, value) = encode(&mut encoder, &event(EventKind::Released));
+        let value: serde_json::Value = serde_json::from_slice(&value).unwrap();
         assert_eq!(value["event"], "released");
         assert_eq!(value["releasedAt"], "2025-11-24T16:00:00.123Z");
         assert!(value.get("admittedAt").is_none());
@@ -285,14 +294,11 @@ mod tests {
     #[test]
     fn what_is_encoded_decodes_to_itself() {
         for kind in [EventKind::Admitted, EventKind::Released] {
-            let event = Event::from(&record(kind));
+            let event = event(kind);
             assert_eq!(Event::decode(&event.encode()), Ok(event.clone()));
-            let mut encoder = Encoder::default();
-            let (key, value) = encoder.encode(&record(kind));
-            assert_eq!(
-                (key, Event::decode(value)),
-                (event.key().as_str(), Ok(event))
-            );
+            let (key, value) = encode(&mut Encoder::default(), &event);
+            assert_eq!((key, value.clone()), (event.key(), event.encode()));
+            assert_eq!(Event::decode(&value), Ok(event));
         }
     }
 
