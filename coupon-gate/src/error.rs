@@ -112,6 +112,12 @@ impl From<RedisError> for Error {
     }
 }
 
+/// A count or seq from Redis, which the gate keeps within 32 bits.
+pub(crate) fn to_seq<T: TryInto<u32> + Copy + std::fmt::Display>(n: T) -> Result<u32, Error> {
+    n.try_into()
+        .map_err(|_| Error::protocol(format!("{n} is not a 32-bit count")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,7 @@ mod outbox;
 mod outcome;
 mod recovery;
 mod script;
+mod shared;
 
 pub use batch::{BatchConfig, Batcher};
 pub use campaign::{Campaign, CampaignStatus, InvalidInput};

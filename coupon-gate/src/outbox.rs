@@ -15,8 +15,8 @@ use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::campaign::from_millis;
-use crate::gate::Shared;
 use crate::keys::Keys;
+use crate::shared::Shared;
 use crate::{CampaignId, Error, EventKind, OUTBOX_GROUP, UserId, script};
 
 /// One admission or release, as read from a campaign's outbox.

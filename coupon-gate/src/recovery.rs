@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionLike;
 
-use crate::gate::{Shared, to_seq};
+use crate::error::to_seq;
 use crate::keys::Keys;
 use crate::script;
+use crate::shared::Shared;
 use crate::{Campaign, CampaignId, Error, OUTBOX_GROUP, UserId};
 
 /// Pairs written per command when restoring.
