@@ -1,12 +1,18 @@
 //! JSON answers. Every answer has a `status` field; errors carry a `message` naming the problem.
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
+use coupon_gate::UserId;
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
+use serde::Serialize;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-use crate::state::Failure;
+use crate::failure::Failure;
 
 /// The body type of every answer.
 pub(crate) type Body = Full<Bytes>;
@@ -99,6 +105,28 @@ impl Rejection {
         }
         response
     }
+}
+
+/// A user id in an answer: a number for a numeric id (as such ids were always answered), else
+/// a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum UserJson<'a> {
+    Number(u64),
+    Text(&'a str),
+}
+
+impl<'a> UserJson<'a> {
+    pub(crate) fn of(user: &'a UserId) -> Self {
+        user.as_number()
+            .map_or(Self::Text(user.as_str()), Self::Number)
+    }
+}
+
+/// A time in an answer: RFC 3339, or `null` for none.
+pub(crate) fn time_json(t: Option<SystemTime>) -> Value {
+    t.and_then(|t| OffsetDateTime::from(t).format(&Rfc3339).ok())
+        .map_or(Value::Null, Value::String)
 }
 
 /// The answer to a backend call that failed. Redis unavailable or too slow: 503 with a retry

@@ -23,22 +23,11 @@ use tracing::{debug, info, warn};
 use crate::Config;
 use crate::api;
 use crate::body::MAX_BODY;
-use crate::connections::Connections;
+use crate::connections::{Connections, Ticket};
 use crate::poll_again::PollAgain;
-use crate::state::AppState;
+use crate::state::{AppState, ConnectionScope};
 use crate::stream::Stream;
 use crate::watchdog::{Expiry, Watchdog};
-
-/// What the requests of one connection share. Each request holds a clone of this `Arc`, which
-/// only that connection's worker touches, rather than of the state's, whose count every worker
-/// would bounce between cores on every request.
-pub(crate) struct ConnectionScope {
-    pub(crate) state: Arc<AppState>,
-    /// Closes the connection when its client is too slow, or when its slot is needed.
-    pub(crate) watchdog: Arc<Watchdog>,
-    /// The peer's address, and so the client's unless the peer is a trusted proxy.
-    pub(crate) peer: SocketAddr,
-}
 
 /// The answer to a connection from an address that holds its share already, written before the
 /// connection is closed.
@@ -89,22 +78,12 @@ pub(crate) async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let grace = config.shutdown_grace;
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let connections = Connections::new(
         config.max_connections_per_address,
         config.trusted_proxies.clone(),
     );
-    let mut http = http1::Builder::new();
-    http.max_header_size(config.max_head_bytes)
-        // The head, a body, and room to read the next request's start.
-        .max_buf_size((config.max_head_bytes + MAX_BODY).max(8 * 1024));
-    let graceful = GracefulShutdown::new();
-    let open = metrics::gauge!("coupon_http_connections_open");
-    let refused = metrics::counter!("coupon_http_connections_refused_total");
-    let evicted = metrics::counter!("coupon_http_connections_closed_total", "reason" => "evicted");
-    let timed_out =
-        metrics::counter!("coupon_http_connections_closed_total", "reason" => "timeout");
+    let server = Server::new(state, config);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -121,7 +100,7 @@ pub(crate) async fn run(
         };
         let Ok(ticket) = connections.admit(peer.ip()) else {
             debug!(%peer, "refusing a connection: its address holds its share");
-            refused.increment(1);
+            server.counters.refused.increment(1);
             tokio::spawn(refuse(stream));
             continue;
         };
@@ -129,12 +108,65 @@ pub(crate) async fn run(
             permit = slot(&permits, &connections) => permit,
             () = &mut shutdown => break,
         };
+        server.serve(stream, peer, (permit, ticket));
+    }
+    drop(listener);
+    server.drain(config.shutdown_grace).await;
+}
+
+/// How every connection is served: the HTTP settings, the watchdog's limits, the graceful
+/// shutdown that watches them all, and their counters.
+struct Server {
+    state: Arc<AppState>,
+    http: http1::Builder,
+    graceful: GracefulShutdown,
+    counters: Counters,
+    request_timeout: Duration,
+    header_timeout: Duration,
+    max_head_bytes: usize,
+}
+
+/// The connection metrics, registered once and cloned into each connection's task.
+#[derive(Clone)]
+struct Counters {
+    open: metrics::Gauge,
+    refused: metrics::Counter,
+    evicted: metrics::Counter,
+    timed_out: metrics::Counter,
+}
+
+impl Server {
+    fn new(state: Arc<AppState>, config: &Config) -> Self {
+        let mut http = http1::Builder::new();
+        http.max_header_size(config.max_head_bytes)
+            // The head, a body, and room to read the next request's start.
+            .max_buf_size((config.max_head_bytes + MAX_BODY).max(8 * 1024));
+        let closed = |reason: &'static str| metrics::counter!("coupon_http_connections_closed_total", "reason" => reason);
+        Self {
+            state,
+            http,
+            graceful: GracefulShutdown::new(),
+            counters: Counters {
+                open: metrics::gauge!("coupon_http_connections_open"),
+                refused: metrics::counter!("coupon_http_connections_refused_total"),
+                evicted: closed("evicted"),
+                timed_out: closed("timeout"),
+            },
+            request_timeout: config.request_timeout,
+            header_timeout: config.header_timeout,
+            max_head_bytes: config.max_head_bytes,
+        }
+    }
+
+    /// Serves one connection in a task of its own, which keeps `hold` (its slot and its
+    /// address's share) until the connection ends or its watchdog closes it.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, hold: (OwnedSemaphorePermit, Ticket)) {
         // The clock starts when the connection is served, not while it waited for a slot.
-        let watchdog = Arc::new(Watchdog::new(config.request_timeout, config.header_timeout));
-        ticket.serving(watchdog.clone());
+        let watchdog = Arc::new(Watchdog::new(self.request_timeout, self.header_timeout));
+        hold.1.serving(watchdog.clone());
         let _ = stream.set_nodelay(true);
         let scope = Arc::new(ConnectionScope {
-            state: state.clone(),
+            state: self.state.clone(),
             watchdog: watchdog.clone(),
             peer,
         });
@@ -147,11 +179,11 @@ pub(crate) async fn run(
                 answer
             }
         });
-        let io = Stream::new(stream, watchdog.clone(), config.max_head_bytes);
-        let conn = http.serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
-        let (open, evicted, timed_out) = (open.clone(), evicted.clone(), timed_out.clone());
-        open.increment(1);
+        let io = Stream::new(stream, watchdog.clone(), self.max_head_bytes);
+        let conn = self.http.serve_connection(TokioIo::new(io), service);
+        let conn = self.graceful.watch(conn);
+        let counters = self.counters.clone();
+        counters.open.increment(1);
         tokio::spawn(async move {
             tokio::pin!(conn);
             tokio::select! {
@@ -161,28 +193,31 @@ pub(crate) async fn run(
                 expiry = watchdog.expired() => match expiry {
                     Expiry::Evicted => {
                         debug!(%peer, "closing an idle connection for a new client");
-                        evicted.increment(1);
+                        counters.evicted.increment(1);
                     }
                     expiry => {
                         debug!(%peer, ?expiry, "closing a connection that sent no complete request in time");
-                        timed_out.increment(1);
+                        counters.timed_out.increment(1);
                     }
                 },
             }
-            open.decrement(1);
-            drop((permit, ticket));
+            counters.open.decrement(1);
+            drop(hold);
         });
     }
-    drop(listener);
-    info!("shutting down: no new connections; waiting for requests in flight");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!(
-            ?grace,
-            "requests still in flight after the grace period; closing them"
-        );
+
+    /// Waits up to `grace` for the requests in flight, then closes what is left.
+    async fn drain(self, grace: Duration) {
+        info!("shutting down: no new connections; waiting for requests in flight");
+        if tokio::time::timeout(grace, self.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?grace,
+                "requests still in flight after the grace period; closing them"
+            );
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! What every request handler shares: the gate behind its batcher (once Redis was reached), the
 //! sold-out memory, the admin token, the Redis timeout, and whether the relay runs.
 
-use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,10 +12,12 @@ use coupon_relay::Running;
 use tracing::info;
 
 use crate::Config;
+use crate::failure::Failure;
 use crate::identity::{Identity, Verifier};
 use crate::limits::Limits;
 use crate::sold_out::SoldOutCache;
 use crate::telemetry::Telemetry;
+use crate::watchdog::Watchdog;
 
 /// The campaign `POST /api/coupons/apply` applies to, created at start-up if missing.
 pub(crate) const DEFAULT_CAMPAIGN: &str = "default";
@@ -52,37 +54,15 @@ struct Backend {
     redis: RedisConnection,
 }
 
-/// Why a call to the backend gave no answer.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// Redis was not reached yet since the process started.
-    NotConnected,
-    /// No answer within the Redis timeout.
-    TimedOut(Duration),
-    /// The gate failed; [`coupon_gate::Error::is_unavailable`] tells whether it is of the
-    /// moment.
-    Gate(coupon_gate::Error),
-}
-
-impl Failure {
-    /// Whether the client should be told to try again (503), rather than that the server
-    /// failed (500).
-    pub(crate) fn is_unavailable(&self) -> bool {
-        match self {
-            Self::NotConnected | Self::TimedOut(_) => true,
-            Self::Gate(err) => err.is_unavailable(),
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotConnected => f.write_str("redis was not reached yet"),
-            Self::TimedOut(limit) => write!(f, "no answer from redis within {limit:?}"),
-            Self::Gate(err) => err.fmt(f),
-        }
-    }
+/// What the requests of one connection share. Each request holds a clone of this `Arc`, which
+/// only that connection's worker touches, rather than of the state's, whose count every worker
+/// would bounce between cores on every request.
+pub(crate) struct ConnectionScope {
+    pub(crate) state: Arc<AppState>,
+    /// Closes the connection when its client is too slow, or when its slot is needed.
+    pub(crate) watchdog: Arc<Watchdog>,
+    /// The peer's address, and so the client's unless the peer is a trusted proxy.
+    pub(crate) peer: SocketAddr,
 }
 
 /// A connection to the Redis server or cluster of `config`, with its timeouts; reconnects by

@@ -20,8 +20,8 @@ use coupon_metrics::PrometheusHandle;
 use hyper::StatusCode;
 use metrics::{Counter, Histogram, counter, histogram};
 
+use crate::failure::Failure;
 use crate::response::Rejection;
-use crate::state::Failure;
 
 /// The `outcome` label of an answer to an application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,118 @@
+//! `POST /api/campaigns`: creating a campaign, or changing its quota or window (an admin call).
+
+use std::num::NonZeroU32;
+use std::time::SystemTime;
+
+use coupon_gate::{Campaign, Create};
+use hyper::body::Incoming;
+use hyper::http::request::Parts;
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::caller::authorize;
+use super::input::campaign_id;
+use crate::body::read_json;
+use crate::response::{self, Body, Rejection, json, time_json};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    id: Option<String>,
+    quota: Option<Value>,
+    #[serde(rename = "opensAt")]
+    opens_at: Option<String>,
+    #[serde(rename = "closesAt")]
+    closes_at: Option<String>,
+}
+
+pub(super) async fn create_campaign(
+    state: &AppState,
+    head: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>, Rejection> {
+    authorize(state, head)?;
+    let body: CreateBody = read_json(head, body).await?;
+    let id = campaign_id(
+        body.id
+            .as_deref()
+            .ok_or_else(|| Rejection::bad_request("id is required"))?,
+    )?;
+    let quota = quota_from_json(body.quota)?;
+    let opens = body
+        .opens_at
+        .as_deref()
+        .map(|t| rfc3339("opensAt", t))
+        .transpose()?;
+    let closes = body
+        .closes_at
+        .as_deref()
+        .map(|t| rfc3339("closesAt", t))
+        .transpose()?;
+    let campaign = Campaign::new(id.clone(), quota)
+        .with_window(opens, closes)
+        .map_err(|err| Rejection::bad_request(err.to_string()))?;
+
+    let created = match state.ask(|gate| gate.create(&campaign)).await {
+        Ok(created) => created,
+        Err(failure) => return Ok(response::failure(&failure)),
+    };
+    let (code, status) = match created {
+        Create::Created => (StatusCode::CREATED, "created"),
+        Create::Unchanged => (StatusCode::OK, "unchanged"),
+        Create::Updated => (StatusCode::OK, "updated"),
+        Create::QuotaBelowIssued { issued } => {
+            let message = format!("the quota cannot go below the {issued} coupons already issued");
+            return Ok(json(
+                StatusCode::CONFLICT,
+                &json!({ "status": "quota_below_issued", "message": message, "issued": issued }),
+            ));
+        }
+    };
+    let mut answer = json!({ "status": status, "id": id.as_str(), "quota": quota.get() });
+    answer["opensAt"] = time_json(campaign.opens_at());
+    answer["closesAt"] = time_json(campaign.closes_at());
+    Ok(json(code, &answer))
+}
+
+fn quota_from_json(value: Option<Value>) -> Result<NonZeroU32, Rejection> {
+    let value =
+        value.ok_or_else(|| Rejection::bad_request("quota is required: a positive integer"))?;
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            Rejection::bad_request(format!(
+                "quota must be an integer from 1 to {}, got {value}",
+                u32::MAX
+            ))
+        })
+}
+
+fn rfc3339(field: &str, text: &str) -> Result<SystemTime, Rejection> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(SystemTime::from)
+        .map_err(|err| {
+            Rejection::bad_request(format!(
+                "{field} must be an RFC 3339 time such as 2026-12-01T10:00:00+09:00: {err}"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_must_be_positive_u32() {
+        let parse = |text: &str| quota_from_json(Some(serde_json::from_str(text).unwrap()));
+        assert_eq!(parse("100").unwrap().get(), 100);
+        for bad in ["0", "-5", "4294967296", "1.5", "\"10\""] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
