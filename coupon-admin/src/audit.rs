@@ -138,64 +138,22 @@ pub fn audit(inputs: &Inputs<'_>) -> Vec<Finding> {
         Ok(plan) => plan.holders,
         Err(_) => inputs.rows.iter().cloned().collect(),
     };
-    let place = |user: &UserId| {
-        if inputs.outbox.iter().any(|e| e.user == *user) {
-            "outbox"
-        } else {
-            "topic"
-        }
-    };
     let mut findings = Vec::new();
     if inputs.issued.is_none() && !mysql.is_empty() {
         findings.push(Finding::UnknownInRedis { rows: mysql.len() });
     }
+    let judge = Judge {
+        downstream: &downstream,
+        outbox: inputs.outbox,
+        known: inputs.issued.is_some(),
+    };
     let users: std::collections::BTreeSet<&UserId> =
         redis.keys().chain(mysql.keys()).copied().collect();
-    for user in users {
-        match (redis.get(user), mysql.get(user)) {
-            (Some(r), Some(m)) if r == m => {}
-            (Some(&r), m) => {
-                if downstream.get(user) == Some(&r) {
-                    findings.push(Finding::InFlight {
-                        user: user.clone(),
-                        seq: r,
-                        place: place(user),
-                        admitted: true,
-                    });
-                } else if let Some(&m) = m {
-                    findings.push(Finding::SeqMismatch {
-                        user: user.clone(),
-                        redis: r,
-                        mysql: m,
-                    });
-                } else {
-                    findings.push(Finding::NotPersisted {
-                        user: user.clone(),
-                        seq: r,
-                    });
-                }
-            }
-            (None, Some(&m)) => {
-                if inputs.issued.is_none() {
-                    continue; // reported once, as UnknownInRedis
-                }
-                if downstream.get(user) != Some(&m) {
-                    findings.push(Finding::InFlight {
-                        user: user.clone(),
-                        seq: m,
-                        place: place(user),
-                        admitted: false,
-                    });
-                } else {
-                    findings.push(Finding::NotAdmitted {
-                        user: user.clone(),
-                        seq: m,
-                    });
-                }
-            }
-            (None, None) => {}
-        }
-    }
+    findings.extend(
+        users.into_iter().filter_map(|user| {
+            judge.user(user, redis.get(user).copied(), mysql.get(user).copied())
+        }),
+    );
     if let Some(meta) = inputs.issued
         && meta as usize != redis.len()
     {
@@ -208,6 +166,51 @@ pub fn audit(inputs: &Inputs<'_>) -> Vec<Finding> {
         findings.push(Finding::FailedEvents(inputs.failed_events));
     }
     findings
+}
+
+/// Judges one user's seqs in Redis and MySQL against downstream's view.
+struct Judge<'a> {
+    /// Holders once the topic and the outbox have arrived in MySQL.
+    downstream: &'a BTreeMap<UserId, u32>,
+    outbox: &'a [OutboxRecord],
+    /// Whether Redis knows the campaign; when not, MySQL's rows are reported once, together.
+    known: bool,
+}
+
+impl Judge<'_> {
+    fn user(&self, user: &UserId, redis: Option<u32>, mysql: Option<u32>) -> Option<Finding> {
+        let on_its_way = |seq: u32| self.downstream.get(user) == Some(&seq);
+        let user = user.clone();
+        Some(match (redis, mysql) {
+            (Some(r), Some(m)) if r == m => return None,
+            (Some(seq), _) if on_its_way(seq) => Finding::InFlight {
+                place: self.place(&user),
+                user,
+                seq,
+                admitted: true,
+            },
+            (Some(redis), Some(mysql)) => Finding::SeqMismatch { user, redis, mysql },
+            (Some(seq), None) => Finding::NotPersisted { user, seq },
+            (None, Some(_)) if !self.known => return None,
+            (None, Some(seq)) if !on_its_way(seq) => Finding::InFlight {
+                place: self.place(&user),
+                user,
+                seq,
+                admitted: false,
+            },
+            (None, Some(seq)) => Finding::NotAdmitted { user, seq },
+            (None, None) => return None,
+        })
+    }
+
+    /// Where a user's event on its way is: still in the outbox, or on the topic.
+    fn place(&self, user: &UserId) -> &'static str {
+        if self.outbox.iter().any(|e| e.user == *user) {
+            "outbox"
+        } else {
+            "topic"
+        }
+    }
 }
 
 #[cfg(test)]
