@@ -1,0 +1,363 @@
+//! One settings table per binary, read from flags, the environment and a TOML settings file.
+//!
+//! The table is the binary's clap `Parser` struct: each setting is one field with its flag, its
+//! environment variable, its default and its help text. A settings file adds a layer under the
+//! environment; its keys are the environment names in lower case without the `COUPON_` prefix
+//! (`COUPON_HTTP_ADDR` is `http_addr`, `REDIS_URL` is `redis_url`). Precedence: flags, then the
+//! environment, then the file, then the defaults. A key that names no setting is refused, so a
+//! typo cannot fall back to a default unnoticed.
+//!
+//! The layer is clap's own: a file value is checked by the setting's value parser and then given
+//! to clap as if it were a flag, only where neither a flag nor the environment set the setting.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
+
+/// The flag (and [`CONFIG_ENV`]) naming the settings file.
+pub const CONFIG_FLAG: &str = "config";
+/// The environment variable naming the settings file.
+pub const CONFIG_ENV: &str = "COUPON_CONFIG";
+/// The flag that prints the effective settings instead of running.
+const PRINT_FLAG: &str = "print-config";
+/// What a secret is printed as.
+const REDACTED: &str = "<redacted>";
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Parsed<T> {
+    /// Run with these settings.
+    Run(T),
+    /// Print these effective settings (a settings file, secrets redacted) and exit.
+    Print(String),
+}
+
+/// The binary's settings, or exits: after printing them for `--print-config` (status 0), or with
+/// clap's message for a bad flag, variable, file or value (status 2).
+pub fn parse<T: CommandFactory + FromArgMatches>() -> T {
+    match parse_from::<T>(std::env::args_os()) {
+        Ok(Parsed::Run(settings)) => settings,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            std::process::exit(0)
+        }
+        Err(err) => err.exit(),
+    }
+}
+
+/// [`parse`] of the given arguments (the first is the program name), reading the environment
+/// and the settings file as it would.
+///
+/// # Errors
+///
+/// A clap error naming the flag, variable or settings key at fault.
+pub fn parse_from<T: CommandFactory + FromArgMatches>(
+    args: impl IntoIterator<Item = impl Into<OsString>>,
+) -> Result<Parsed<T>, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let printing = args.iter().skip(1).any(|a| a == "--print-config");
+    let mut command = with_file_flags(T::command());
+    if printing {
+        // Printing needs no subcommand, so `coupon-admin --print-config` answers too.
+        command = command.subcommand_required(false);
+    }
+    let first = command.clone().try_get_matches_from(&args)?;
+    let (matches, from_file) = match first.get_one::<PathBuf>(CONFIG_FLAG) {
+        Some(path) => {
+            let layer = file_layer(&command, &first, path)?;
+            let mut layered = args[..1].to_vec();
+            layered.extend(layer.flags.iter().cloned());
+            layered.extend_from_slice(&args[1..]);
+            let matches = command
+                .clone()
+                .try_get_matches_from(layered)
+                .map_err(|err| blame_file(&command, err, &layer, path))?;
+            let ids = layer.settings.into_iter().map(|(id, _)| id).collect();
+            (matches, ids)
+        }
+        None => (first, Vec::new()),
+    };
+    if printing {
+        return Ok(Parsed::Print(effective(&command, &matches, &from_file)));
+    }
+    T::from_arg_matches(&matches).map(Parsed::Run)
+}
+
+/// The settings file's key of a setting: its environment name in lower case, without `COUPON_`.
+pub fn file_key(env: &str) -> String {
+    let lower = env.to_ascii_lowercase();
+    lower.strip_prefix("coupon_").unwrap_or(&lower).to_owned()
+}
+
+/// The settings of `command`: every argument read from the environment, but the settings file's
+/// own name.
+pub(crate) fn settings(command: &Command) -> impl Iterator<Item = (&Arg, &str)> {
+    command.get_arguments().filter_map(|arg| {
+        let env = arg.get_env()?.to_str()?;
+        (env != CONFIG_ENV).then_some((arg, env))
+    })
+}
+
+fn with_file_flags(command: Command) -> Command {
+    command
+        .arg(
+            Arg::new(CONFIG_FLAG)
+                .long(CONFIG_FLAG)
+                .env(CONFIG_ENV)
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .global(true)
+                .help("TOML settings file: keys are the environment names in lower case without COUPON_ (flags and the environment take precedence)"),
+        )
+        .arg(
+            Arg::new(PRINT_FLAG)
+                .long(PRINT_FLAG)
+                .action(ArgAction::SetTrue)
+                .global(true)
+                .help("Print the effective settings as a settings file, secrets redacted, and exit"),
+        )
+}
+
+/// The settings file's values that neither a flag nor the environment overrides.
+struct Layer {
+    /// The values, as flags.
+    flags: Vec<OsString>,
+    /// The settings they set: id and file key.
+    settings: Vec<(String, String)>,
+}
+
+/// The layer of the settings file at `path`, every key and value checked.
+fn file_layer(command: &Command, matches: &ArgMatches, path: &Path) -> Result<Layer, clap::Error> {
+    let mut command = command.clone();
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        command.error(
+            ErrorKind::Io,
+            format!("cannot read the settings file {}: {err}", path.display()),
+        )
+    })?;
+    let table: toml::Table = text.parse().map_err(|err| {
+        command.error(
+            ErrorKind::InvalidValue,
+            format!("the settings file {} is not TOML: {err}", path.display()),
+        )
+    })?;
+    let mut layer = Layer {
+        flags: Vec::new(),
+        settings: Vec::new(),
+    };
+    for (key, value) in &table {
+        let found = settings(&command).find(|(_, env)| file_key(env) == *key);
+        let Some(arg) = found.map(|(arg, _)| arg.clone()) else {
+            let known: Vec<String> = settings(&command).map(|(_, env)| file_key(env)).collect();
+            return Err(command.error(
+                ErrorKind::UnknownArgument,
+                format!(
+                    "unknown setting `{key}` in {}; the settings are: {}",
+                    path.display(),
+                    known.join(", ")
+                ),
+            ));
+        };
+        let values = file_values(value).ok_or_else(|| {
+            command.error(
+                ErrorKind::InvalidValue,
+                format!(
+                    "setting `{key}` in {}: give a string, a number, a boolean, or a list or table of them",
+                    path.display()
+                ),
+            )
+        })?;
+        let id = arg.get_id().as_str();
+        let overridden = matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !overridden {
+            let long = arg.get_long().expect("every setting has a long flag");
+            let flags = values
+                .iter()
+                .map(|v| OsString::from(format!("--{long}={v}")));
+            layer.flags.extend(flags);
+            layer.settings.push((id.to_owned(), key.clone()));
+        }
+    }
+    Ok(layer)
+}
+
+/// A file value as the texts a flag would carry: a list is one text per element (as a flag
+/// given again), a table one `key=value` text per entry (librdkafka properties).
+fn file_values(value: &toml::Value) -> Option<Vec<String>> {
+    let scalar = |value: &toml::Value| match value {
+        toml::Value::String(text) => Some(text.clone()),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        toml::Value::Float(x) => Some(x.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match value {
+        toml::Value::Array(items) => items.iter().map(scalar).collect(),
+        toml::Value::Table(entries) => entries
+            .iter()
+            .map(|(k, v)| scalar(v).map(|v| format!("{k}={v}")))
+            .collect(),
+        value => scalar(value).map(|v| vec![v]),
+    }
+}
+
+/// A refusal of a value that came from the settings file, told with the file's key rather than
+/// the flag it was given to clap as.
+fn blame_file(command: &Command, err: clap::Error, layer: &Layer, path: &Path) -> clap::Error {
+    let Some(ContextValue::String(flag)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let blamed = layer.settings.iter().find(|(id, _)| {
+        let long = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == id.as_str())
+            .and_then(Arg::get_long);
+        long.is_some_and(|long| {
+            flag.starts_with(&format!("--{long} ")) || *flag == format!("--{long}")
+        })
+    });
+    let Some((_, key)) = blamed else {
+        return err;
+    };
+    let text = err.to_string();
+    let detail = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    command.clone().error(
+        ErrorKind::InvalidValue,
+        format!("setting `{key}` in {}: {detail}", path.display()),
+    )
+}
+
+/// The effective settings as a settings file: every setting, with where its value came from;
+/// secrets (settings whose values `--help` hides) redacted; unset ones commented out.
+fn effective(command: &Command, matches: &ArgMatches, from_file: &[String]) -> String {
+    let mut out = format!(
+        "# {} settings in effect: flags, then the environment, then the settings file, then the defaults\n",
+        command.get_name()
+    );
+    for (arg, env) in settings(command) {
+        let key = file_key(env);
+        let id = arg.get_id().as_str();
+        let raw: Vec<String> = matches
+            .get_raw(id)
+            .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) if from_file.iter().any(|f| f == id) => "settings file",
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::EnvVariable) => "environment",
+            Some(ValueSource::DefaultValue) => "default",
+            _ => {
+                let _ = writeln!(out, "# {key} is not set");
+                continue;
+            }
+        };
+        let url = raw.first().is_some_and(|v| v.contains("://"));
+        let value = if arg.is_hide_env_values_set() && !url {
+            toml_string(REDACTED)
+        } else if is_list(arg) {
+            let items: Vec<String> = raw.iter().map(|v| toml_string(&redact(v))).collect();
+            format!("[{}]", items.join(", "))
+        } else {
+            toml_scalar(&redact(raw.first().map_or("", String::as_str)))
+        };
+        let _ = writeln!(out, "{key} = {value}  # {source}");
+    }
+    out
+}
+
+/// A value with the secrets it may carry redacted: the password of a URL
+/// (`mysql://user:password@host`), and the value of a `key=value` property whose key names a
+/// password, secret or private key (`sasl.password=…`).
+fn redact(text: &str) -> String {
+    if let Some((key, _)) = text.split_once('=')
+        && ["password", "secret", "key"]
+            .iter()
+            .any(|word| key.to_ascii_lowercase().contains(word))
+    {
+        return format!("{key}={REDACTED}");
+    }
+    if let Some((scheme, rest)) = text.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:{REDACTED}@{host}");
+    }
+    text.to_owned()
+}
+
+fn is_list(arg: &Arg) -> bool {
+    arg.get_value_delimiter().is_some() || matches!(arg.get_action(), ArgAction::Append)
+}
+
+fn toml_scalar(text: &str) -> String {
+    if text.parse::<i64>().is_ok() {
+        text.to_owned()
+    } else {
+        toml_string(text)
+    }
+}
+
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_are_environment_names_without_the_prefix() {
+        assert_eq!(file_key("COUPON_HTTP_ADDR"), "http_addr");
+        assert_eq!(file_key("REDIS_URL"), "redis_url");
+        assert_eq!(file_key("COUPON_JWT_SECRET"), "jwt_secret");
+        assert_eq!(file_key("DATABASE_URL"), "database_url");
+    }
+
+    #[test]
+    fn printed_values_keep_no_secret() {
+        assert_eq!(
+            redact("mysql://root:hunter2@db:3306/coupon"),
+            "mysql://root:<redacted>@db:3306/coupon"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact("redis://u@host:6379"), "redis://u@host:6379");
+        assert_eq!(redact("sasl.password=hunter2"), "sasl.password=<redacted>");
+        assert_eq!(redact("ssl.key.pem=-----BEGIN"), "ssl.key.pem=<redacted>");
+        assert_eq!(redact("linger.ms=5"), "linger.ms=5");
+    }
+
+    #[test]
+    fn file_values_become_flag_texts() {
+        let table: toml::Table = r#"
+            a = "x"
+            b = 5
+            c = ["n1:1", "n2:2"]
+            d = { "linger.ms" = 5, "acks" = "all" }
+            e = [[1]]
+        "#
+        .parse()
+        .unwrap();
+        assert_eq!(file_values(&table["a"]), Some(vec!["x".to_owned()]));
+        assert_eq!(file_values(&table["b"]), Some(vec!["5".to_owned()]));
+        assert_eq!(
+            file_values(&table["c"]),
+            Some(vec!["n1:1".to_owned(), "n2:2".to_owned()])
+        );
+        assert_eq!(
+            file_values(&table["d"]),
+            Some(vec!["acks=all".to_owned(), "linger.ms=5".to_owned()])
+        );
+        assert_eq!(file_values(&table["e"]), None);
+    }
+}
