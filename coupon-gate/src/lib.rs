@@ -77,6 +77,9 @@ pub use outbox::{Outbox, OutboxRecord};
 pub use outcome::{Create, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};
 
+/// The Redis of a local deployment, the default of every binary.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 /// The prefix of every Redis key of a [`Gate::new`]; [`Gate::with_key_prefix`] chooses another.
 pub const DEFAULT_KEY_PREFIX: &str = "coupon";
 

@@ -95,7 +95,7 @@ impl Config {
     pub const DEFAULT_ADDR: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
     /// Default Redis.
-    pub const DEFAULT_REDIS_URL: &'static str = "redis://127.0.0.1:6379";
+    pub const DEFAULT_REDIS_URL: &'static str = coupon_gate::DEFAULT_REDIS_URL;
     /// Default quota of the `default` campaign.
     pub const DEFAULT_QUOTA: NonZeroU32 = NonZeroU32::new(100).expect("100 is not zero");
     /// Default cap on concurrent connections.
@@ -124,6 +124,8 @@ impl Config {
     pub const DEFAULT_MAX_HEAD_BYTES: usize = 8 * 1024;
     /// Default wait on Redis per request.
     pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default of [`Config::redis_wait_replicas`]: answer once the master decided.
+    pub const DEFAULT_REDIS_WAIT_REPLICAS: u32 = 0;
     /// Default of [`Config::redis_wait_timeout`].
     pub const DEFAULT_REDIS_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
     /// Default of [`Config::request_timeout`].
@@ -134,6 +136,8 @@ impl Config {
     pub const DEFAULT_APPLY_BATCH: usize = coupon_gate::BatchConfig::DEFAULT_MAX_BATCH;
     /// Default of [`Config::sold_out_ttl`].
     pub const DEFAULT_SOLD_OUT_TTL: Duration = Duration::from_secs(1);
+    /// Default of [`Config::metrics`]: on.
+    pub const DEFAULT_METRICS: bool = true;
     /// Default of [`Config::sold_out_holders`]: at most 19 MB.
     pub const DEFAULT_SOLD_OUT_HOLDERS: usize = 1_000_000;
 }
@@ -176,7 +180,7 @@ impl Default for Config {
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             max_head_bytes: Self::DEFAULT_MAX_HEAD_BYTES,
             redis_timeout: Self::DEFAULT_REDIS_TIMEOUT,
-            redis_wait_replicas: 0,
+            redis_wait_replicas: Self::DEFAULT_REDIS_WAIT_REPLICAS,
             redis_wait_timeout: Self::DEFAULT_REDIS_WAIT_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
@@ -184,7 +188,7 @@ impl Default for Config {
             sold_out_ttl: Self::DEFAULT_SOLD_OUT_TTL,
             sold_out_holders: Self::DEFAULT_SOLD_OUT_HOLDERS,
             relay: RelayConfig::default(),
-            metrics: true,
+            metrics: Self::DEFAULT_METRICS,
             metrics_addr: None,
         }
     }

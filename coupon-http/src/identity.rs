@@ -49,6 +49,16 @@ impl Default for Identity {
     }
 }
 
+impl Identity {
+    /// The mode's name, as `COUPON_IDENTITY` gives it: `jwt` or `body`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Jwt(_) => "jwt",
+            Self::Body => "body",
+        }
+    }
+}
+
 /// How bearer tokens are checked.
 #[derive(Clone, Debug)]
 pub struct JwtConfig {

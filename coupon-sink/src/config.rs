@@ -37,6 +37,9 @@ pub struct Config {
 }
 
 impl Config {
+    /// Default address of the sink's `/metrics` (`off` serves none): loopback, beside
+    /// coupon-http's 9463.
+    pub const DEFAULT_METRICS_ADDR: &'static str = "127.0.0.1:9464";
     /// Default database.
     pub const DEFAULT_DATABASE_URL: &'static str = "mysql://root@127.0.0.1:3306/coupon";
     /// Default consumer group.

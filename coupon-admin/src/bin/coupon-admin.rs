@@ -15,17 +15,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Operator tools for one campaign of coupon-gate. Every flag falls back to the environment
-/// variable named beside it, the same ones coupon-http and coupon-sink read.
+/// variable named beside it, the same ones coupon-http and coupon-sink read, and that to the
+/// settings file (--config), whose keys are the variables' names in lower case without COUPON_.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     /// Redis URL (one server).
-    #[arg(
-        long,
-        global = true,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
+    #[arg(long, global = true, env = "REDIS_URL", default_value = coupon_gate::DEFAULT_REDIS_URL)]
     redis_url: String,
     /// Nodes of a Redis Cluster, host:port, comma separated; when set, it takes precedence over
     /// REDIS_URL.
@@ -40,12 +36,7 @@ struct Args {
     #[arg(long, global = true, env = "COUPON_KEY_PREFIX", default_value = coupon_gate::DEFAULT_KEY_PREFIX)]
     key_prefix: String,
     /// MySQL database the sink writes to.
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        default_value = "mysql://root@127.0.0.1:3306/coupon"
-    )]
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// Kafka bootstrap servers.
     #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = coupon_event::DEFAULT_BROKERS)]
@@ -55,7 +46,7 @@ struct Args {
     topic: String,
     /// Reading the topic (to where each partition ends when reading starts) fails if it takes
     /// longer than this many milliseconds.
-    #[arg(long, global = true, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "COUPON_TOPIC_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     topic_timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
@@ -105,7 +96,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let args = coupon_cli::parse::<Args>();
     match run(args).await {
         Ok(code) => code,
         Err(err) => {
@@ -114,6 +105,9 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// The database coupon-sink writes to by default (its `Config::DEFAULT_DATABASE_URL`).
+const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/coupon";
 
 /// How long connecting to Redis, and each of its answers, may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -357,4 +351,19 @@ fn time_arg(text: Option<&str>) -> anyhow::Result<Option<SystemTime>> {
             .with_context(|| format!("{t:?} is not an RFC 3339 time"))
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_readme_lists_these_settings() {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        coupon_cli::check_readme(&Args::command(), &readme).unwrap_or_else(|err| panic!("{err}"));
+    }
 }

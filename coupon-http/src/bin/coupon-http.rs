@@ -17,8 +17,9 @@ use tracing_subscriber::EnvFilter;
 
 /// First-come-first-served coupon issuance over HTTP, with the relay from the Redis outbox to Kafka.
 ///
-/// Every flag falls back to the environment variable named beside it. Logging follows RUST_LOG
-/// (default: info).
+/// Every flag falls back to the environment variable named beside it, and that to the settings
+/// file (--config): its keys are the variables' names in lower case without COUPON_. Logging
+/// follows RUST_LOG (default: info).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -55,7 +56,7 @@ struct Args {
     admin_token: Option<String>,
     /// How the user of an application is known: jwt (a verified bearer token) or body (the
     /// body's userId, trusted: development, tests and trusted internal callers only).
-    #[arg(long, env = "COUPON_IDENTITY", default_value = "jwt", value_parser = ["jwt", "body"])]
+    #[arg(long, env = "COUPON_IDENTITY", default_value = Identity::default().mode(), value_parser = ["jwt", "body"])]
     identity: String,
     /// HS256 secret tokens are signed with (at least 32 bytes).
     #[arg(long, env = "COUPON_JWT_SECRET", hide_env_values = true, conflicts_with_all = ["jwt_public_key", "jwt_jwks"])]
@@ -122,7 +123,7 @@ struct Args {
     redis_timeout_ms: u64,
     /// Replicas of a campaign's Redis master that must hold an admission before it is answered
     /// success and before it is relayed (Redis WAIT); 0 answers once the master decided.
-    #[arg(long, env = "COUPON_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    #[arg(long, env = "COUPON_REDIS_WAIT_REPLICAS", default_value_t = Config::DEFAULT_REDIS_WAIT_REPLICAS)]
     redis_wait_replicas: u32,
     /// Milliseconds an admission waits for those replicas before it is answered 503.
     #[arg(long, env = "COUPON_REDIS_WAIT_TIMEOUT_MS", default_value_t = Config::DEFAULT_REDIS_WAIT_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
@@ -165,7 +166,7 @@ struct Args {
     #[arg(long = "kafka-property", env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
     kafka_properties: Vec<(String, String)>,
     /// Prometheus metrics: `on` records them and serves `GET /metrics`, `off` neither.
-    #[arg(long, env = "COUPON_METRICS", default_value = "on", value_parser = ["on", "off"])]
+    #[arg(long, env = "COUPON_METRICS", default_value = on_off(Config::DEFAULT_METRICS), value_parser = ["on", "off"])]
     metrics: String,
     /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9463), not on the API's port.
     #[arg(long, env = "COUPON_METRICS_ADDR")]
@@ -242,7 +243,7 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Args::parse().into_config();
+    let config = coupon_cli::parse::<Args>().into_config();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -254,10 +255,60 @@ async fn main() -> anyhow::Result<()> {
     coupon_http::serve(config, listener, shutdown_signal()).await
 }
 
+/// A switch's value as the table writes it.
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 /// A trusted proxy: a CIDR, or one address.
 fn proxy_net(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     text.parse::<IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{text:?} is not a CIDR such as 10.0.0.0/8, nor an address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::{CommandFactory, FromArgMatches};
+    use coupon_cli::Parsed;
+
+    use super::*;
+
+    #[test]
+    fn the_readme_lists_these_settings() {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        coupon_cli::check_readme(&Args::command(), &readme).unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    #[test]
+    fn the_example_settings_file_names_only_settings_with_valid_values() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coupon-http.example.toml");
+        let args = [
+            "coupon-http".as_ref(),
+            "--config".as_ref(),
+            example.as_os_str(),
+        ];
+        match coupon_cli::parse_from::<Args>(args) {
+            Ok(Parsed::Run(_)) => {}
+            Ok(Parsed::Print(_)) => unreachable!("not asked to print"),
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    #[test]
+    fn the_tables_defaults_are_the_librarys() {
+        // Without the environment, so that the test reads the table alone.
+        let command = Args::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(["coupon-http"]).unwrap();
+        let mut parsed = Args::from_arg_matches(&matches).unwrap().into_config();
+        let mut library = Config::default();
+        // The relay's consumer name is made of the host, the pid and the time.
+        parsed.relay.consumer.clear();
+        library.relay.consumer.clear();
+        assert_eq!(format!("{parsed:?}"), format!("{library:?}"));
+    }
 }

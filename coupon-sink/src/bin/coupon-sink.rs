@@ -16,8 +16,9 @@ use tracing_subscriber::EnvFilter;
 
 /// Writes coupon admissions from Kafka into MySQL/MariaDB, exactly one row per admission.
 ///
-/// Every flag falls back to the environment variable named beside it. Logging follows RUST_LOG
-/// (default: info).
+/// Every flag falls back to the environment variable named beside it, and that to the settings
+/// file (--config): its keys are the variables' names in lower case without COUPON_. Logging
+/// follows RUST_LOG (default: info).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -56,7 +57,7 @@ struct Args {
     kafka_properties: Vec<(String, String)>,
     /// Address that serves the sink's Prometheus metrics (`GET /metrics`) while it consumes;
     /// `off` serves none.
-    #[arg(long, global = true, env = "COUPON_SINK_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
+    #[arg(long, global = true, env = "COUPON_SINK_METRICS_ADDR", default_value = Config::DEFAULT_METRICS_ADDR, value_parser = metrics_addr)]
     metrics_addr: MetricsAddr,
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,7 +74,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
-    let args = Args::parse();
+    let args = coupon_cli::parse::<Args>();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -150,4 +151,36 @@ fn metrics_addr(value: &str) -> Result<MetricsAddr, String> {
         .parse()
         .map(MetricsAddr::On)
         .map_err(|_| format!("{value:?} is neither host:port (e.g. 127.0.0.1:9464) nor off"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::CommandFactory;
+    use coupon_cli::Parsed;
+
+    use super::*;
+
+    #[test]
+    fn the_readme_lists_these_settings() {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        coupon_cli::check_readme(&Args::command(), &readme).unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    #[test]
+    fn the_example_settings_file_names_only_settings_with_valid_values() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coupon-sink.example.toml");
+        let args = [
+            "coupon-sink".as_ref(),
+            "--config".as_ref(),
+            example.as_os_str(),
+        ];
+        match coupon_cli::parse_from::<Args>(args) {
+            Ok(Parsed::Run(_)) => {}
+            Ok(Parsed::Print(_)) => unreachable!("not asked to print"),
+            Err(err) => panic!("{err}"),
+        }
+    }
 }
