@@ -1,18 +1,20 @@
-//! Typed configuration of the server, with documented defaults; the relay's part is
-//! [`RelayConfig`], from coupon-relay.
+//! Typed configuration of the server, with documented defaults: the server's own, how it knows
+//! who applies ([`Identity`], [`JwtConfig`]), and the relay's ([`RelayConfig`], from
+//! coupon-relay).
 //!
 //! The binary builds a [`Config`] from flags and environment variables; everything below takes
 //! it (or a part of it) as a value and reads no environment itself.
 
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use coupon_gate::{Gate, RedisTarget};
 use coupon_relay::RelayConfig;
 use ipnet::IpNet;
 
-use crate::identity::Identity;
 use crate::limits::RateLimit;
 
 /// Everything `coupon-http` needs to run. [`Config::default`] gives every documented default.
@@ -190,6 +192,90 @@ impl Default for Config {
             relay: RelayConfig::default(),
             metrics: Self::DEFAULT_METRICS,
             metrics_addr: None,
+        }
+    }
+}
+
+/// How the server learns who applies.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// The user is a claim of a bearer token signed with the configured key (the default).
+    Jwt(JwtConfig),
+    /// The user is the `userId` of the request body, trusted as it is: for development, tests
+    /// and trusted internal callers only.
+    Body,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self::Jwt(JwtConfig::default())
+    }
+}
+
+impl Identity {
+    /// The mode's name, as `COUPON_IDENTITY` gives it: `jwt` or `body`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Jwt(_) => "jwt",
+            Self::Body => "body",
+        }
+    }
+}
+
+/// How bearer tokens are checked.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// The key tokens are signed with; without one the server refuses to start.
+    pub key: Option<JwtKey>,
+    /// The `iss` a token must carry, when set.
+    pub issuer: Option<String>,
+    /// The `aud` a token must name, when set; without it, a token that names an audience is
+    /// accepted whatever it names.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// The claim that names the user.
+    pub user_claim: String,
+}
+
+impl JwtConfig {
+    /// Default of [`JwtConfig::leeway`].
+    pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+    /// Default of [`JwtConfig::user_claim`].
+    pub const DEFAULT_USER_CLAIM: &'static str = "sub";
+    /// The shortest HS256 secret accepted, in bytes (the hash's own size, as RFC 7518 asks).
+    pub const MIN_SECRET: usize = 32;
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            issuer: None,
+            audience: None,
+            leeway: Self::DEFAULT_LEEWAY,
+            user_claim: Self::DEFAULT_USER_CLAIM.to_owned(),
+        }
+    }
+}
+
+/// The key bearer tokens are verified with; the algorithm follows from it.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// A shared secret: HS256.
+    Secret(Vec<u8>),
+    /// A PEM file with a public key: RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA).
+    PublicKey(PathBuf),
+    /// A JWKS file; each token names its key with `kid`. Read again when it changes.
+    Jwks(PathBuf),
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret(secret) => write!(f, "Secret({} bytes)", secret.len()),
+            Self::PublicKey(path) => f.debug_tuple("PublicKey").field(path).finish(),
+            Self::Jwks(path) => f.debug_tuple("Jwks").field(path).finish(),
         }
     }
 }

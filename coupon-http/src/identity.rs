@@ -17,7 +17,6 @@
 //! `limits`), which the API checks before calling [`Verifier::verify`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -33,89 +32,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-/// How the server learns who applies.
-#[derive(Clone, Debug)]
-pub enum Identity {
-    /// The user is a claim of a bearer token signed with the configured key (the default).
-    Jwt(JwtConfig),
-    /// The user is the `userId` of the request body, trusted as it is: for development, tests
-    /// and trusted internal callers only.
-    Body,
-}
-
-impl Default for Identity {
-    fn default() -> Self {
-        Self::Jwt(JwtConfig::default())
-    }
-}
-
-impl Identity {
-    /// The mode's name, as `COUPON_IDENTITY` gives it: `jwt` or `body`.
-    pub fn mode(&self) -> &'static str {
-        match self {
-            Self::Jwt(_) => "jwt",
-            Self::Body => "body",
-        }
-    }
-}
-
-/// How bearer tokens are checked.
-#[derive(Clone, Debug)]
-pub struct JwtConfig {
-    /// The key tokens are signed with; without one the server refuses to start.
-    pub key: Option<JwtKey>,
-    /// The `iss` a token must carry, when set.
-    pub issuer: Option<String>,
-    /// The `aud` a token must name, when set; without it, a token that names an audience is
-    /// accepted whatever it names.
-    pub audience: Option<String>,
-    /// Clock skew allowed on `exp`, `nbf` and `iat`.
-    pub leeway: Duration,
-    /// The claim that names the user.
-    pub user_claim: String,
-}
-
-impl JwtConfig {
-    /// Default of [`JwtConfig::leeway`].
-    pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
-    /// Default of [`JwtConfig::user_claim`].
-    pub const DEFAULT_USER_CLAIM: &'static str = "sub";
-    /// The shortest HS256 secret accepted, in bytes (the hash's own size, as RFC 7518 asks).
-    pub const MIN_SECRET: usize = 32;
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        Self {
-            key: None,
-            issuer: None,
-            audience: None,
-            leeway: Self::DEFAULT_LEEWAY,
-            user_claim: Self::DEFAULT_USER_CLAIM.to_owned(),
-        }
-    }
-}
-
-/// The key bearer tokens are verified with; the algorithm follows from it.
-#[derive(Clone)]
-pub enum JwtKey {
-    /// A shared secret: HS256.
-    Secret(Vec<u8>),
-    /// A PEM file with a public key: RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA).
-    PublicKey(PathBuf),
-    /// A JWKS file; each token names its key with `kid`. Read again when it changes.
-    Jwks(PathBuf),
-}
-
-impl fmt::Debug for JwtKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Secret(secret) => write!(f, "Secret({} bytes)", secret.len()),
-            Self::PublicKey(path) => f.debug_tuple("PublicKey").field(path).finish(),
-            Self::Jwks(path) => f.debug_tuple("Jwks").field(path).finish(),
-        }
-    }
-}
+use crate::config::{JwtConfig, JwtKey};
 
 /// Why a request has no verified user: answered 401 with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

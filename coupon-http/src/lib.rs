@@ -26,9 +26,8 @@ mod telemetry;
 mod watchdog;
 
 pub use app::serve;
-pub use config::Config;
+pub use config::{Config, Identity, JwtConfig, JwtKey};
 pub use coupon_relay::RelayConfig;
-pub use identity::{Identity, JwtConfig, JwtKey};
 pub use ipnet::IpNet;
 pub use limits::RateLimit;
 pub use server::{LISTEN_BACKLOG, listen};

@@ -12,8 +12,9 @@ use coupon_relay::Running;
 use tracing::info;
 
 use crate::Config;
+use crate::config::Identity;
 use crate::failure::Failure;
-use crate::identity::{Identity, Verifier};
+use crate::identity::Verifier;
 use crate::limits::Limits;
 use crate::sold_out::SoldOutCache;
 use crate::telemetry::Telemetry;
