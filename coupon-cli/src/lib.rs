@@ -40,6 +40,6 @@ mod signal;
 mod table;
 
 pub use parse::kafka_property;
-pub use settings::{CONFIG_ENV, Parsed, file_key, parse, parse_from};
+pub use settings::{CONFIG_ENV, Parsed, check_settings_file, file_key, parse, parse_from};
 pub use signal::shutdown_signal;
 pub use table::{WRITE_README_ENV, check_readme, markdown_table};

@@ -87,6 +87,23 @@ pub fn parse_from<T: CommandFactory + FromArgMatches>(
     T::from_arg_matches(&matches).map(Parsed::Run)
 }
 
+/// Checks that the settings file at `path` names only settings of `T`, with values its flags
+/// accept (the example files' test).
+///
+/// # Errors
+///
+/// The message the binary would stop with.
+pub fn check_settings_file<T: CommandFactory + FromArgMatches>(path: &Path) -> Result<(), String> {
+    let args = [
+        OsString::from(T::command().get_name()),
+        "--config".into(),
+        path.into(),
+    ];
+    parse_from::<T>(args)
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
 /// The settings file's key of a setting: its environment name in lower case, without `COUPON_`.
 pub fn file_key(env: &str) -> String {
     let lower = env.to_ascii_lowercase();

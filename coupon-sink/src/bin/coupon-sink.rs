@@ -158,7 +158,6 @@ mod tests {
     use std::path::Path;
 
     use clap::CommandFactory;
-    use coupon_cli::Parsed;
 
     use super::*;
 
@@ -172,15 +171,6 @@ mod tests {
     fn the_example_settings_file_names_only_settings_with_valid_values() {
         let example =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coupon-sink.example.toml");
-        let args = [
-            "coupon-sink".as_ref(),
-            "--config".as_ref(),
-            example.as_os_str(),
-        ];
-        match coupon_cli::parse_from::<Args>(args) {
-            Ok(Parsed::Run(_)) => {}
-            Ok(Parsed::Print(_)) => unreachable!("not asked to print"),
-            Err(err) => panic!("{err}"),
-        }
+        coupon_cli::check_settings_file::<Args>(&example).unwrap_or_else(|err| panic!("{err}"));
     }
 }
