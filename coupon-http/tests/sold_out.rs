@@ -11,7 +11,7 @@ use coupon_http::Config;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use support::{
-    RedisServer, TestApp, config, eventually, script_calls, status, until_answered_locally,
+    RedisServer, TestApp, admissions_decided, config, eventually, status, until_answered_locally,
 };
 
 fn options(redis_url: String) -> Config {
@@ -35,7 +35,7 @@ async fn once_known_sold_out_the_crowd_is_answered_without_redis() {
     let mut user = 1;
     until_answered_locally(app.addr, &redis.url(), "flash", &mut user).await;
 
-    let before = script_calls(&redis.url()).await;
+    let before = admissions_decided(&redis.url()).await;
     for u in 1000..1500 {
         let answer = app.apply(Some("flash"), u).await;
         assert_eq!(
@@ -46,9 +46,9 @@ async fn once_known_sold_out_the_crowd_is_answered_without_redis() {
         );
     }
     assert_eq!(
-        script_calls(&redis.url()).await,
+        admissions_decided(&redis.url()).await,
         before,
-        "no script call for 500 sold-out answers"
+        "no admission script for 500 sold-out answers"
     );
     // Bad input is still refused as bad input.
     let (code, _) = app
@@ -167,11 +167,15 @@ async fn holders_hear_duplicate_with_their_seq_after_sell_out() {
     until_answered_locally(second.addr, &redis.url(), "flash", &mut user).await;
     first.drained("flash").await;
     let before = first.snapshot().await;
-    let scripts = script_calls(&redis.url()).await;
+    let decided = admissions_decided(&redis.url()).await;
     for app in [&first, &second] {
         holders_told_duplicate(app, "flash", 80, &seqs).await;
     }
-    assert_eq!(script_calls(&redis.url()).await, scripts, "no script call");
+    assert_eq!(
+        admissions_decided(&redis.url()).await,
+        decided,
+        "no admission script"
+    );
     assert_eq!(first.snapshot().await, before, "nothing written to redis");
 
     // A holder gives the coupon back; a new user takes the slot through the second server.

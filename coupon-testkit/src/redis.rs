@@ -291,13 +291,22 @@ pub async fn info_field(conn: &mut MultiplexedConnection, section: &str, field: 
 /// Script calls the server has run (`EVALSHA` and `EVAL`), from `INFO commandstats`: how a test
 /// tells whether a path reached Redis's scripts.
 pub async fn script_calls(conn: &mut MultiplexedConnection) -> u64 {
+    command_calls(conn, &["evalsha", "eval"]).await
+}
+
+/// Calls of the `commands` (lower case) the server has run, from `INFO commandstats`.
+pub async fn command_calls(conn: &mut MultiplexedConnection, commands: &[&str]) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await
         .expect("INFO");
     info.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter(|l| {
+            commands
+                .iter()
+                .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
+        })
         .filter_map(|l| {
             l.split("calls=")
                 .nth(1)?
