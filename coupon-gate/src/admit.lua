@@ -12,7 +12,10 @@
 --                               tag, so a campaign's keys stay in one cluster slot
 -- KEYS[3]  free sorted set      seqs returned by release, score = seq
 -- KEYS[4]  outbox stream        one entry per call that admitted anyone, one field:
---                               admit = "<at ms> <user>:<seq> <user>:<seq> ..." (arrival order)
+--                               admit = "<at ms> <user>:<seq> <user>:<seq> ..." (arrival order);
+--                               when it held nothing unacknowledged before, the campaign id is
+--                               published on <prefix>:outbox-ready (announce_outbox in
+--                               prelude.lua)
 -- ARGV[1..n] user ids (decimal, validated by the caller), in arrival order
 --
 -- Returns a flat array with two integers per user, in ARGV order: code, value (codes in prelude.lua)
@@ -123,6 +126,6 @@ if admitted > 0 then
     record[j + 1] = user .. ':' .. seq
   end
   redis.call('XADD', KEYS[4], '*', 'admit', table.concat(record, ' '))
-  redis.call('HINCRBY', KEYS[1], 'outbox', admitted)
+  announce_outbox(KEYS[4], redis.call('HINCRBY', KEYS[1], 'outbox', admitted), admitted)
 end
 return out

@@ -361,6 +361,13 @@ where
         Ok(ids)
     }
 
+    /// The pub/sub channel on which the id of a campaign is published when its outbox, empty
+    /// until then (every event acknowledged), receives an admission or a release. A relay that
+    /// reads only the outboxes with work subscribes to it (see coupon-relay's `Announcements`).
+    pub fn outbox_channel(&self) -> String {
+        Keys::outbox_ready(&self.shared.prefix)
+    }
+
     /// The pub/sub channel on which the id of a campaign is published whenever it may have
     /// stopped being sold out: after a release, and after a creation or a change of definition
     /// (a raised quota, another window). A server that answers `SoldOut` from memory subscribes

@@ -83,6 +83,12 @@ impl Keys {
         format!("{prefix}:changes")
     }
 
+    /// The pub/sub channel on which the scripts announce an outbox that holds work again (see
+    /// `announce_outbox` in prelude.lua, which builds the same name).
+    pub(crate) fn outbox_ready(prefix: &str) -> String {
+        format!("{prefix}:outbox-ready")
+    }
+
     /// The set of all campaign ids under `prefix`, read by relays to find outboxes.
     pub(crate) fn registry(prefix: &str) -> String {
         format!("{prefix}:campaigns")

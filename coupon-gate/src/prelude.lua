@@ -14,6 +14,22 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Announces that the outbox stream `outbox` (`<prefix>:{<campaign>}:outbox`) holds work again,
+-- by publishing the campaign id on `<prefix>:outbox-ready`, when `events` were just added to its
+-- count `backlog` (the meta hash's `outbox` field, after the HINCRBY): only when the count was
+-- zero before, so that a relay that let the campaign rest reads it again, and an outbox that is
+-- already being drained costs no message. Neither the prefix nor the id holds `{` or `}`.
+local function announce_outbox(outbox, backlog, events)
+  if backlog ~= events then
+    return
+  end
+  -- Called after the writes, so it must not fail: a key of another shape is not announced.
+  local prefix, campaign = string.match(outbox, '^(.*):{([^{}]*)}:outbox$')
+  if prefix then
+    redis.call('PUBLISH', prefix .. ':outbox-ready', campaign)
+  end
+end
+
 -- The bucket rule: a function giving the key of the hash that holds a user (its id as text) of
 -- a campaign whose bucket keys start with `users`: `<users>:<the id's last `digits` digits>` for
 -- a numeric id, `<users>:<a stable hash of the id, in `digits` digits>` for any other, or

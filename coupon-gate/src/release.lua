@@ -3,7 +3,7 @@
 -- KEYS[1]  campaign meta hash   (see admit.lua)
 -- KEYS[2]  users                base name of the user buckets (see admit.lua)
 -- KEYS[3]  free sorted set      seqs returned by release, score = seq
--- KEYS[4]  outbox stream
+-- KEYS[4]  outbox stream        announced as in admit.lua
 -- ARGV[1]  user id (decimal, validated by the caller)
 -- ARGV[2]  changes channel      ARGV[3] is published here after a release, so that servers
 -- ARGV[3]  campaign id          that remember the campaign as sold out forget it
@@ -31,6 +31,6 @@ redis.call('HDEL', users, ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'issued', -1)
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('XADD', KEYS[4], '*', 'release', string.format('%d %s:%d', now, ARGV[1], seq))
-redis.call('HINCRBY', KEYS[1], 'outbox', 1)
+announce_outbox(KEYS[4], redis.call('HINCRBY', KEYS[1], 'outbox', 1), 1)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {RELEASED, tonumber(seq)}
