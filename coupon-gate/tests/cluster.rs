@@ -239,3 +239,46 @@ async fn a_failover_takes_back_what_no_replica_confirmed() {
         "seq 2 again, for another user"
     );
 }
+
+/// The outbox announcements of campaigns on every master reach a subscriber on one node: a
+/// relay resting empty outboxes on a cluster hears of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_announcements_from_every_master_reach_one_subscriber() {
+    use futures_util::StreamExt;
+
+    let cluster = RedisCluster::start();
+    let conn = RedisTarget::from_config("redis://unused:1", &cluster.nodes())
+        .connect(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let gate = Gate::new(conn);
+    let mut pubsub = redis::Client::open(cluster.nodes()[0].as_str())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(gate.outbox_channel()).await.unwrap();
+    let mut messages = pubsub.into_on_message();
+
+    let campaigns: BTreeSet<String> = cluster
+        .campaigns_on_every_master("announced", 1)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for id in &campaigns {
+        let id = campaign(id);
+        gate.create(&Campaign::new(id.clone(), NonZeroU32::new(10).unwrap()))
+            .await
+            .unwrap();
+        assert!(gate.apply(&id, &user(1)).await.unwrap().is_admitted());
+    }
+    let mut heard = BTreeSet::new();
+    while heard.len() < campaigns.len() {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("an announcement within 10 s")
+            .expect("the subscription is open");
+        heard.insert(message.get_payload::<String>().unwrap());
+    }
+    assert_eq!(heard, campaigns);
+}
