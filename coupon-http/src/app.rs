@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coupon_gate::RedisConnection;
-use coupon_relay::Relay;
+use coupon_relay::{Announcements, Relay};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::state::{self, AppState};
-use crate::{Config, server, sold_out};
+use crate::subscription::{self, Listeners};
+use crate::{Config, server};
 
 /// Serves the API on `listener` and runs the relay until `shutdown` resolves. On shutdown:
 /// stop accepting, finish requests in flight, then let the relay finish its round and flush,
@@ -61,12 +62,15 @@ pub async fn serve(
         );
     }
     let (stop_relay, relay_stopped) = watch::channel(false);
+    // Told by the subscription which outboxes hold work, the relay reads only those.
+    let announcements = Announcements::default();
     tokio::spawn(connect_backend(
         state.clone(),
         config.clone(),
+        announcements.clone(),
         relay_stopped.clone(),
     ));
-    let relay_done = start_relay(state.clone(), &config, relay_stopped.clone())?;
+    let relay_done = start_relay(state.clone(), &config, announcements, relay_stopped.clone())?;
     tokio::spawn(sweep_limits(state.clone(), relay_stopped));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
     server::run(listener, state, &config, shutdown).await;
@@ -83,15 +87,25 @@ pub async fn serve(
 }
 
 /// Reaches Redis for the handlers (see [`AppState::connect_backend`]), then keeps the sold-out
-/// memory honest with the changes subscription until `stopped` turns true.
-async fn connect_backend(state: Arc<AppState>, config: Config, stopped: watch::Receiver<bool>) {
+/// memory honest and tells the relay which outboxes hold work, with the subscription to the
+/// gate's channels, until `stopped` turns true.
+async fn connect_backend(
+    state: Arc<AppState>,
+    config: Config,
+    announcements: Announcements,
+    stopped: watch::Receiver<bool>,
+) {
     let connected = patiently("redis", stopped.clone(), || state.connect_backend(&config)).await;
     let (Some(()), Ok(gate)) = (connected, state.gate()) else {
         return;
     };
-    let channel = gate.changes_channel();
-    let nodes = state.redis_nodes().to_vec();
-    sold_out::watch(state.sold_out().clone(), nodes, channel, stopped).await;
+    let listeners = Listeners {
+        cache: state.sold_out().clone(),
+        announcements,
+        changes: gate.changes_channel(),
+        outboxes: gate.outbox_channel(),
+    };
+    subscription::watch(listeners, state.redis_nodes().to_vec(), stopped).await;
 }
 
 /// Whether `err` comes from Redis being away or busy (worth waiting for) rather than from
@@ -161,6 +175,7 @@ async fn sweep_limits(state: Arc<AppState>, mut stopped: watch::Receiver<bool>) 
 fn start_relay(
     state: Arc<AppState>,
     config: &Config,
+    announcements: Announcements,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<oneshot::Receiver<()>> {
     let (done, relay_done) = oneshot::channel();
@@ -176,6 +191,7 @@ fn start_relay(
                     let Some(relay) = prepare_relay(&state, &config, stopped.clone()).await else {
                         return;
                     };
+                    let relay = relay.with_announcements(announcements);
                     state.relay_started(relay.running());
                     relay
                         .run(async move {

@@ -22,6 +22,7 @@ mod server;
 mod sold_out;
 mod state;
 mod stream;
+mod subscription;
 mod telemetry;
 mod watchdog;
 

@@ -14,9 +14,9 @@
 //!
 //! The memory never outlives the truth by more than the time to live: the gate publishes a
 //! campaign's id on its changes channel whenever it may have stopped being sold out or changed
-//! hands (a slot released, the quota raised, the window changed), and [`watch`] forgets the
-//! campaign and its holders at once; while that subscription is not established, nothing is
-//! remembered at all. An answer or a holder list that was already on its way when a change
+//! hands (a slot released, the quota raised, the window changed), and the subscription
+//! (`subscription::watch`) forgets the campaign and its holders at once; while that
+//! subscription is not established, nothing is remembered at all. An answer or a holder list that was already on its way when a change
 //! arrived is not remembered either (a generation counter tells), so a change cannot be
 //! overwritten by something older. Holders outlive the time to live, so that a campaign that
 //! stays sold out is read once a minute rather than once per time to live; they are dropped a
@@ -30,8 +30,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use coupon_gate::{CampaignId, Gate, RedisConnection, UserId};
-use futures_util::StreamExt;
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 /// How long the holders of a campaign are kept after Redis last answered it sold out, and at
@@ -92,7 +90,7 @@ pub(crate) enum Memory {
 impl SoldOutCache {
     /// A cache that trusts a sold-out answer for `ttl` (zero: never), remembering at most
     /// `max_holders` holders in all (zero: nothing is answered from memory). It stays empty
-    /// until [`watch`] has subscribed to the changes channel.
+    /// until the subscription (`subscription::watch`) is live.
     pub(crate) fn new(ttl: Duration, max_holders: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -268,7 +266,7 @@ impl SoldOutCache {
         self.inner.hasher.hash_one(user.as_str())
     }
 
-    fn forget(&self, campaign: Option<&str>) {
+    pub(crate) fn forget(&self, campaign: Option<&str>) {
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
         let mut known = self.inner.known.write().expect("sold-out lock");
         match campaign {
@@ -277,82 +275,13 @@ impl SoldOutCache {
         }
     }
 
-    fn set_live(&self, live: bool) {
+    pub(crate) fn set_live(&self, live: bool) {
         if !live {
             self.inner.live.store(false, Ordering::Release);
             self.forget(None);
         } else {
             self.inner.live.store(true, Ordering::Release);
         }
-    }
-}
-
-/// Keeps `cache` honest until `stop` turns true: subscribes to the gate's changes channel on
-/// one of `nodes` and forgets every campaign announced there. When the subscription breaks,
-/// everything is forgotten and nothing is remembered until it is back, on the same node or the
-/// next one.
-///
-/// `nodes` is the one server, or the nodes of a cluster named in the configuration: the gate
-/// publishes with `PUBLISH`, whose messages every node of a cluster receives, so any node will
-/// do, and a failed one is left for the next.
-pub(crate) async fn watch(
-    cache: SoldOutCache,
-    nodes: Vec<redis::Client>,
-    channel: String,
-    mut stop: watch::Receiver<bool>,
-) {
-    if cache.inner.ttl.is_zero() || nodes.is_empty() {
-        return;
-    }
-    let mut backoff = Duration::from_millis(100);
-    let mut next = 0;
-    while !*stop.borrow() {
-        let client = &nodes[next % nodes.len()];
-        next += 1;
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::select! {
-            result = subscribed => result,
-            _ = stop.wait_for(|stop| *stop) => return,
-        };
-        let mut messages = match pubsub {
-            Ok(pubsub) => pubsub.into_on_message(),
-            Err(err) => {
-                warn!(cause = %err, node = ?client.get_connection_info().addr(), "cannot subscribe to campaign changes; sold-out answers go to redis");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|stop| *stop) => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        cache.set_live(true);
-        info!(%channel, node = ?client.get_connection_info().addr(), "watching campaign changes; sold-out campaigns are answered locally");
-        loop {
-            let message = tokio::select! {
-                message = messages.next() => message,
-                _ = stop.wait_for(|stop| *stop) => return,
-            };
-            let Some(message) = message else {
-                break;
-            };
-            match message.get_payload::<String>() {
-                Ok(id) => {
-                    debug!(campaign = %id, "campaign changed");
-                    cache.forget(Some(&id));
-                }
-                Err(_) => cache.forget(None),
-            }
-        }
-        warn!(
-            "lost the subscription to campaign changes; sold-out answers go to redis until it is back"
-        );
-        cache.set_live(false);
     }
 }
 

@@ -7,13 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use coupon_gate::EventKind;
+use coupon_gate::{Campaign, CampaignId, EventKind};
+use coupon_http::Config;
 use coupon_relay::Event;
 use futures_util::future::join_all;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use support::{
-    Broker, Scratch, TestApp, brokers, call, config, eventually, free_port, read_topic, redis_url,
+    Broker, RedisServer, Scratch, TestApp, brokers, call, command_calls, config, connect,
+    eventually, free_port, quota, read_topic, redis_url,
 };
 
 /// Applies `users` concurrently to `campaign`; returns the users told `success`, with their seq.
@@ -285,4 +287,55 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
     let messages = read_topic(&broker.brokers(), &topic, 40, Duration::from_secs(60)).await;
     assert_topic_matches(&messages, "default", &admitted);
     b.drained("default").await;
+}
+
+/// With the subscription to outbox announcements live, a relay reads only the outboxes with
+/// work: idle, it reads none of a few hundred campaigns' (a relay reading every campaign each
+/// round, every 10 ms when idle, would read each a hundred times a second), and an admission to
+/// any of them wakes it and is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_relay_reads_only_the_outboxes_with_work() {
+    let redis = RedisServer::start();
+    let app = TestApp::start(Config {
+        redis_url: redis.url(),
+        ..config()
+    })
+    .await;
+    for i in 0..300 {
+        let id = CampaignId::new(format!("quiet-{i}")).unwrap();
+        app.gate
+            .create(&Campaign::new(id, quota(10)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.apply(Some("quiet-7"), 1).await.1["status"], "success");
+    app.drained("quiet-7").await;
+
+    let conn = connect(&redis.url()).await;
+    let reads = || {
+        let mut conn = conn.clone();
+        async move { command_calls(&mut conn, &["xreadgroup"]).await }
+    };
+    // Once the outbox is seen empty, the relay rests.
+    eventually(Duration::from_secs(10), "the relay to rest", || async {
+        let before = reads().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reads().await == before
+    })
+    .await;
+    let before = reads().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(reads().await, before, "an idle relay read outboxes");
+
+    assert_eq!(app.apply(Some("quiet-299"), 2).await.1["status"], "success");
+    let messages = read_topic(&brokers(), &app.topic, 2, Duration::from_secs(30)).await;
+    let users: BTreeSet<String> = messages
+        .iter()
+        .map(|(_, payload)| Event::decode(payload).unwrap().key())
+        .collect();
+    assert_eq!(
+        users,
+        BTreeSet::from(["quiet-7:1".to_owned(), "quiet-299:2".to_owned()])
+    );
+    app.drained("quiet-299").await;
 }

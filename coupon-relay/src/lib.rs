@@ -27,11 +27,13 @@
 //! # }
 //! ```
 
+mod announcements;
 mod config;
 mod error;
 mod relay;
 mod topic;
 
+pub use announcements::Announcements;
 pub use config::{DEFAULT_BROKERS, DEFAULT_TOPIC, RelayConfig};
 pub use coupon_event::{Event, InvalidEvent};
 pub use error::Error;

@@ -1,6 +1,7 @@
 //! The relay loop: moves admissions from the campaigns' Redis outbox streams to a Kafka topic.
 //!
-//! Each round reads new outbox entries of every campaign through the gate's consumer group,
+//! Each round reads new outbox entries through the gate's consumer group: of every campaign, or,
+//! while [`Announcements`] are live, of the campaigns announced or found with work only,
 //! produces them with an idempotent producer (`enable.idempotence=true`, `acks=all`), and
 //! acknowledges (which deletes) only the entries the broker confirmed. An entry whose delivery
 //! failed stays pending in the outbox; so does every entry a crashed relay had read. Every relay
@@ -34,6 +35,7 @@ use rdkafka::util::Timeout;
 use redis::aio::ConnectionLike;
 use tracing::{debug, error, info, warn};
 
+use crate::announcements::Announcements;
 use crate::topic::{client_config, create_topic};
 use crate::{Error, RelayConfig};
 
@@ -41,6 +43,12 @@ use crate::{Error, RelayConfig};
 const CAMPAIGN_REFRESH: Duration = Duration::from_secs(1);
 /// How long an idle relay waits before it looks at the outboxes again.
 const IDLE_POLL: Duration = Duration::from_millis(10);
+/// How long a relay with announcements live and no outbox with work waits for an announcement
+/// before it looks whether a sweep or a claim is due.
+const REST: Duration = Duration::from_secs(1);
+/// How often a relay with announcements live reads every campaign's outbox anyway, in case an
+/// announcement was lost without the subscription noticing.
+const SWEEP: Duration = Duration::from_secs(30);
 /// How long the relay waits after Redis failed before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// How long the relay waits before it hands the producer a record again when the producer's
@@ -74,6 +82,9 @@ pub struct Relay<C> {
     config: RelayConfig,
     /// Set while [`Relay::run`] runs.
     running: Running,
+    /// Which outboxes hold work, when a subscription tells; without, every campaign is read
+    /// each round.
+    announcements: Option<Announcements>,
 }
 
 impl<C> Relay<C>
@@ -93,7 +104,17 @@ where
             producer,
             config,
             running: Running::default(),
+            announcements: None,
         })
+    }
+
+    /// Reads only the outboxes with work while `announcements` are live (see [`Announcements`]):
+    /// the relay's work per round then grows with the campaigns that have undelivered events,
+    /// not with every campaign ever created, and an announced admission wakes it at once.
+    #[must_use]
+    pub fn with_announcements(mut self, announcements: Announcements) -> Self {
+        self.announcements = Some(announcements);
+        self
     }
 
     /// Creates the topic with the configured partitions and replication, unless it exists.
@@ -130,9 +151,10 @@ where
         metrics::counter!("coupon_relay_delivered_total").increment(0);
         metrics::counter!("coupon_relay_producer_replacements_total").increment(0);
         // Beside the rounds, which may wait on the broker for as long as a message may take.
-        let backlogs = report_backlogs(self.gate.clone(), self.outbox.clone());
+        let watched = Watched::default();
+        let backlogs = report_backlogs(self.gate.clone(), self.outbox.clone(), watched.clone());
         tokio::select! {
-            () = self.rounds(shutdown) => {}
+            () = self.rounds(shutdown, &watched) => {}
             never = backlogs => match never {},
         }
         if let Err(err) = self
@@ -145,54 +167,148 @@ where
         info!("relay stopped");
     }
 
-    /// Rounds over every campaign until `shutdown` resolves.
-    async fn rounds(&mut self, mut shutdown: Pin<&mut Fuse<impl Future<Output = ()>>>) {
-        let mut campaigns: Vec<CampaignId> = Vec::new();
-        let mut campaigns_read: Option<Instant> = None;
+    /// Rounds until `shutdown` resolves: over the campaigns [`Relay::choose`] gives, resting
+    /// while nothing moves.
+    async fn rounds(
+        &mut self,
+        mut shutdown: Pin<&mut Fuse<impl Future<Output = ()>>>,
+        watched: &Watched,
+    ) {
+        let mut targets = Targets::default();
         // Claim at once on start, to pick up what a crashed predecessor left behind.
         let mut next_claim = Instant::now();
         while shutdown.as_mut().now_or_never().is_none() {
-            if campaigns_read.is_none_or(|t| t.elapsed() >= CAMPAIGN_REFRESH) {
-                match self.gate.campaigns().await {
-                    Ok(ids) => {
-                        campaigns = ids;
-                        campaigns_read = Some(Instant::now());
-                    }
-                    Err(err) => warn!(cause = %err, "relay cannot list campaigns"),
-                }
-            }
+            let resting = self.choose(&mut targets).await;
+            watched.set(resting.then(|| targets.marked.iter().cloned().collect()));
             let claim = Instant::now() >= next_claim;
             if claim {
                 next_claim =
                     Instant::now() + (self.config.claim_idle / 2).max(Duration::from_millis(50));
             }
-            let mut moved = 0;
-            let mut failed = false;
-            let mut rejected = false;
-            for campaign in &campaigns {
-                match self.round(campaign, claim).await {
-                    Ok(sent) => {
-                        moved += sent.delivered;
-                        failed |= sent.failed > 0;
-                        rejected |= sent.producer_rejected;
-                    }
-                    Err(err) => {
-                        warn!(cause = %err, campaign = %campaign, "relay round failed; entries stay in the outbox");
-                        metrics::counter!("coupon_relay_failures_total", "reason" => "redis")
-                            .increment(1);
-                        failed = true;
-                    }
-                }
+            let campaigns: Vec<CampaignId> = if resting {
+                targets.marked.iter().cloned().collect()
+            } else {
+                targets.all.clone()
+            };
+            let (moved, failed) = self
+                .round_each(&campaigns, claim, &mut targets, resting)
+                .await;
+            if moved > 0 && !failed {
+                continue;
             }
-            self.replace_failed_producer(rejected);
-            let pause = if failed { ERROR_BACKOFF } else { IDLE_POLL };
-            if moved == 0 || failed {
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = shutdown.as_mut() => break,
+            // With announcements live and nothing to read, an announcement ends the rest;
+            // the periodic sweep and claims come around within REST.
+            let pause = match (failed, resting && targets.marked.is_empty()) {
+                (true, _) => ERROR_BACKOFF,
+                (false, true) => REST,
+                (false, false) => IDLE_POLL,
+            };
+            let announced = async {
+                match (&self.announcements, resting) {
+                    (Some(announcements), true) => announcements.arrived().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = announced => {}
+                () = shutdown.as_mut() => break,
+            }
+        }
+    }
+
+    /// Which campaigns to read this round, into `targets`; true when they are the marked ones
+    /// (announcements live: those announced, and those a sweep found with work, read every
+    /// campaign when the subscription went live and every [`SWEEP`]), false when they are all.
+    async fn choose(&self, targets: &mut Targets) -> bool {
+        let taken = self.announcements.as_ref().map(Announcements::take);
+        if let Some(taken) = taken.filter(|taken| taken.live) {
+            targets.marked.extend(taken.ready);
+            let due = targets.epoch != Some(taken.epoch)
+                || targets.next_sweep.is_none_or(|at| Instant::now() >= at);
+            if due && self.sweep(&mut targets.marked).await {
+                targets.epoch = Some(taken.epoch);
+                targets.next_sweep = Some(Instant::now() + SWEEP);
+            }
+            return true;
+        }
+        targets.epoch = None;
+        if targets
+            .all_read
+            .is_none_or(|t| t.elapsed() >= CAMPAIGN_REFRESH)
+        {
+            match self.gate.campaigns().await {
+                Ok(ids) => {
+                    targets.all = ids;
+                    targets.all_read = Some(Instant::now());
+                }
+                Err(err) => warn!(cause = %err, "relay cannot list campaigns"),
+            }
+        }
+        false
+    }
+
+    /// Marks every campaign whose outbox holds an entry; false when Redis failed (logged).
+    async fn sweep(&self, marked: &mut HashSet<CampaignId>) -> bool {
+        let campaigns = match self.gate.campaigns().await {
+            Ok(ids) => ids,
+            Err(err) => {
+                warn!(cause = %err, "relay cannot list campaigns");
+                return false;
+            }
+        };
+        for campaign in campaigns {
+            match self.outbox.oldest(&campaign).await {
+                Ok(Some(_)) => {
+                    marked.insert(campaign);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    warn!(cause = %err, campaign = %campaign, "relay cannot read an outbox");
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    /// One round for each of `campaigns`; when `resting`, a campaign whose outbox turned out
+    /// empty leaves `targets.marked` (an announcement brings it back). Returns the records
+    /// delivered, and whether anything failed.
+    async fn round_each(
+        &mut self,
+        campaigns: &[CampaignId],
+        claim: bool,
+        targets: &mut Targets,
+        resting: bool,
+    ) -> (usize, bool) {
+        let mut moved = 0;
+        let mut failed = false;
+        let mut rejected = false;
+        for campaign in campaigns {
+            match self.round(campaign, claim).await {
+                Ok(sent) => {
+                    moved += sent.delivered;
+                    failed |= sent.failed > 0;
+                    rejected |= sent.producer_rejected;
+                    // Read nothing: the outbox is empty unless another relay holds entries.
+                    if resting
+                        && sent.read == 0
+                        && matches!(self.outbox.oldest(campaign).await, Ok(None))
+                    {
+                        targets.marked.remove(campaign);
+                    }
+                }
+                Err(err) => {
+                    warn!(cause = %err, campaign = %campaign, "relay round failed; entries stay in the outbox");
+                    metrics::counter!("coupon_relay_failures_total", "reason" => "redis")
+                        .increment(1);
+                    failed = true;
+                }
+            }
+        }
+        self.replace_failed_producer(rejected);
+        (moved, failed)
     }
 
     /// One round for one campaign: take over stale entries (when `claim`), read new ones,
@@ -213,7 +329,8 @@ where
         if records.is_empty() {
             return Ok(Sent::default());
         }
-        let sent = self.deliver(&records).await;
+        let mut sent = self.deliver(&records).await;
+        sent.read = records.len();
         self.outbox
             .ack(campaign, delivered(&records, &sent.failed_entries))
             .await?;
@@ -328,32 +445,89 @@ where
     }
 }
 
-/// Sets `coupon_outbox_backlog{campaign}` and `coupon_outbox_oldest_seconds{campaign}` for every
-/// campaign once every [`CAMPAIGN_REFRESH`],
-/// forever. A campaign whose count cannot be read keeps its last figure (Redis failing is the
-/// rounds' failure too, counted there).
-async fn report_backlogs<C>(gate: Gate<C>, outbox: Outbox<C>) -> std::convert::Infallible
+/// The campaigns a relay reads.
+#[derive(Default)]
+struct Targets {
+    /// Every campaign, read again every [`CAMPAIGN_REFRESH`] while announcements are not live.
+    all: Vec<CampaignId>,
+    all_read: Option<Instant>,
+    /// Campaigns announced or found with work, until their outbox is seen empty.
+    marked: HashSet<CampaignId>,
+    /// The announcements' epoch of the last sweep; `None` while they are not live.
+    epoch: Option<u64>,
+    next_sweep: Option<Instant>,
+}
+
+/// The campaigns whose backlog gauges are kept: `None` for every campaign, else those the
+/// rounds have marked. Written by the rounds, read by [`report_backlogs`].
+#[derive(Clone, Default)]
+struct Watched(Arc<std::sync::Mutex<Option<Vec<CampaignId>>>>);
+
+impl Watched {
+    fn set(&self, campaigns: Option<Vec<CampaignId>>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = campaigns;
+    }
+
+    fn get(&self) -> Option<Vec<CampaignId>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Sets `coupon_outbox_backlog{campaign}` and `coupon_outbox_oldest_seconds{campaign}` once every
+/// [`CAMPAIGN_REFRESH`], forever: for every campaign, or, while the rounds read only the marked
+/// ones, for those, and to zero once for a campaign that left them (its outbox is empty). A
+/// campaign whose figures cannot be read keeps its last ones (Redis failing is the rounds'
+/// failure too, counted there).
+async fn report_backlogs<C>(
+    gate: Gate<C>,
+    outbox: Outbox<C>,
+    watched: Watched,
+) -> std::convert::Infallible
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
+    let mut reported: HashSet<CampaignId> = HashSet::new();
     loop {
-        if let Ok(campaigns) = gate.campaigns().await {
-            for campaign in campaigns {
-                let label = campaign.as_str().to_owned();
-                if let Ok(backlog) = outbox.backlog(&campaign).await {
-                    metrics::gauge!("coupon_outbox_backlog", "campaign" => label.clone())
-                        .set(backlog as f64);
-                }
-                if let Ok(oldest) = outbox.oldest(&campaign).await {
-                    let waited = oldest.map_or(Duration::ZERO, |at| {
-                        SystemTime::now().duration_since(at).unwrap_or_default()
-                    });
-                    metrics::gauge!("coupon_outbox_oldest_seconds", "campaign" => label)
-                        .set(waited.as_secs_f64());
-                }
+        let campaigns = match watched.get() {
+            Some(marked) => Ok(marked),
+            None => gate.campaigns().await,
+        };
+        if let Ok(campaigns) = campaigns {
+            let now: HashSet<CampaignId> = campaigns.iter().cloned().collect();
+            for rested in reported.difference(&now) {
+                let label = rested.as_str().to_owned();
+                metrics::gauge!("coupon_outbox_backlog", "campaign" => label.clone()).set(0.0);
+                metrics::gauge!("coupon_outbox_oldest_seconds", "campaign" => label).set(0.0);
             }
+            for campaign in &campaigns {
+                report_backlog(&outbox, campaign).await;
+            }
+            reported = now;
         }
         tokio::time::sleep(CAMPAIGN_REFRESH).await;
+    }
+}
+
+async fn report_backlog<C>(outbox: &Outbox<C>, campaign: &CampaignId)
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    let label = campaign.as_str().to_owned();
+    if let Ok(backlog) = outbox.backlog(campaign).await {
+        metrics::gauge!("coupon_outbox_backlog", "campaign" => label.clone()).set(backlog as f64);
+    }
+    if let Ok(oldest) = outbox.oldest(campaign).await {
+        let waited = oldest.map_or(Duration::ZERO, |at| {
+            SystemTime::now().duration_since(at).unwrap_or_default()
+        });
+        metrics::gauge!("coupon_outbox_oldest_seconds", "campaign" => label)
+            .set(waited.as_secs_f64());
     }
 }
 
@@ -386,6 +560,8 @@ fn delivered<'a>(
 /// What one round of sends came to.
 #[derive(Default)]
 struct Sent {
+    /// Records read (new or taken over).
+    read: usize,
     /// Ids of the outbox entries with a record the broker did not confirm: they stay pending.
     failed_entries: HashSet<String>,
     /// Records the broker confirmed.
