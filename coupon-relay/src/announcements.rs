@@ -82,6 +82,11 @@ impl Announcements {
         }
     }
 
+    /// The campaigns announced and not yet taken.
+    pub(crate) fn pending(&self) -> Vec<CampaignId> {
+        self.lock().ready.iter().cloned().collect()
+    }
+
     /// Resolves when something was announced or the subscription changed since the last time
     /// it resolved (at once if so).
     pub(crate) async fn arrived(&self) {

@@ -152,7 +152,12 @@ where
         metrics::counter!("coupon_relay_producer_replacements_total").increment(0);
         // Beside the rounds, which may wait on the broker for as long as a message may take.
         let watched = Watched::default();
-        let backlogs = report_backlogs(self.gate.clone(), self.outbox.clone(), watched.clone());
+        let backlogs = report_backlogs(
+            self.gate.clone(),
+            self.outbox.clone(),
+            watched.clone(),
+            self.announcements.clone(),
+        );
         tokio::select! {
             () = self.rounds(shutdown, &watched) => {}
             never = backlogs => match never {},
@@ -480,35 +485,47 @@ impl Watched {
 }
 
 /// Sets `coupon_outbox_backlog{campaign}` and `coupon_outbox_oldest_seconds{campaign}` once every
-/// [`CAMPAIGN_REFRESH`], forever: for every campaign, or, while the rounds read only the marked
-/// ones, for those, and to zero once for a campaign that left them (its outbox is empty). A
-/// campaign whose figures cannot be read keeps its last ones (Redis failing is the rounds'
-/// failure too, counted there).
+/// [`CAMPAIGN_REFRESH`], forever: read for every campaign, or, while the rounds read only the
+/// marked ones, read for those and for the ones announced but not yet taken, and set to zero once
+/// for every other (an outbox is let rest only once seen empty, and any event to it is
+/// announced). A campaign whose figures cannot be read keeps its last ones (Redis failing is the
+/// rounds' failure too, counted there).
 async fn report_backlogs<C>(
     gate: Gate<C>,
     outbox: Outbox<C>,
     watched: Watched,
+    announcements: Option<Announcements>,
 ) -> std::convert::Infallible
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
-    let mut reported: HashSet<CampaignId> = HashSet::new();
+    let mut zeroed: HashSet<CampaignId> = HashSet::new();
     loop {
-        let campaigns = match watched.get() {
-            Some(marked) => Ok(marked),
-            None => gate.campaigns().await,
-        };
-        if let Ok(campaigns) = campaigns {
-            let now: HashSet<CampaignId> = campaigns.iter().cloned().collect();
-            for rested in reported.difference(&now) {
-                let label = rested.as_str().to_owned();
-                metrics::gauge!("coupon_outbox_backlog", "campaign" => label.clone()).set(0.0);
-                metrics::gauge!("coupon_outbox_oldest_seconds", "campaign" => label).set(0.0);
+        if let Ok(campaigns) = gate.campaigns().await {
+            match watched.get() {
+                None => {
+                    for campaign in &campaigns {
+                        report_backlog(&outbox, campaign).await;
+                    }
+                    zeroed.clear();
+                }
+                Some(marked) => {
+                    let mut read: HashSet<CampaignId> = marked.into_iter().collect();
+                    read.extend(announcements.iter().flat_map(Announcements::pending));
+                    for campaign in &campaigns {
+                        if read.contains(campaign) {
+                            report_backlog(&outbox, campaign).await;
+                            zeroed.remove(campaign);
+                        } else if zeroed.insert(campaign.clone()) {
+                            let label = campaign.as_str().to_owned();
+                            metrics::gauge!("coupon_outbox_backlog", "campaign" => label.clone())
+                                .set(0.0);
+                            metrics::gauge!("coupon_outbox_oldest_seconds", "campaign" => label)
+                                .set(0.0);
+                        }
+                    }
+                }
             }
-            for campaign in &campaigns {
-                report_backlog(&outbox, campaign).await;
-            }
-            reported = now;
         }
         tokio::time::sleep(CAMPAIGN_REFRESH).await;
     }
