@@ -183,33 +183,33 @@ where
         // Claim at once on start, to pick up what a crashed predecessor left behind.
         let mut next_claim = Instant::now();
         while shutdown.as_mut().now_or_never().is_none() {
-            let resting = self.choose(&mut targets).await;
-            watched.set(resting.then(|| targets.marked.iter().cloned().collect()));
+            let marked_only = self.choose(&mut targets).await;
+            watched.set(marked_only.then(|| targets.marked.iter().cloned().collect()));
             let claim = Instant::now() >= next_claim;
             if claim {
                 next_claim =
                     Instant::now() + (self.config.claim_idle / 2).max(Duration::from_millis(50));
             }
-            let campaigns: Vec<CampaignId> = if resting {
+            let campaigns: Vec<CampaignId> = if marked_only {
                 targets.marked.iter().cloned().collect()
             } else {
                 targets.all.clone()
             };
             let (moved, failed) = self
-                .round_each(&campaigns, claim, &mut targets, resting)
+                .round_each(&campaigns, claim, &mut targets, marked_only)
                 .await;
             if moved > 0 && !failed {
                 continue;
             }
             // With announcements live and nothing to read, an announcement ends the rest;
             // the periodic sweep and claims come around within REST.
-            let pause = match (failed, resting && targets.marked.is_empty()) {
+            let pause = match (failed, marked_only && targets.marked.is_empty()) {
                 (true, _) => ERROR_BACKOFF,
                 (false, true) => REST,
                 (false, false) => IDLE_POLL,
             };
             let announced = async {
-                match (&self.announcements, resting) {
+                match (&self.announcements, marked_only) {
                     (Some(announcements), true) => announcements.arrived().await,
                     _ => std::future::pending().await,
                 }
@@ -277,7 +277,7 @@ where
         true
     }
 
-    /// One round for each of `campaigns`; when `resting`, a campaign whose outbox turned out
+    /// One round for each of `campaigns`; when `marked_only`, a campaign whose outbox turned out
     /// empty leaves `targets.marked` (an announcement brings it back). Returns the records
     /// delivered, and whether anything failed.
     async fn round_each(
@@ -285,7 +285,7 @@ where
         campaigns: &[CampaignId],
         claim: bool,
         targets: &mut Targets,
-        resting: bool,
+        marked_only: bool,
     ) -> (usize, bool) {
         let mut moved = 0;
         let mut failed = false;
@@ -297,7 +297,7 @@ where
                     failed |= sent.failed > 0;
                     rejected |= sent.producer_rejected;
                     // Read nothing: the outbox is empty unless another relay holds entries.
-                    if resting
+                    if marked_only
                         && sent.read == 0
                         && matches!(self.outbox.oldest(campaign).await, Ok(None))
                     {
