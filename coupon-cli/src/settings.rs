@@ -59,7 +59,8 @@ pub fn parse_from<T: CommandFactory + FromArgMatches>(
     args: impl IntoIterator<Item = impl Into<OsString>>,
 ) -> Result<Parsed<T>, clap::Error> {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let printing = args.iter().skip(1).any(|a| a == "--print-config");
+    let print_flag = format!("--{PRINT_FLAG}");
+    let printing = args.iter().skip(1).any(|a| *a == *print_flag);
     let mut command = with_file_flags(T::command());
     if printing {
         // Printing needs no subcommand, so `coupon-admin --print-config` answers too.
@@ -76,7 +77,7 @@ pub fn parse_from<T: CommandFactory + FromArgMatches>(
                 .clone()
                 .try_get_matches_from(layered)
                 .map_err(|err| blame_file(&command, err, &layer, path))?;
-            let ids = layer.settings.into_iter().map(|(id, _)| id).collect();
+            let ids = layer.settings.into_iter().map(|set| set.id).collect();
             (matches, ids)
         }
         None => (first, Vec::new()),
@@ -96,7 +97,7 @@ pub fn parse_from<T: CommandFactory + FromArgMatches>(
 pub fn check_settings_file<T: CommandFactory + FromArgMatches>(path: &Path) -> Result<(), String> {
     let args = [
         OsString::from(T::command().get_name()),
-        "--config".into(),
+        format!("--{CONFIG_FLAG}").into(),
         path.into(),
     ];
     parse_from::<T>(args)
@@ -143,8 +144,17 @@ fn with_file_flags(command: Command) -> Command {
 struct Layer {
     /// The values, as flags.
     flags: Vec<OsString>,
-    /// The settings they set: id and file key.
-    settings: Vec<(String, String)>,
+    /// The settings they set.
+    settings: Vec<FileSetting>,
+}
+
+/// A setting the settings file set.
+struct FileSetting {
+    id: String,
+    /// Its key in the file.
+    key: String,
+    /// The flag its value was given to clap as.
+    long: String,
 }
 
 /// The layer of the settings file at `path`, every key and value checked.
@@ -199,7 +209,11 @@ fn file_layer(command: &Command, matches: &ArgMatches, path: &Path) -> Result<La
                 .iter()
                 .map(|v| OsString::from(format!("--{long}={v}")));
             layer.flags.extend(flags);
-            layer.settings.push((id.to_owned(), key.clone()));
+            layer.settings.push(FileSetting {
+                id: id.to_owned(),
+                key: key.clone(),
+                long: long.to_owned(),
+            });
         }
     }
     Ok(layer)
@@ -231,16 +245,11 @@ fn blame_file(command: &Command, err: clap::Error, layer: &Layer, path: &Path) -
     let Some(ContextValue::String(flag)) = err.get(ContextKind::InvalidArg) else {
         return err;
     };
-    let blamed = layer.settings.iter().find(|(id, _)| {
-        let long = command
-            .get_arguments()
-            .find(|arg| arg.get_id() == id.as_str())
-            .and_then(Arg::get_long);
-        long.is_some_and(|long| {
-            flag.starts_with(&format!("--{long} ")) || *flag == format!("--{long}")
-        })
+    let blamed = layer.settings.iter().find(|set| {
+        let long = format!("--{}", set.long);
+        flag.starts_with(&format!("{long} ")) || *flag == long
     });
-    let Some((_, key)) = blamed else {
+    let Some(FileSetting { key, .. }) = blamed else {
         return err;
     };
     let text = err.to_string();

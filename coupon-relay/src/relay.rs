@@ -184,17 +184,17 @@ where
         let mut next_claim = Instant::now();
         while shutdown.as_mut().now_or_never().is_none() {
             let marked_only = self.choose(&mut targets).await;
-            watched.set(marked_only.then(|| targets.marked.iter().cloned().collect()));
-            let claim = Instant::now() >= next_claim;
-            if claim {
-                next_claim =
-                    Instant::now() + (self.config.claim_idle / 2).max(Duration::from_millis(50));
-            }
             let campaigns: Vec<CampaignId> = if marked_only {
                 targets.marked.iter().cloned().collect()
             } else {
                 targets.all.clone()
             };
+            watched.set(marked_only.then(|| campaigns.clone()));
+            let claim = Instant::now() >= next_claim;
+            if claim {
+                next_claim =
+                    Instant::now() + (self.config.claim_idle / 2).max(Duration::from_millis(50));
+            }
             let (moved, failed) = self
                 .round_each(&campaigns, claim, &mut targets, marked_only)
                 .await;
