@@ -286,6 +286,20 @@ pub async fn run(
     concurrency: usize,
     progress: &ProgressBar,
 ) -> Tally {
+    run_at_rate(target, clicks, concurrency, None, progress).await
+}
+
+/// As [`run`], but with a `rate` (clicks per second) sends click `i` no earlier than `i / rate`
+/// seconds after the start: a steady load, as long as `concurrency` connections keep up with it
+/// (a click sent late is sent at once, and the rate catches up).
+pub async fn run_at_rate(
+    target: &Target,
+    clicks: Vec<u64>,
+    concurrency: usize,
+    rate: Option<f64>,
+    progress: &ProgressBar,
+) -> Tally {
+    let started = Instant::now();
     let shared = Arc::new(Shared {
         addr: target.addr,
         host: HeaderValue::from_str(&target.host).expect("host:port is a valid header"),
@@ -293,8 +307,8 @@ pub async fn run(
         identity: target.identity.clone(),
         clicks,
         next: AtomicUsize::new(0),
+        pace: rate.map(|rate| (started, rate)),
     });
-    let started = Instant::now();
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|n| {
             let source = source_address(target.addr, n);
@@ -318,6 +332,8 @@ struct Shared {
     clicks: Vec<u64>,
     /// Index of the next click not yet taken by a worker.
     next: AtomicUsize,
+    /// The start and the clicks per second, for a paced run.
+    pace: Option<(Instant, f64)>,
 }
 
 /// The address connection `n` sends from: toward a server on loopback, one of 127.1.0.1 onward
@@ -343,6 +359,10 @@ async fn worker(shared: Arc<Shared>, progress: ProgressBar, source: Option<Socke
         let Some(&user) = shared.clicks.get(i) else {
             break;
         };
+        if let Some((start, rate)) = shared.pace {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let started = Instant::now();
         let answer = match apply(&shared, &mut connection, source, user).await {
             Ok((code, body)) => Answer {

@@ -55,6 +55,10 @@ struct Args {
     /// Connections sending at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: u32,
+    /// Clicks per second, sent at a steady pace (default: each click as soon as a connection is
+    /// free). Give enough --concurrency to keep up: a connection waits for its answer.
+    #[arg(long, value_parser = positive_rate)]
+    rate: Option<f64>,
     /// Seed of the clicks and their order (default: from the clock; printed, to repeat a run).
     #[arg(long)]
     seed: Option<u64>,
@@ -78,6 +82,16 @@ struct Args {
     /// report ends with the figures that matter from their metrics.
     #[arg(long = "metrics")]
     metrics: Vec<String>,
+}
+
+/// A `--rate`: a finite number of clicks per second above zero.
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{value:?} is not a number of clicks per second above 0"
+        )),
+    }
 }
 
 #[tokio::main]
@@ -135,6 +149,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.concurrency,
         crowd.seed
     );
+    if let Some(rate) = args.rate {
+        println!("  paced at {} clicks/s", group(rate as u64));
+    }
 
     let identity = match (args.identity.as_str(), &args.jwt_secret) {
         ("body", _) => Identity::Body,
@@ -153,7 +170,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         )
         .expect("valid template"),
     );
-    let tally = sale::run(&target, clicks, args.concurrency as usize, &bar).await;
+    let tally =
+        sale::run_at_rate(&target, clicks, args.concurrency as usize, args.rate, &bar).await;
     bar.finish_and_clear();
     print_answers(&tally);
 
@@ -349,4 +367,19 @@ fn group(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_a_finite_number_of_clicks_above_zero() {
+        assert_eq!(positive_rate("5000"), Ok(5000.0));
+        assert_eq!(positive_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+            let err = positive_rate(bad).expect_err(bad);
+            assert!(err.contains("clicks per second"), "{err}");
+        }
+    }
 }
