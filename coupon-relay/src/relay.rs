@@ -606,10 +606,26 @@ impl RelayConfig {
     }
 }
 
+/// How long the producer waits for more records before it sends a batch (`linger.ms`): the
+/// time a record may wait for the next, at most, before its produce request leaves.
+const LINGER_MS: &str = "20";
+/// Most records in one produce request (`batch.num.messages`); `batch.size` (1 MB) still bounds
+/// its bytes.
+const BATCH_MESSAGES: &str = "100000";
+
 /// The relay's idempotent producer.
+///
+/// Its batching defaults ([`LINGER_MS`], [`BATCH_MESSAGES`]), which the configured properties
+/// may override, make few large produce requests. An idempotent producer keeps at most five
+/// requests per partition in flight; while that many wait on a slow broker and more records
+/// are ready, librdkafka's broker thread polls its socket without pause. With `linger.ms=5` that
+/// polling was a third of coupon-http's CPU during a burst on the local broker (BENCHMARKS.md,
+/// "Where coupon-http's CPU per admission went").
 fn producer(config: &RelayConfig) -> Result<FutureProducer, Error> {
     let mut client = ClientConfig::new();
-    client.set("linger.ms", "5");
+    client
+        .set("linger.ms", LINGER_MS)
+        .set("batch.num.messages", BATCH_MESSAGES);
     client_config(&mut client, &config.brokers, &config.kafka_properties)
         .set("enable.idempotence", "true")
         .set("acks", "all")
