@@ -161,8 +161,9 @@ struct Args {
     #[arg(long, env = "COUPON_RELAY_CONSUMER")]
     relay_consumer: Option<String>,
     /// More librdkafka properties, key=value (repeat the flag, or comma-separate in the
-    /// environment): TLS and SASL settings, batching. enable.idempotence, acks and
-    /// message.timeout.ms stay as the relay sets them.
+    /// environment): TLS and SASL settings, batching (the relay's defaults: linger.ms=20,
+    /// batch.num.messages=100000). enable.idempotence, acks and message.timeout.ms stay as the
+    /// relay sets them.
     #[arg(long = "kafka-property", env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
     kafka_properties: Vec<(String, String)>,
     /// Prometheus metrics: `on` records them and serves `GET /metrics`, `off` neither.
