@@ -619,8 +619,8 @@ const BATCH_MESSAGES: &str = "100000";
 /// may override, make few large produce requests. An idempotent producer keeps at most five
 /// requests per partition in flight; while that many wait on a slow broker and more records
 /// are ready, librdkafka's broker thread polls its socket without pause. With `linger.ms=5` that
-/// polling was a third of coupon-http's CPU during a burst on the local broker (BENCHMARKS.md,
-/// "Where coupon-http's CPU per admission went").
+/// polling was a quarter to a third of coupon-http's CPU during a burst on the local broker
+/// (BENCHMARKS.md, "Where coupon-http's CPU per admission went").
 fn producer(config: &RelayConfig) -> Result<FutureProducer, Error> {
     let mut client = ClientConfig::new();
     client
