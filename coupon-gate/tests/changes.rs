@@ -8,8 +8,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use coupon_gate::{Campaign, Outcome, Release};
-use futures_util::StreamExt;
-use support::{Scratch, ScratchGate, campaign, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, next_payload, redis_url, user};
 
 #[tokio::test]
 async fn creation_quota_changes_and_releases_are_published_and_rejections_are_not() {
@@ -22,13 +21,7 @@ async fn creation_quota_changes_and_releases_are_published_and_rejections_are_no
         .unwrap();
     pubsub.subscribe(gate.changes_channel()).await.unwrap();
     let mut messages = pubsub.into_on_message();
-    let mut next = async || {
-        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("the subscription is open");
-        msg.get_payload::<String>().unwrap()
-    };
+    let mut next = async || next_payload(&mut messages, Duration::from_secs(5)).await;
 
     let id = campaign("flash");
     let one = NonZeroU32::new(1).unwrap();
@@ -76,11 +69,7 @@ async fn an_outbox_that_receives_work_again_is_announced_once() {
                 .await
                 .unwrap();
         }
-        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("the subscription is open");
-        msg.get_payload::<String>().unwrap()
+        next_payload(&mut messages, Duration::from_secs(5)).await
     };
 
     let id = campaign("flash");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignState, Gate, Outcome, RedisTarget};
 use coupon_testkit::RedisCluster;
-use support::{campaign, user};
+use support::{campaign, next_payload, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
@@ -244,8 +244,6 @@ async fn a_failover_takes_back_what_no_replica_confirmed() {
 /// relay resting empty outboxes on a cluster hears of each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_announcements_from_every_master_reach_one_subscriber() {
-    use futures_util::StreamExt;
-
     let cluster = RedisCluster::start();
     let conn = RedisTarget::from_config("redis://unused:1", &cluster.nodes())
         .connect(Duration::from_secs(5))
@@ -274,11 +272,7 @@ async fn outbox_announcements_from_every_master_reach_one_subscriber() {
     }
     let mut heard = BTreeSet::new();
     while heard.len() < campaigns.len() {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("an announcement within 10 s")
-            .expect("the subscription is open");
-        heard.insert(message.get_payload::<String>().unwrap());
+        heard.insert(next_payload(&mut messages, Duration::from_secs(10)).await);
     }
     assert_eq!(heard, campaigns);
 }

@@ -7,7 +7,10 @@ pub use coupon_testkit::{
     RedisServer, Scratch, connect, eventually, free_port, info_field, redis_url, script_calls,
 };
 
+use std::time::Duration;
+
 use coupon_gate::{CampaignId, Gate, UserId};
+use futures_util::{Stream, StreamExt};
 use redis::aio::MultiplexedConnection;
 
 /// A gate whose keys live under the scratch prefix.
@@ -27,4 +30,16 @@ pub fn campaign(id: &str) -> CampaignId {
 
 pub fn user(id: u64) -> UserId {
     UserId::from_number(id).expect("valid user id")
+}
+
+/// The payload of the next message of a subscription, which must come `within` the time given.
+pub async fn next_payload(
+    messages: &mut (impl Stream<Item = redis::Msg> + Unpin),
+    within: Duration,
+) -> String {
+    let message = tokio::time::timeout(within, messages.next())
+        .await
+        .unwrap_or_else(|_| panic!("a message within {within:?}"))
+        .expect("the subscription is open");
+    message.get_payload::<String>().unwrap()
 }
