@@ -150,7 +150,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         crowd.seed
     );
     if let Some(rate) = args.rate {
-        println!("  paced at {} clicks/s", group(rate as u64));
+        println!("  paced at {rate} clicks/s");
     }
 
     let identity = match (args.identity.as_str(), &args.jwt_secret) {
