@@ -16,50 +16,76 @@
 --                               when it held nothing unacknowledged before, the campaign id is
 --                               published on <prefix>:outbox-ready (announce_outbox in
 --                               prelude.lua)
--- ARGV[1..n] user ids (decimal, validated by the caller), in arrival order
+-- KEYS[5]  queue sorted set     a draw's pre-queue: user id, score = ticket (lowest wins)
+-- ARGV[1]  tickets              7 random bytes per user, in ARGV order: a user joining a
+--                               pre-queue for the first time gets the ticket made of its 7 bytes
+--                               (53 bits); unused otherwise
+-- ARGV[2..n+1] user ids (validated by the caller), in arrival order
 --
--- Returns a flat array with two integers per user, in ARGV order: code, value (codes in prelude.lua)
+-- Meta fields of a draw (see draw.lua): queue_opens (ms; absent or 0 for a race), drawn ('1'
+-- once the draw has ended).
+--
+-- Returns a flat array with two integers per user, in user order: code, value (codes in
+-- prelude.lua)
 --   ADMITTED          value = the seq taken (1..=quota)
 --   DUPLICATE         value = the seq the user already holds
 --   SOLD_OUT          value = 0
 --   NOT_OPEN          value = 0
 --   CLOSED            value = 0
 --   UNKNOWN_CAMPAIGN  value = 0
+--   QUEUED            value = opens (ms), when the draw runs: the user is in the pre-queue
+--   DRAW_PENDING      value = 0: the draw is due and has not ended; nothing written. The
+--                     caller runs the draw (draw.lua) and applies again
 --
--- Users are decided in ARGV order exactly as if each had called alone, one after the other.
+-- Users are decided in order exactly as if each had called alone, one after the other.
 -- Every check comes before the first write: phase one decides with reads and local tables
 -- only, phase two writes. A request that is duplicate, sold out or outside the window writes
 -- nothing, so a sold-out campaign puts no write load on Redis.
 
-local n = #ARGV
+local n = #ARGV - 1
 local out = {}
 
-local function all(code)
+local function all(code, value)
   for i = 1, n do
     out[2 * i - 1] = code
-    out[2 * i] = 0
+    out[2 * i] = value
   end
   return out
 end
 
-local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next', 'issued', 'digits')
+local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next', 'issued', 'digits',
+  'queue_opens', 'drawn')
 if not meta[1] then
-  return all(UNKNOWN_CAMPAIGN)
+  return all(UNKNOWN_CAMPAIGN, 0)
 end
 
 local now = now_ms()
 local opens = tonumber(meta[2])
 local closes = tonumber(meta[3])
+local queue_opens = tonumber(meta[7] or 0)
 if opens > 0 and now < opens then
-  return all(NOT_OPEN)
+  if queue_opens == 0 or now < queue_opens then
+    return all(NOT_OPEN, 0)
+  end
+  -- The pre-queue: a user's first join fixes its ticket; joining again changes nothing.
+  local tickets = ARGV[1]
+  for i = 1, n do
+    local b1, b2, b3, b4, b5, b6, b7 = string.byte(tickets, 7 * i - 6, 7 * i)
+    local ticket = ((((((b1 % 32) * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6) * 256 + b7
+    redis.call('ZADD', KEYS[5], 'NX', string.format('%d', ticket), ARGV[i + 1])
+  end
+  return all(QUEUED, opens)
 end
 if closes > 0 and now >= closes then
-  return all(CLOSED)
+  return all(CLOSED, 0)
+end
+if queue_opens > 0 and meta[8] ~= '1' then
+  return all(DRAW_PENDING, 0)
 end
 
 local quota = tonumber(meta[1])
-local next_seq = tonumber(meta[4])
 local issued = tonumber(meta[5])
+local take_seq, commit_seqs = seq_source(KEYS[3], meta[1], tonumber(meta[4]), n)
 
 -- The bucket key of a user, computed once per user.
 local bucket = bucket_of(KEYS[2], tonumber(meta[6]))
@@ -71,10 +97,8 @@ local decided = {}  -- user -> seq taken earlier in this batch
 -- would be formatted with %.17g, which costs several times as much.
 local adm_users, adm_buckets, adm_seqs = {}, {}, {}
 local admitted = 0
-local free = nil    -- released seqs <= quota, ascending, loaded on first need
-local free_used = 0
 for i = 1, n do
-  local user = ARGV[i]
+  local user = ARGV[i + 1]
   local held = decided[user]
   local key
   if not held then
@@ -88,20 +112,7 @@ for i = 1, n do
     out[2 * i - 1] = SOLD_OUT
     out[2 * i] = 0
   else
-    -- A released seq is reused before a new one is taken, lowest first. Every seq in
-    -- 1..=next is either held or free, so when no free seq <= quota is left and a slot
-    -- is still open, next < quota and next + 1 is a valid seq.
-    if free == nil then
-      free = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', meta[1], 'LIMIT', 0, n)
-    end
-    local seq
-    if free_used < #free then
-      free_used = free_used + 1
-      seq = tonumber(free[free_used])
-    else
-      next_seq = next_seq + 1
-      seq = next_seq
-    end
+    local seq = take_seq()
     issued = issued + 1
     decided[user] = seq
     admitted = admitted + 1
@@ -115,17 +126,11 @@ end
 
 -- Phase two: write.
 if admitted > 0 then
-  for j = 1, free_used do
-    redis.call('ZREM', KEYS[3], free[j])
-  end
+  local next_seq = commit_seqs()
   redis.call('HSET', KEYS[1], 'next', string.format('%d', next_seq), 'issued', string.format('%d', issued))
-  local record = {string.format('%d', now)}
   for j = 1, admitted do
-    local user, seq = adm_users[j], adm_seqs[j]
-    redis.call('HSET', adm_buckets[j], user, seq)
-    record[j + 1] = user .. ':' .. seq
+    redis.call('HSET', adm_buckets[j], adm_users[j], adm_seqs[j])
   end
-  redis.call('XADD', KEYS[4], '*', 'admit', table.concat(record, ' '))
-  announce_outbox(KEYS[4], redis.call('HINCRBY', KEYS[1], 'outbox', admitted), admitted)
+  append_admissions(KEYS[1], KEYS[4], string.format('%d', now), adm_users, adm_seqs, admitted, n)
 end
 return out

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coupon_event::CampaignId;
 
-/// The definition of a campaign: how many coupons, and when applications are accepted.
+/// The definition of a campaign: how many coupons, when applications are accepted, and how
+/// the opening is decided.
 ///
 /// The window is half-open: a campaign accepts applications from `opens_at` (inclusive) until
 /// `closes_at` (exclusive), as judged by the Redis server's clock so that every application
@@ -21,6 +22,32 @@ pub struct Campaign {
     quota: NonZeroU32,
     opens_at: Option<SystemTime>,
     closes_at: Option<SystemTime>,
+    opening: Opening,
+}
+
+/// How a campaign's coupons are handed out when it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// First come, first served from `opens_at` on.
+    Race,
+    /// A pre-queue from `queue_opens_at` until `opens_at`, then a draw: at `opens_at` up to the
+    /// quota's worth of the queued users are chosen uniformly at random, each with a ticket drawn
+    /// from the operating system's randomness when it first joined. Coupons the queue does not
+    /// take go first come, first served after the draw.
+    Draw {
+        /// When the pre-queue opens; before `opens_at`.
+        queue_opens_at: SystemTime,
+    },
+}
+
+impl Opening {
+    /// The name the HTTP API and the docs use: `race` or `draw`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Race => "race",
+            Self::Draw { .. } => "draw",
+        }
+    }
 }
 
 impl Campaign {
@@ -31,6 +58,7 @@ impl Campaign {
             quota,
             opens_at: None,
             closes_at: None,
+            opening: Opening::Race,
         }
     }
 
@@ -54,8 +82,25 @@ impl Campaign {
         {
             return Err(InvalidInput::Window);
         }
+        if let Opening::Draw { queue_opens_at } = self.opening {
+            check_draw(queue_opens_at, opens_at)?;
+        }
         self.opens_at = opens_at;
         self.closes_at = closes_at;
+        Ok(self)
+    }
+
+    /// Makes the opening a draw whose pre-queue opens at `queue_opens_at` (see
+    /// [`Opening::Draw`]); the draw is at `opens_at`, so set the window first.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput::Draw`] when the campaign has no `opens_at`, or `queue_opens_at` is not
+    /// before it or lies before the Unix epoch.
+    pub fn with_draw(mut self, queue_opens_at: SystemTime) -> Result<Self, InvalidInput> {
+        let queue_opens_at = truncate_to_millis(queue_opens_at).map_err(|_| InvalidInput::Draw)?;
+        check_draw(queue_opens_at, self.opens_at)?;
+        self.opening = Opening::Draw { queue_opens_at };
         Ok(self)
     }
 
@@ -79,6 +124,20 @@ impl Campaign {
         self.closes_at
     }
 
+    /// How the coupons are handed out when the campaign opens.
+    pub fn opening(&self) -> Opening {
+        self.opening
+    }
+
+    /// When the pre-queue opens, as the scripts keep it: milliseconds since the epoch, 0 for a
+    /// race.
+    pub(crate) fn queue_opens_millis(&self) -> u64 {
+        match self.opening {
+            Opening::Race => 0,
+            Opening::Draw { queue_opens_at } => to_millis(queue_opens_at).unwrap_or(0),
+        }
+    }
+
     /// The window as the scripts keep it: milliseconds since the epoch, 0 for no bound.
     pub(crate) fn window_millis(&self) -> (u64, u64) {
         // `with_window` refused every bound that does not convert, so 0 is never reached.
@@ -98,6 +157,13 @@ pub struct CampaignStatus {
     pub opens_at: Option<SystemTime>,
     /// When applications stop being accepted, if bounded.
     pub closes_at: Option<SystemTime>,
+    /// How the coupons are handed out when the campaign opens.
+    pub opening: Opening,
+    /// Users in the pre-queue of a draw: those waiting before the draw, those who had joined
+    /// once it has run; 0 for a race.
+    pub queued: u64,
+    /// Whether the draw has run to its end; false for a race.
+    pub drawn: bool,
 }
 
 impl CampaignStatus {
@@ -115,6 +181,8 @@ pub enum InvalidInput {
     Window,
     /// A key prefix that is empty or contains `{` or `}`.
     KeyPrefix,
+    /// A draw without `opens_at`, or whose pre-queue does not open before it.
+    Draw,
 }
 
 impl fmt::Display for InvalidInput {
@@ -122,11 +190,24 @@ impl fmt::Display for InvalidInput {
         f.write_str(match self {
             Self::Window => "campaign window must close after it opens, and not before 1970",
             Self::KeyPrefix => "key prefix must be non-empty and contain no '{' or '}'",
+            Self::Draw => {
+                "a draw needs opensAt, and its queue must open before it (and not before 1970)"
+            }
         })
     }
 }
 
 impl std::error::Error for InvalidInput {}
+
+fn check_draw(
+    queue_opens_at: SystemTime,
+    opens_at: Option<SystemTime>,
+) -> Result<(), InvalidInput> {
+    match opens_at {
+        Some(opens_at) if queue_opens_at < opens_at && queue_opens_at > UNIX_EPOCH => Ok(()),
+        _ => Err(InvalidInput::Draw),
+    }
+}
 
 fn truncate_to_millis(t: SystemTime) -> Result<SystemTime, InvalidInput> {
     let ms = to_millis(t)?;
@@ -169,6 +250,43 @@ mod tests {
         assert_eq!(
             c.with_window(Some(before_epoch), None),
             Err(InvalidInput::Window)
+        );
+    }
+
+    #[test]
+    fn a_draw_needs_a_queue_that_opens_before_the_campaign() {
+        let id = CampaignId::new("d").unwrap();
+        let quota = NonZeroU32::new(1).unwrap();
+        let t = UNIX_EPOCH + Duration::from_secs(1_000);
+        let c = Campaign::new(id, quota);
+        assert_eq!(
+            c.clone().with_draw(t),
+            Err(InvalidInput::Draw),
+            "no opensAt"
+        );
+        let windowed = c.with_window(Some(t), None).unwrap();
+        assert_eq!(windowed.clone().with_draw(t), Err(InvalidInput::Draw));
+        assert_eq!(
+            windowed.clone().with_draw(t + Duration::from_secs(1)),
+            Err(InvalidInput::Draw)
+        );
+        let draw = windowed.with_draw(t - Duration::from_secs(60)).unwrap();
+        assert_eq!(draw.opening().name(), "draw");
+        assert_eq!(draw.queue_opens_millis(), 940_000);
+        assert_eq!(
+            draw.clone().with_window(None, None),
+            Err(InvalidInput::Draw),
+            "a draw keeps its opensAt"
+        );
+        assert_eq!(
+            draw.clone()
+                .with_window(Some(t - Duration::from_secs(60)), None),
+            Err(InvalidInput::Draw),
+            "nor moves it to the queue's opening"
+        );
+        assert!(
+            draw.with_window(Some(t + Duration::from_secs(60)), None)
+                .is_ok()
         );
     }
 

@@ -5,7 +5,7 @@
 //! nodes can share a campaign without coordinating: Redis runs each script alone.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redis::aio::ConnectionLike;
 
@@ -15,9 +15,17 @@ use crate::keys::Keys;
 use crate::script::{self, Scripts, code};
 use crate::shared::Shared;
 use crate::{
-    Campaign, CampaignId, CampaignStatus, Create, DEFAULT_KEY_PREFIX, Error, InvalidInput,
-    OUTBOX_GROUP, Outbox, Outcome, Recovery, Release, UserId,
+    Campaign, CampaignId, CampaignStatus, Create, DEFAULT_KEY_PREFIX, Draw, Error, InvalidInput,
+    OUTBOX_GROUP, Opening, Outbox, Outcome, Recovery, Release, UserId,
 };
+
+/// Random bytes per user handed to the admit script: a user's ticket when it first joins a
+/// draw's pre-queue (53 of the 56 bits are used, so that it is exact as a Redis score).
+const TICKET_BYTES: usize = 7;
+
+/// Most winners one call of the draw script admits; see `Gate::draw` and BENCHMARKS.md for
+/// what a part costs Redis.
+pub const DRAW_PART: u32 = 2_000;
 
 /// A cheap, cloneable handle on the admission rules of every campaign in one Redis.
 ///
@@ -149,20 +157,43 @@ where
             return Ok(Vec::new());
         }
         let keys = self.keys(campaign);
+        let mut tickets = vec![0u8; users.len() * TICKET_BYTES];
+        getrandom::fill(&mut tickets).map_err(|err| {
+            Error::protocol(format!("the operating system gave no random bytes: {err}"))
+        })?;
         let mut call = self.shared.scripts.admit.key(&keys.meta);
-        call.key(&keys.users).key(&keys.free).key(&keys.outbox);
+        call.key(&keys.users)
+            .key(&keys.free)
+            .key(&keys.outbox)
+            .key(&keys.queue)
+            .arg(tickets);
         for user in users {
             call.arg(user.as_str());
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = script::run(&call, &mut conn).await?;
-        if reply.len() != users.len() * 2 {
-            return Err(Error::protocol(format!(
-                "admit answered {} values for {} users",
-                reply.len(),
-                users.len()
-            )));
-        }
+        // A draw that is due and has not ended answers every user DRAW_PENDING: this caller
+        // then helps the draw to its end, so that no application overtakes it, and asks again.
+        let mut draws_run = 0;
+        let reply = loop {
+            let reply: Vec<i64> = script::run(&call, &mut conn).await?;
+            if reply.len() != users.len() * 2 {
+                return Err(Error::protocol(format!(
+                    "admit answered {} values for {} users",
+                    reply.len(),
+                    users.len()
+                )));
+            }
+            if reply.first() != Some(&code::DRAW_PENDING) {
+                break reply;
+            }
+            if draws_run == 3 {
+                return Err(Error::protocol(
+                    "a draw that has ended still answers pending",
+                ));
+            }
+            draws_run += 1;
+            self.draw(campaign).await?;
+        };
         let outcomes: Vec<Outcome> = reply
             .chunks_exact(2)
             .map(|pair| decode_outcome(pair[0], pair[1]))
@@ -232,25 +263,159 @@ where
             .arg(OUTBOX_GROUP)
             .arg(self.changes_channel())
             .arg(campaign.id().as_str())
-            .arg(Keys::bucket_digits(campaign.quota().get()));
+            .arg(Keys::bucket_digits(campaign.quota().get()))
+            .arg(campaign.queue_opens_millis());
         let (answer, issued): (i64, i64) = script::run(&call, &mut conn).await?;
         let outcome = match answer {
             code::CREATED => Create::Created,
             code::UNCHANGED => Create::Unchanged,
             code::UPDATED => Create::Updated,
+            code::OPENING_LOCKED => return Ok(Create::OpeningLocked),
             code::QUOTA_BELOW_ISSUED => Create::QuotaBelowIssued {
                 issued: to_seq(issued)?,
             },
             other => return Err(Error::protocol(format!("create returned code {other}"))),
         };
         // Registered on every call, not only the first, so that a retry repairs a creation
-        // whose registration was lost with the connection.
+        // whose registration was lost with the connection. A draw is listed until it has run
+        // (see `Gate::draw`); a campaign that is now a race is no longer.
         redis::cmd("SADD")
             .arg(Keys::registry(&self.shared.prefix))
             .arg(campaign.id().as_str())
             .exec_async(&mut conn)
             .await?;
+        let draws = Keys::draws(&self.shared.prefix);
+        match (campaign.opening(), campaign.window_millis()) {
+            (Opening::Draw { .. }, (opens, _)) => {
+                redis::cmd("ZADD")
+                    .arg(draws)
+                    .arg(opens)
+                    .arg(campaign.id().as_str())
+                    .exec_async(&mut conn)
+                    .await?;
+            }
+            (Opening::Race, _) => {
+                redis::cmd("ZREM")
+                    .arg(draws)
+                    .arg(campaign.id().as_str())
+                    .exec_async(&mut conn)
+                    .await?;
+            }
+        }
         Ok(outcome)
+    }
+
+    /// Runs `campaign`'s draw to its end, if it is due; calls from several processes at once
+    /// share the work, and a draw cut short (a process killed midway) goes on from where it
+    /// stopped at the next call.
+    ///
+    /// Each script call draws at most [`DRAW_PART`] winners, so that Redis serves other
+    /// requests between the parts of a large draw; applications to the campaign meanwhile wait
+    /// for the draw's end (see [`Gate::apply_many`]). Once the draw has ended, or when the
+    /// campaign is none, it leaves the list [`Gate::pending_draws`] reads.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure; whatever parts ran are kept, and calling again goes on.
+    pub async fn draw(&self, campaign: &CampaignId) -> Result<Draw, Error> {
+        let mut winners: u32 = 0;
+        loop {
+            match self.draw_part(campaign).await? {
+                Draw::GoesOn { winners: part } => winners = winners.saturating_add(part),
+                Draw::Done {
+                    winners: part,
+                    took,
+                } => {
+                    let winners = winners.saturating_add(part);
+                    return Ok(Draw::Done { winners, took });
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Runs one part of `campaign`'s draw (at most [`DRAW_PART`] winners), if it is due: what
+    /// [`Gate::draw`] repeats until the draw has ended. Answers [`Draw::GoesOn`] while the draw
+    /// has more to do.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure; the part ran entirely or not at all.
+    pub async fn draw_part(&self, campaign: &CampaignId) -> Result<Draw, Error> {
+        let keys = self.keys(campaign);
+        let mut call = self.shared.scripts.draw.key(&keys.meta);
+        call.key(&keys.users)
+            .key(&keys.free)
+            .key(&keys.outbox)
+            .key(&keys.queue)
+            .arg(DRAW_PART)
+            .arg(crate::BatchConfig::DEFAULT_MAX_BATCH);
+        let mut conn = self.conn.clone();
+        let (answer, winners, ms): (i64, i64, i64) = script::run(&call, &mut conn).await?;
+        let winners = to_seq(winners).unwrap_or(0);
+        let draw = match answer {
+            code::DRAW_GOES_ON => Draw::GoesOn { winners },
+            code::DRAW_NOT_DUE => {
+                let due_in = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                return Ok(Draw::NotDue { due_in });
+            }
+            code::DRAW_DONE => Draw::Done {
+                winners,
+                took: u64::try_from(ms).ok().map(Duration::from_millis),
+            },
+            code::NO_DRAW => Draw::NoDraw,
+            other => return Err(Error::protocol(format!("draw returned code {other}"))),
+        };
+        if matches!(draw, Draw::Done { .. } | Draw::NoDraw) {
+            redis::cmd("ZREM")
+                .arg(Keys::draws(&self.shared.prefix))
+                .arg(campaign.as_str())
+                .exec_async(&mut conn)
+                .await?;
+        }
+        if winners > 0 {
+            self.shared.confirm_replicated(&mut conn, campaign).await?;
+        }
+        Ok(draw)
+    }
+
+    /// The draws not yet run, with when each is due (the campaign's `opens_at`), earliest
+    /// first. A process that runs draws by themselves reads it, and calls [`Gate::draw`] for
+    /// each that is due.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure, including a listed id that is not a valid slug.
+    pub async fn pending_draws(&self) -> Result<Vec<(CampaignId, SystemTime)>, Error> {
+        let listed: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(Keys::draws(&self.shared.prefix))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        listed
+            .into_iter()
+            .map(|(id, due)| {
+                let id = CampaignId::new(id)
+                    .map_err(|_| Error::protocol("invalid campaign id in the draw list"))?;
+                Ok((id, from_millis(due)))
+            })
+            .collect()
+    }
+
+    /// Whether `user` waits in `campaign`'s pre-queue: joined, and the draw has not ended.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure.
+    pub async fn queued(&self, campaign: &CampaignId, user: &UserId) -> Result<bool, Error> {
+        let ticket: Option<f64> = redis::cmd("ZSCORE")
+            .arg(self.keys(campaign).queue)
+            .arg(user.as_str())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(ticket.is_some())
     }
 
     /// The campaign's quota, issued count and window, read atomically; `None` when no
@@ -261,24 +426,48 @@ where
     /// A Redis or protocol failure.
     pub async fn status(&self, campaign: &CampaignId) -> Result<Option<CampaignStatus>, Error> {
         let keys = self.keys(campaign);
-        let meta: Vec<Option<u64>> = redis::cmd("HMGET")
+        // One round trip, atomic: the queue is removed in the same step that marks the draw
+        // ended and records how many had joined.
+        let (meta, waiting): (Vec<Option<u64>>, u64) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
             .arg(&keys.meta)
-            .arg(&["quota", "opens", "closes", "issued"][..])
+            .arg(
+                &[
+                    "quota",
+                    "opens",
+                    "closes",
+                    "issued",
+                    "queue_opens",
+                    "drawn",
+                    "queued",
+                ][..],
+            )
+            .cmd("ZCARD")
+            .arg(&keys.queue)
             .query_async(&mut self.conn.clone())
             .await?;
-        let [quota, opens, closes, issued] = meta[..] else {
+        let [quota, opens, closes, issued, queue_opens, drawn, queued] = meta[..] else {
             return Err(Error::protocol(
-                "HMGET of campaign meta did not answer 4 fields",
+                "HMGET of campaign meta did not answer 7 fields",
             ));
         };
         let Some(quota) = quota else { return Ok(None) };
         let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
         let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
+        let opening = match bound(queue_opens) {
+            Some(queue_opens_at) => Opening::Draw { queue_opens_at },
+            None => Opening::Race,
+        };
+        let drawn = drawn == Some(1);
         Ok(Some(CampaignStatus {
             quota: to_seq(quota)?,
             issued: to_seq(issued)?,
             opens_at: bound(opens),
             closes_at: bound(closes),
+            opening,
+            queued: if drawn { queued.unwrap_or(0) } else { waiting },
+            drawn,
         }))
     }
 
@@ -419,6 +608,11 @@ fn decode_outcome(answer: i64, value: i64) -> Result<Outcome, Error> {
         code::NOT_OPEN => Outcome::NotOpen,
         code::CLOSED => Outcome::Closed,
         code::UNKNOWN_CAMPAIGN => Outcome::UnknownCampaign,
+        code::QUEUED => Outcome::Queued {
+            draw_at: from_millis(u64::try_from(value).map_err(|_| {
+                Error::protocol(format!("admit answered queued with draw time {value}"))
+            })?),
+        },
         other => return Err(Error::protocol(format!("admit returned code {other}"))),
     })
 }
@@ -435,6 +629,13 @@ mod tests {
         assert_eq!(decode_outcome(4, 0).unwrap(), Outcome::NotOpen);
         assert_eq!(decode_outcome(5, 0).unwrap(), Outcome::Closed);
         assert_eq!(decode_outcome(6, 0).unwrap(), Outcome::UnknownCampaign);
+        assert_eq!(
+            decode_outcome(7, 1_500).unwrap(),
+            Outcome::Queued {
+                draw_at: from_millis(1_500)
+            }
+        );
+        assert!(matches!(decode_outcome(7, -1), Err(Error::Protocol(_))));
         assert!(matches!(decode_outcome(9, 0), Err(Error::Protocol(_))));
         assert!(matches!(decode_outcome(1, -1), Err(Error::Protocol(_))));
     }

@@ -18,6 +18,9 @@ pub(crate) struct Keys {
     pub(crate) free: String,
     /// Stream of admissions and releases for the relay.
     pub(crate) outbox: String,
+    /// Sorted set of a draw's pre-queue: user id, score = the user's ticket (a random 53-bit
+    /// integer, lowest wins). Removed when the draw ends.
+    pub(crate) queue: String,
 }
 
 impl Keys {
@@ -28,6 +31,7 @@ impl Keys {
             users: format!("{base}:users"),
             free: format!("{base}:free"),
             outbox: format!("{base}:outbox"),
+            queue: format!("{base}:queue"),
         }
     }
 
@@ -89,6 +93,11 @@ impl Keys {
         format!("{prefix}:outbox-ready")
     }
 
+    /// The sorted set of draws not yet run under `prefix`: campaign id, score = `opens` (ms).
+    pub(crate) fn draws(prefix: &str) -> String {
+        format!("{prefix}:draws")
+    }
+
     /// The set of all campaign ids under `prefix`, read by relays to find outboxes.
     pub(crate) fn registry(prefix: &str) -> String {
         format!("{prefix}:campaigns")
@@ -144,7 +153,7 @@ mod tests {
         let id = CampaignId::new("spring-sale").unwrap();
         let k = Keys::new("coupon", &id);
         assert_eq!(k.users, "coupon:{spring-sale}:users");
-        for key in [&k.meta, &k.users, &k.free, &k.outbox] {
+        for key in [&k.meta, &k.users, &k.free, &k.outbox, &k.queue] {
             assert!(key.starts_with("coupon:{spring-sale}:"), "{key}");
         }
     }

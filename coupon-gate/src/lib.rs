@@ -68,13 +68,13 @@ mod script;
 mod shared;
 
 pub use batch::{BatchConfig, Batcher};
-pub use campaign::{Campaign, CampaignStatus, InvalidInput};
+pub use campaign::{Campaign, CampaignStatus, InvalidInput, Opening};
 pub use connection::{RedisConnection, RedisTarget};
 pub use coupon_event::{CampaignId, EventKind, InvalidId, UserId};
 pub use error::Error;
-pub use gate::{Gate, check_key_prefix};
+pub use gate::{DRAW_PART, Gate, check_key_prefix};
 pub use outbox::{Outbox, OutboxRecord};
-pub use outcome::{Create, Outcome, Release};
+pub use outcome::{Create, Draw, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};
 
 /// The Redis of a local deployment, the default of every binary.

@@ -26,6 +26,12 @@ pub enum Outcome {
     Closed,
     /// No campaign has this id; nothing changed.
     UnknownCampaign,
+    /// The campaign opens with a draw and its pre-queue is open: the user is in the queue (as
+    /// many times as it applies, once) and learns at `draw_at` whether it was drawn.
+    Queued {
+        /// When the draw runs: the campaign's `opens_at`.
+        draw_at: std::time::SystemTime,
+    },
 }
 
 impl Outcome {
@@ -59,9 +65,39 @@ pub enum Create {
     /// The campaign existed with another definition, which is now replaced. Users already
     /// admitted keep their slots.
     Updated,
+    /// The update would change how the campaign opens (race or draw, or when its queue opens)
+    /// after it began taking applications, or move a draw's `opens_at` once the draw began;
+    /// nothing changed.
+    OpeningLocked,
     /// The new quota is below the `issued` users already admitted; nothing changed.
     QuotaBelowIssued {
         /// Users holding a coupon now.
         issued: u32,
+    },
+}
+
+/// What [`crate::Gate::draw`] found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Draw {
+    /// No campaign has this id, or it opens with a race.
+    NoDraw,
+    /// The draw is due in this long, by Redis's clock.
+    NotDue {
+        /// Until the campaign's `opens_at`.
+        due_in: std::time::Duration,
+    },
+    /// One part of the draw ran, and more is to come (only from
+    /// [`crate::Gate::draw_part`]).
+    GoesOn {
+        /// Users this part drew.
+        winners: u32,
+    },
+    /// The draw has ended.
+    Done {
+        /// Users this call drew (all its parts).
+        winners: u32,
+        /// When this call ended the draw: how long it took from its first part (by any
+        /// process) to its end. `None` when it had ended before.
+        took: Option<std::time::Duration>,
     },
 }

@@ -3,9 +3,10 @@
 
 -- Answer codes. Rust's `script::code` holds the same numbers; a unit test there reads this
 -- block and pins that they agree.
-local ADMITTED, DUPLICATE, SOLD_OUT, NOT_OPEN, CLOSED, UNKNOWN_CAMPAIGN = 1, 2, 3, 4, 5, 6
+local ADMITTED, DUPLICATE, SOLD_OUT, NOT_OPEN, CLOSED, UNKNOWN_CAMPAIGN, QUEUED, DRAW_PENDING = 1, 2, 3, 4, 5, 6, 7, 8
 local NOT_ADMITTED, RELEASED = 0, 1
-local CREATED, UNCHANGED, UPDATED, QUOTA_BELOW_ISSUED = 1, 2, 3, 4
+local CREATED, UNCHANGED, UPDATED, QUOTA_BELOW_ISSUED, OPENING_LOCKED = 1, 2, 3, 4, 5
+local NO_DRAW, DRAW_NOT_DUE, DRAW_GOES_ON, DRAW_DONE = 0, 1, 2, 3
 
 -- Milliseconds since the Unix epoch, by the Redis server's clock, so that every application
 -- node agrees on the time.
@@ -59,3 +60,49 @@ local function bucket_of(users, digits)
   end
 end
 
+
+-- Seqs for `count` new holders of a campaign of `quota` whose highest seq handed out is
+-- `next_seq`: released seqs (the free sorted set `free`) first, lowest first, then new ones.
+-- Returns a function giving the next seq, and a function that writes what was taken (the free
+-- seqs used, and the meta's `next`) and answers the new `next`. Every seq in 1..=next is held or
+-- free, so when no free seq <= quota is left and a slot is open, next < quota.
+local function seq_source(free_key, quota, next_seq, count)
+  local free = nil
+  local used = 0
+  local function take()
+    if free == nil then
+      free = redis.call('ZRANGEBYSCORE', free_key, '-inf', quota, 'LIMIT', 0, count)
+    end
+    if used < #free then
+      used = used + 1
+      return tonumber(free[used])
+    end
+    next_seq = next_seq + 1
+    return next_seq
+  end
+  local function commit()
+    for j = 1, used do
+      redis.call('ZREM', free_key, free[j])
+    end
+    return next_seq
+  end
+  return take, commit
+end
+
+-- Appends admissions to the outbox stream `outbox` as entries of at most `per_entry` users
+-- (`admit = "<at ms> <user>:<seq> ..."`), counts them into the meta hash `meta`'s `outbox`
+-- field and announces the outbox if it was empty. `users` and `seqs` (decimal strings) are
+-- parallel arrays of `count` admissions in order.
+local function append_admissions(meta, outbox, at, users, seqs, count, per_entry)
+  local first = 1
+  while first <= count do
+    local last = math.min(count, first + per_entry - 1)
+    local record = {at}
+    for j = first, last do
+      record[#record + 1] = users[j] .. ':' .. seqs[j]
+    end
+    redis.call('XADD', outbox, '*', 'admit', table.concat(record, ' '))
+    first = last + 1
+  end
+  announce_outbox(outbox, redis.call('HINCRBY', meta, 'outbox', count), count)
+end

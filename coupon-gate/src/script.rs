@@ -19,6 +19,7 @@ pub(crate) struct Scripts {
     pub(crate) create: Script,
     pub(crate) release: Script,
     pub(crate) ack: Script,
+    pub(crate) draw: Script,
     /// Not a decision: SCAN routed to a campaign's node (see `scan.lua`).
     pub(crate) scan: Script,
 }
@@ -30,6 +31,7 @@ impl Scripts {
             create: Script::new(with_prelude!("create.lua")),
             release: Script::new(with_prelude!("release.lua")),
             ack: Script::new(with_prelude!("ack.lua")),
+            draw: Script::new(with_prelude!("draw.lua")),
             scan: Script::new(include_str!("scan.lua")),
         }
     }
@@ -45,6 +47,8 @@ pub(crate) mod code {
     pub(crate) const CLOSED: i64 = 5;
     /// Also answered by release.lua.
     pub(crate) const UNKNOWN_CAMPAIGN: i64 = 6;
+    pub(crate) const QUEUED: i64 = 7;
+    pub(crate) const DRAW_PENDING: i64 = 8;
     // release.lua.
     pub(crate) const NOT_ADMITTED: i64 = 0;
     pub(crate) const RELEASED: i64 = 1;
@@ -53,6 +57,12 @@ pub(crate) mod code {
     pub(crate) const UNCHANGED: i64 = 2;
     pub(crate) const UPDATED: i64 = 3;
     pub(crate) const QUOTA_BELOW_ISSUED: i64 = 4;
+    pub(crate) const OPENING_LOCKED: i64 = 5;
+    // draw.lua.
+    pub(crate) const NO_DRAW: i64 = 0;
+    pub(crate) const DRAW_NOT_DUE: i64 = 1;
+    pub(crate) const DRAW_GOES_ON: i64 = 2;
+    pub(crate) const DRAW_DONE: i64 = 3;
 }
 
 /// Runs a script call. On NOSCRIPT, redis-rs loads the script and sends the call once more; if
@@ -117,6 +127,13 @@ mod tests {
             ("UNCHANGED", code::UNCHANGED),
             ("UPDATED", code::UPDATED),
             ("QUOTA_BELOW_ISSUED", code::QUOTA_BELOW_ISSUED),
+            ("QUEUED", code::QUEUED),
+            ("DRAW_PENDING", code::DRAW_PENDING),
+            ("OPENING_LOCKED", code::OPENING_LOCKED),
+            ("NO_DRAW", code::NO_DRAW),
+            ("DRAW_NOT_DUE", code::DRAW_NOT_DUE),
+            ("DRAW_GOES_ON", code::DRAW_GOES_ON),
+            ("DRAW_DONE", code::DRAW_DONE),
         ];
         let lua = prelude_codes();
         assert_eq!(

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use coupon_gate::UserId;
 use coupon_gate::{
-    BatchConfig, Batcher, Campaign, CampaignId, CampaignStatus, Create, EventKind, Gate, Outcome,
-    Release,
+    BatchConfig, Batcher, Campaign, CampaignId, CampaignStatus, Create, EventKind, Gate, Opening,
+    Outcome, Release,
 };
 use futures_util::future::join_all;
 use proptest::prelude::*;
@@ -194,6 +194,9 @@ impl Model {
                 issued: m.users.len() as u32,
                 opens_at,
                 closes_at,
+                opening: Opening::Race,
+                queued: 0,
+                drawn: false,
             }
         })
     }

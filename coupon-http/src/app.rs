@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::state::{self, AppState};
 use crate::subscription::{self, Listeners};
-use crate::{Config, server};
+use crate::{Config, draws, server};
 
 /// Serves the API on `listener` and runs the relay until `shutdown` resolves. On shutdown:
 /// stop accepting, finish requests in flight, then let the relay finish its round and flush,
@@ -71,7 +71,8 @@ pub async fn serve(
         relay_stopped.clone(),
     ));
     let relay_done = start_relay(state.clone(), &config, announcements, relay_stopped.clone())?;
-    tokio::spawn(sweep_limits(state.clone(), relay_stopped));
+    tokio::spawn(sweep_limits(state.clone(), relay_stopped.clone()));
+    tokio::spawn(draws::run(state.clone(), relay_stopped));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
     server::run(listener, state, &config, shutdown).await;
 

@@ -13,6 +13,7 @@ mod app;
 mod body;
 mod config;
 mod connections;
+mod draws;
 mod failure;
 mod identity;
 mod limits;

@@ -7,7 +7,7 @@
 //! `coupon_applications_total{campaign,outcome}` counts each answer to an application once, as
 //! the client got it. Its cardinality stays bounded: the `campaign` label is set only on the
 //! outcomes the gate decides for a campaign that exists (`success`, `duplicate`, `sold_out`,
-//! `not_open`, `closed`), so it takes the ids of admin-created campaigns only; every other
+//! `not_open`, `closed`, `queued`), so it takes the ids of admin-created campaigns only; every other
 //! outcome (an unknown id, a refusal before the gate, a failure) has `campaign=""`, whatever
 //! the request named.
 
@@ -31,6 +31,8 @@ enum Answer {
     SoldOut,
     NotOpen,
     Closed,
+    /// 202: in a draw's pre-queue.
+    Queued,
     UnknownCampaign,
     RateLimited,
     /// 401 (no token, or a token refused), or 403 (a body naming another user).
@@ -45,12 +47,13 @@ enum Answer {
 
 impl Answer {
     /// The outcomes a campaign that exists can have, in the order of [`Campaign::counters`].
-    const OF_CAMPAIGN: [Self; 5] = [
+    const OF_CAMPAIGN: [Self; 6] = [
         Self::Success,
         Self::Duplicate,
         Self::SoldOut,
         Self::NotOpen,
         Self::Closed,
+        Self::Queued,
     ];
     /// The outcomes counted with `campaign=""`.
     const UNLABELLED: [Self; 6] = [
@@ -69,6 +72,7 @@ impl Answer {
             Self::SoldOut => "sold_out",
             Self::NotOpen => "not_open",
             Self::Closed => "closed",
+            Self::Queued => "queued",
             Self::UnknownCampaign => "unknown_campaign",
             Self::RateLimited => "rate_limited",
             Self::Unauthorized => "unauthorized",
@@ -85,6 +89,7 @@ impl Answer {
             Outcome::SoldOut => Self::SoldOut,
             Outcome::NotOpen => Self::NotOpen,
             Outcome::Closed => Self::Closed,
+            Outcome::Queued { .. } => Self::Queued,
             Outcome::UnknownCampaign => Self::UnknownCampaign,
         }
     }
@@ -249,6 +254,7 @@ mod tests {
             Answer::SoldOut,
             Answer::NotOpen,
             Answer::Closed,
+            Answer::Queued,
             Answer::UnknownCampaign,
             Answer::RateLimited,
             Answer::Unauthorized,

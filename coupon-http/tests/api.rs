@@ -137,7 +137,8 @@ async fn campaign_status_user_lookup_health_and_ready() {
     assert_eq!(
         body,
         json!({"status": "success", "id": "spring-sale", "quota": 3, "issued": 1, "remaining": 2,
-               "opensAt": "2026-01-01T00:00:00Z", "closesAt": "2999-01-01T00:00:00Z"})
+               "opensAt": "2026-01-01T00:00:00Z", "closesAt": "2999-01-01T00:00:00Z",
+               "opening": "race", "queueOpensAt": null, "queued": 0, "drawn": false})
     );
     let (code, body) = app
         .call(Method::GET, "/api/campaigns/spring-sale/users/42", &[], "")

@@ -2,7 +2,8 @@
 //! operation it lists is served (a route that vanished would answer a documented 404), and the
 //! answers of states that generated requests do not reach are documented for their operation and
 //! code, with the body matching the documented schema: a campaign sold out, a window not open
-//! yet or closed, a campaign updated or refused below its issued coupons, a body too large, a
+//! yet or closed, a campaign updated or refused below its issued coupons, a draw's pre-queue and
+//! its locked opening, a body too large, a
 //! campaign whose keys something else overwrote (500), a Redis that is down (503), one user over
 //! the limit (429), forged and misdirected tokens, and `/me` in body mode. Bad input in general,
 //! and which definitions the server takes, are schemathesis's: it generates them from the schema.
@@ -358,6 +359,42 @@ async fn every_answer_on_a_tour_is_documented() {
             vec![],
             String::new(),
         ),
+        // A draw whose queue is open: queued, then the opening cannot change.
+        (
+            Method::POST,
+            "/api/campaigns",
+            "/api/campaigns".into(),
+            admin.to_vec(),
+            r#"{"id":"lottery","quota":2,"opening":"draw","queueOpensAt":"2020-01-01T00:00:00Z","opensAt":"2999-01-01T00:00:00Z"}"#.into(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/apply",
+            "/api/campaigns/lottery/apply".into(),
+            vec![json_type],
+            r#"{"userId":1}"#.into(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns",
+            "/api/campaigns".into(),
+            admin.to_vec(),
+            r#"{"id":"lottery","quota":2,"opensAt":"2999-01-01T00:00:00Z"}"#.into(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}",
+            "/api/campaigns/lottery".into(),
+            vec![],
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/lottery/users/1".into(),
+            vec![],
+            String::new(),
+        ),
         // Body mode has no token user.
         (
             Method::GET,
@@ -369,7 +406,7 @@ async fn every_answer_on_a_tour_is_documented() {
     ];
     let codes = walk(&app, &spec, tour).await;
     // The tour reaches every outcome, so the checks above covered each documented shape.
-    for code in [200, 201, 400, 401, 403, 404, 409, 410, 413, 415, 425] {
+    for code in [200, 201, 202, 400, 401, 403, 404, 409, 410, 413, 415, 425] {
         assert!(
             codes.contains(&code),
             "the tour never saw {code}: {codes:?}"

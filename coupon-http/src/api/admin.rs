@@ -1,9 +1,10 @@
-//! `POST /api/campaigns`: creating a campaign, or changing its quota or window (an admin call).
+//! `POST /api/campaigns`: creating a campaign, or changing its quota, window or opening (an
+//! admin call).
 
 use std::num::NonZeroU32;
 use std::time::SystemTime;
 
-use coupon_gate::{Campaign, Create};
+use coupon_gate::{Campaign, Create, Opening};
 use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
@@ -27,6 +28,10 @@ struct CreateBody {
     opens_at: Option<String>,
     #[serde(rename = "closesAt")]
     closes_at: Option<String>,
+    /// `race` (the default) or `draw`.
+    opening: Option<String>,
+    #[serde(rename = "queueOpensAt")]
+    queue_opens_at: Option<String>,
 }
 
 pub(super) async fn create_campaign(
@@ -52,9 +57,35 @@ pub(super) async fn create_campaign(
         .as_deref()
         .map(|t| rfc3339("closesAt", t))
         .transpose()?;
+    let queue_opens = body
+        .queue_opens_at
+        .as_deref()
+        .map(|t| rfc3339("queueOpensAt", t))
+        .transpose()?;
     let campaign = Campaign::new(id.clone(), quota)
         .with_window(opens, closes)
         .map_err(|err| Rejection::bad_request(err.to_string()))?;
+    let campaign = match (body.opening.as_deref().unwrap_or("race"), queue_opens) {
+        ("race", None) => campaign,
+        ("race", Some(_)) => {
+            return Err(Rejection::bad_request(
+                "queueOpensAt is for a draw: send \"opening\": \"draw\" with it, or leave it out",
+            ));
+        }
+        ("draw", None) => {
+            return Err(Rejection::bad_request(
+                "a draw needs queueOpensAt, when its pre-queue opens, and opensAt, when it draws",
+            ));
+        }
+        ("draw", Some(queue_opens)) => campaign
+            .with_draw(queue_opens)
+            .map_err(|err| Rejection::bad_request(err.to_string()))?,
+        (other, _) => {
+            return Err(Rejection::bad_request(format!(
+                "opening must be \"race\" or \"draw\", got {other:?}"
+            )));
+        }
+    };
 
     let created = match state.ask(|gate| gate.create(&campaign)).await {
         Ok(created) => created,
@@ -64,6 +95,14 @@ pub(super) async fn create_campaign(
         Create::Created => (StatusCode::CREATED, "created"),
         Create::Unchanged => (StatusCode::OK, "unchanged"),
         Create::Updated => (StatusCode::OK, "updated"),
+        Create::OpeningLocked => {
+            let message = "how this campaign opens (opening, queueOpensAt) cannot change once it \
+                           takes applications, nor a draw's opensAt once the draw began";
+            return Ok(json(
+                StatusCode::CONFLICT,
+                &json!({ "status": "opening_locked", "message": message }),
+            ));
+        }
         Create::QuotaBelowIssued { issued } => {
             let message = format!("the quota cannot go below the {issued} coupons already issued");
             return Ok(json(
@@ -75,7 +114,17 @@ pub(super) async fn create_campaign(
     let mut answer = json!({ "status": status, "id": id.as_str(), "quota": quota.get() });
     answer["opensAt"] = time_json(campaign.opens_at());
     answer["closesAt"] = time_json(campaign.closes_at());
+    answer["opening"] = campaign.opening().name().into();
+    answer["queueOpensAt"] = time_json(queue_opens_at(campaign.opening()));
     Ok(json(code, &answer))
+}
+
+/// When a draw's pre-queue opens; `None` for a race.
+pub(super) fn queue_opens_at(opening: Opening) -> Option<SystemTime> {
+    match opening {
+        Opening::Race => None,
+        Opening::Draw { queue_opens_at } => Some(queue_opens_at),
+    }
 }
 
 fn quota_from_json(value: Option<Value>) -> Result<NonZeroU32, Rejection> {

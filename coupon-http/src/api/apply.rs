@@ -1,10 +1,11 @@
 //! `POST /api/campaigns/{id}/apply` (and the default campaign's `POST /api/coupons/apply`):
 //! every check before the gate, then the sold-out memory or the gate, then the answer.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use coupon_gate::{CampaignId, Outcome, UserId};
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use super::caller::{limited, token_user};
 use super::input::{campaign_id, user_id_from_json};
 use crate::body::{read_json, read_optional_json};
 use crate::failure::Failure;
-use crate::response::{self, Body, Rejection, UserJson, json_bytes};
+use crate::response::{self, Body, Rejection, UserJson, json_bytes, time_json};
 use crate::sold_out::Memory;
 use crate::state::ConnectionScope;
 
@@ -139,6 +140,9 @@ async fn decide(
 
 /// The answer to an application the gate decided.
 fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Response<Body> {
+    if let Outcome::Queued { draw_at } = outcome {
+        return queued_answer(campaign, user, draw_at);
+    }
     let (code, status, message, seq) = match outcome {
         Outcome::Admitted { seq } => (StatusCode::OK, "success", "coupon issued", Some(seq)),
         Outcome::Duplicate { seq } => (
@@ -165,7 +169,7 @@ fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Res
             "this campaign is closed",
             None,
         ),
-        Outcome::UnknownCampaign => (
+        Outcome::UnknownCampaign | Outcome::Queued { .. } => (
             StatusCode::NOT_FOUND,
             "unknown_campaign",
             "no campaign has this id",
@@ -174,6 +178,7 @@ fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Res
     };
     let answer = ApplyAnswer {
         campaign_id: campaign.as_str(),
+        draw_at: None,
         message,
         seq,
         status,
@@ -185,6 +190,45 @@ fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Res
     )
 }
 
+/// 202 `queued`: the user is in the pre-queue of a draw at `draw_at`. `Retry-After` names the
+/// seconds until the draw, plus one to five more chosen by the user id (see [`spread`]), so that
+/// a queued crowd does not come back in one spike.
+fn queued_answer(campaign: &CampaignId, user: &UserId, draw_at: SystemTime) -> Response<Body> {
+    let until_draw = draw_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let seconds = until_draw.as_secs() + u64::from(until_draw.subsec_nanos() > 0) + spread(user);
+    let draw_at_text = time_json(Some(draw_at));
+    let answer = ApplyAnswer {
+        campaign_id: campaign.as_str(),
+        draw_at: draw_at_text.as_str(),
+        message: "you are in the queue; the draw at drawAt decides who gets a coupon",
+        seq: None,
+        status: "queued",
+        user_id: UserJson::of(user),
+    };
+    let mut response = json_bytes(
+        StatusCode::ACCEPTED,
+        serde_json::to_vec(&answer).expect("plain fields serialize"),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// One to five seconds, the same for a user every time (FNV-1a of its id), by which a queued
+/// user's `Retry-After` exceeds the time until the draw.
+fn spread(user: &UserId) -> u64 {
+    let hash = user
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    1 + hash % 5
+}
+
 /// The answer to an application: written straight from borrowed fields, as this is the answer
 /// a crowd gets thousands of times a second. Fields in alphabetical order, as every other
 /// answer's.
@@ -192,10 +236,31 @@ fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Res
 struct ApplyAnswer<'a> {
     #[serde(rename = "campaignId")]
     campaign_id: &'a str,
+    #[serde(rename = "drawAt", skip_serializing_if = "Option::is_none")]
+    draw_at: Option<&'a str>,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u32>,
     status: &'a str,
     #[serde(rename = "userId")]
     user_id: UserJson<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_user_comes_back_one_to_five_seconds_after_the_draw() {
+        let spreads: std::collections::BTreeSet<u64> = (1..=200)
+            .map(|u| spread(&UserId::from_number(u).unwrap()))
+            .collect();
+        assert_eq!(
+            spreads,
+            (1..=5).collect(),
+            "every spread is used, none other"
+        );
+        let user = UserId::new("auth0|5f3a9c").unwrap();
+        assert_eq!(spread(&user), spread(&user));
+    }
 }

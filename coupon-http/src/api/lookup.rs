@@ -6,6 +6,7 @@ use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::admin::queue_opens_at;
 use super::caller::{authorize, token_user};
 use super::input::{campaign_id, path_segment};
 use crate::response::{self, Body, Rejection, UserJson, json, time_json};
@@ -68,14 +69,15 @@ async fn lookup(
 ) -> Result<Response<Body>, Rejection> {
     let (id, who) = (&campaign, &user);
     let lookup = state.ask(|gate| async move {
-        Ok((
-            gate.status(id).await?.is_some(),
-            gate.admission(id, who).await?,
-        ))
+        let exists = gate.status(id).await?.is_some();
+        let seq = gate.admission(id, who).await?;
+        // Only a draw's queue holds anyone, and only until the draw ends.
+        let queued = seq.is_none() && gate.queued(id, who).await?;
+        Ok((exists, seq, queued))
     });
     match lookup.await {
-        Ok((false, _)) => Ok(unknown_campaign(&campaign)),
-        Ok((true, seq)) => Ok(json(
+        Ok((false, ..)) => Ok(unknown_campaign(&campaign)),
+        Ok((true, seq, queued)) => Ok(json(
             StatusCode::OK,
             &json!({
                 "status": "success",
@@ -83,6 +85,7 @@ async fn lookup(
                 "userId": UserJson::of(&user),
                 "admitted": seq.is_some(),
                 "seq": seq,
+                "queued": queued,
             }),
         )),
         Err(failure) => Ok(response::failure(&failure)),
@@ -98,6 +101,10 @@ fn status_json(id: &CampaignId, status: &CampaignStatus) -> Value {
         "remaining": status.remaining(),
         "opensAt": time_json(status.opens_at),
         "closesAt": time_json(status.closes_at),
+        "opening": status.opening.name(),
+        "queueOpensAt": time_json(queue_opens_at(status.opening)),
+        "queued": status.queued,
+        "drawn": status.drawn,
     })
 }
 
