@@ -83,16 +83,52 @@ impl Server {
         Ok(())
     }
 
+    /// Creates campaign `id` with `quota` coupons opening with a draw: its pre-queue open from
+    /// `queue_opens_at`, the draw at `opens_at` (RFC 3339 times).
+    ///
+    /// # Errors
+    ///
+    /// The server refused (a wrong token, bad times, an opening it cannot change any more) or
+    /// failed.
+    pub async fn create_draw(
+        &self,
+        id: &str,
+        quota: u32,
+        (queue_opens_at, opens_at): (&str, &str),
+        token: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let body = json!({ "id": id, "quota": quota, "opening": "draw",
+                           "queueOpensAt": queue_opens_at, "opensAt": opens_at });
+        let (code, answer) = self
+            .call(Method::POST, "/api/campaigns", Some(body), token)
+            .await?;
+        anyhow::ensure!(
+            code == StatusCode::CREATED || code == StatusCode::OK,
+            "creating draw campaign {id}: {code} {answer}"
+        );
+        Ok(())
+    }
+
+    /// Campaign `id` as `GET /api/campaigns/{id}` answers it.
+    ///
+    /// # Errors
+    ///
+    /// No such campaign, or the server failed.
+    pub async fn campaign(&self, id: &str) -> anyhow::Result<Value> {
+        let (code, answer) = self
+            .call(Method::GET, &format!("/api/campaigns/{id}"), None, None)
+            .await?;
+        anyhow::ensure!(code == StatusCode::OK, "campaign {id}: {code} {answer}");
+        Ok(answer)
+    }
+
     /// The quota of campaign `id`.
     ///
     /// # Errors
     ///
     /// No such campaign, or the server failed.
     pub async fn quota(&self, id: &str) -> anyhow::Result<u64> {
-        let (code, answer) = self
-            .call(Method::GET, &format!("/api/campaigns/{id}"), None, None)
-            .await?;
-        anyhow::ensure!(code == StatusCode::OK, "campaign {id}: {code} {answer}");
+        let answer = self.campaign(id).await?;
         answer["quota"]
             .as_u64()
             .with_context(|| format!("campaign {id}: no quota in {answer}"))

@@ -18,7 +18,7 @@ use coupon_bench::sale::{self, Identity, Signer, Tally, Target};
 use coupon_bench::scrape::Scrape;
 use coupon_testkit::Broker;
 use indicatif::ProgressBar;
-use support::{Pipeline, Setup, eventually, free_port};
+use support::{ADMIN_TOKEN, Pipeline, Setup, eventually, free_port};
 
 /// The repository's `deploy/` directory.
 fn deploy() -> PathBuf {
@@ -136,6 +136,28 @@ async fn the_counters_equal_what_clients_were_told_and_what_mysql_holds() {
     assert!(tally.count("duplicate") > 0, "{:?}", tally.answers);
     assert!(tally.count("rate_limited") > 0, "{:?}", tally.answers);
     assert_eq!(with_code(&forged, 401), 20, "{:?}", forged.answers);
+    // A draw: three users join its pre-queue (202 each), and it runs by itself a second later.
+    let server = &pipeline.http[0].server;
+    let rfc3339 = |from_now: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::seconds(from_now))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    server
+        .create_draw(
+            "lottery",
+            2,
+            (&rfc3339(-60), &rfc3339(2)),
+            Some(ADMIN_TOKEN),
+        )
+        .await
+        .unwrap();
+    let queued = pipeline.fire(0, "lottery", vec![1, 2, 3], 3).await;
+    assert_eq!(queued.count("queued"), 3, "{:?}", queued.answers);
+    eventually(Duration::from_secs(30), "the draw", || async {
+        server.campaign("lottery").await.unwrap()["drawn"] == true
+    })
+    .await;
 
     let http_url = format!("http://{}/metrics", pipeline.http[0].addr);
     let http = Scrape::get(&http_url).await.expect("scrape coupon-http");
@@ -156,7 +178,17 @@ async fn the_counters_equal_what_clients_were_told_and_what_mysql_holds() {
         counted(&[("campaign", ""), ("outcome", "unauthorized")]),
         with_code(&forged, 401)
     );
-    let requests = tally.requests() + forged.requests();
+    assert_eq!(
+        counted(&[("campaign", "lottery"), ("outcome", "queued")]),
+        3
+    );
+    assert_eq!(http.sum("coupon_draw_duration_seconds_count", &[]), 1.0);
+    assert_eq!(
+        http.sum("coupon_queue_size", &[("campaign", "lottery")]),
+        0.0,
+        "the queue is gone once drawn"
+    );
+    let requests = tally.requests() + forged.requests() + queued.requests();
     assert_eq!(counted(&[]), requests, "every answer counted once");
     assert_eq!(
         http.sum("coupon_apply_duration_seconds_count", &[]) as u64,

@@ -7,6 +7,7 @@
 //! `coupon_draw_duration_seconds` (from a draw's first part to its end, recorded by the process
 //! that ended it).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,9 +23,12 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs due draws until `stopped` turns true.
 pub(crate) async fn run(state: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
+    // Campaigns whose queue gauge this process set: a draw that another process ran leaves
+    // the list, and its gauge here falls to 0 then.
+    let mut gauged = BTreeSet::new();
     loop {
         let pause = match state.gate() {
-            Ok(gate) => look(gate).await,
+            Ok(gate) => look(gate, &mut gauged).await,
             Err(_) => LOOK_EVERY,
         };
         tokio::select! {
@@ -36,7 +40,7 @@ pub(crate) async fn run(state: Arc<AppState>, mut stopped: watch::Receiver<bool>
 
 /// Runs every draw that is due, sets the queues' gauges, and answers how long to wait before
 /// the next look.
-async fn look(gate: &Gate<RedisConnection>) -> Duration {
+async fn look(gate: &Gate<RedisConnection>, gauged: &mut BTreeSet<CampaignId>) -> Duration {
     let pending = match gate.pending_draws().await {
         Ok(pending) => pending,
         Err(err) => {
@@ -44,11 +48,19 @@ async fn look(gate: &Gate<RedisConnection>) -> Duration {
             return LOOK_EVERY;
         }
     };
+    gauged.retain(|campaign| {
+        let listed = pending.iter().any(|(c, _)| c == campaign);
+        if !listed {
+            queue_gauge(campaign).set(0.0);
+        }
+        listed
+    });
     let mut pause = LOOK_EVERY;
     for (campaign, due) in pending {
         let due_in = due.duration_since(SystemTime::now()).unwrap_or_default();
         if !due_in.is_zero() {
             set_queue_size(gate, &campaign).await;
+            gauged.insert(campaign);
             pause = pause.min(due_in);
             continue;
         }

@@ -206,6 +206,8 @@ pub struct Pipeline {
     pub brokers: String,
     /// Every sink's environment, to start one again.
     sink_env: Vec<Vec<(&'static str, String)>>,
+    /// Every server's environment, to start one again.
+    http_env: Vec<Vec<(&'static str, String)>>,
     /// Sinks started so far, to name their logs apart.
     sinks_started: usize,
     pool: mysql_async::Pool,
@@ -227,6 +229,28 @@ fn start_sink(topic: &str, n: usize, env: &[(&'static str, String)]) -> Sink {
         process: spawn("coupon-sink", &tag, &env),
         log: log_path("coupon-sink", &tag),
         metrics,
+    }
+}
+
+/// Starts server `i` of the pipeline at `addr` and waits until it is ready; `again` tells its log
+/// from an earlier one's.
+async fn start_http(
+    topic: &str,
+    i: usize,
+    addr: SocketAddr,
+    env: &[(&'static str, String)],
+    again: &str,
+) -> Http {
+    let process = spawn("coupon-http", &format!("{topic}-{i}{again}"), env);
+    let server = Server::new(&format!("http://{addr}")).expect("a valid URL");
+    server
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|err| panic!("coupon-http {i}: {err:#}"));
+    Http {
+        process,
+        addr,
+        server,
     }
 }
 
@@ -257,6 +281,7 @@ impl Pipeline {
             Mode::Body => "body",
         };
         let mut http = Vec::new();
+        let mut http_env = Vec::new();
         for i in 0..servers {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let mut env = vec![
@@ -279,18 +304,9 @@ impl Pipeline {
                 env.push(("REDIS_CLUSTER_NODES", setup.redis_cluster_nodes.join(",")));
             }
             env.extend(setup.http_env.iter().cloned());
-            let process = spawn("coupon-http", &format!("{topic}-{i}"), &env);
-            let server = Server::new(&format!("http://{addr}")).expect("a valid URL");
             // The first server creates the topic before it is ready; the sink needs the topic.
-            server
-                .wait_ready(Duration::from_secs(60))
-                .await
-                .unwrap_or_else(|err| panic!("coupon-http {i}: {err:#}"));
-            http.push(Http {
-                process,
-                addr,
-                server,
-            });
+            http.push(start_http(&topic, i, addr, &env, "").await);
+            http_env.push(env);
         }
         let database_url = setup
             .sink_mysql_port
@@ -328,8 +344,17 @@ impl Pipeline {
             brokers: setup.brokers,
             sinks_started: setup.sinks,
             sink_env,
+            http_env,
             pool,
         }
+    }
+
+    /// SIGKILLs server `i` (if it still runs) and starts it again on the same address with the
+    /// same environment, as a process supervisor would; returns once it is ready.
+    pub async fn restart_http(&mut self, i: usize) {
+        self.http[i].process.kill();
+        let addr = self.http[i].addr;
+        self.http[i] = start_http(&self.topic, i, addr, &self.http_env[i], "-again").await;
     }
 
     /// SIGKILLs sink `i` and starts it again with the same environment (under the same name in

@@ -1,0 +1,120 @@
+//! A draw through the whole pipeline with its server SIGKILLed in the middle of the draw: the
+//! restarted server finishes the draw by itself, and MySQL ends exact: `min(quota, queued)`
+//! coupons, every one to a queued user, seqs 1..=quota, nobody twice, and `coupon-admin audit`
+//! finds nothing (the users queued and not drawn are no discrepancy).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
+
+use coupon_gate::{Campaign, CampaignId, Create, Gate, Outcome, UserId};
+use coupon_testkit::{connect, eventually};
+use support::{Mode, Pipeline, Setup};
+
+const QUEUED: u64 = 100_000;
+const QUOTA: u32 = 60_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_a_draw_leaves_mysql_exact() {
+    let mut pipeline = Pipeline::start_with(Setup {
+        mode: Mode::Body,
+        ..Setup::default()
+    })
+    .await;
+    pipeline.sinks_hold_partitions().await;
+    let gate = Gate::with_key_prefix(
+        connect(&pipeline.redis_url).await,
+        pipeline.scratch.prefix.clone(),
+    )
+    .unwrap();
+    let id = CampaignId::new("kill-draw").unwrap();
+    let quota = NonZeroU32::new(QUOTA).unwrap();
+    let queue_opens_at = SystemTime::now() - Duration::from_secs(60);
+    let definition = |opens_at: SystemTime| {
+        Campaign::new(id.clone(), quota)
+            .with_window(Some(opens_at), None)
+            .unwrap()
+            .with_draw(queue_opens_at)
+            .unwrap()
+    };
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    assert_eq!(
+        gate.create(&definition(later)).await.unwrap(),
+        Create::Created
+    );
+    let mut next = 1;
+    while next <= QUEUED {
+        let users: Vec<UserId> = (next..(next + 1000).min(QUEUED + 1))
+            .map(|u| UserId::from_number(u).unwrap())
+            .collect();
+        next += users.len() as u64;
+        for outcome in gate.apply_many(&id, &users).await.unwrap() {
+            assert!(matches!(outcome, Outcome::Queued { .. }), "{outcome:?}");
+        }
+    }
+
+    // The draw is due in a second; the server runs it by itself, and is killed once it began.
+    let soon = SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(
+        gate.create(&definition(soon)).await.unwrap(),
+        Create::Updated
+    );
+    eventually(Duration::from_secs(30), "the draw to begin", || async {
+        gate.status(&id).await.unwrap().unwrap().issued > 0
+    })
+    .await;
+    let victim = pipeline.http[0].process.0.id();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = pipeline.http[0].process.0.wait();
+    let at_kill = gate.status(&id).await.unwrap().unwrap();
+    println!(
+        "draw killed at {} of {QUOTA} drawn (drawn: {})",
+        at_kill.issued, at_kill.drawn
+    );
+    assert!(
+        !at_kill.drawn && at_kill.issued < QUOTA,
+        "the server was to die in the middle of the draw: {at_kill:?}"
+    );
+
+    pipeline.restart_http(0).await;
+    eventually(Duration::from_secs(30), "the draw to end", || async {
+        gate.status(&id).await.unwrap().unwrap().drawn
+    })
+    .await;
+    let stored = pipeline.wait_for_rows("kill-draw", u64::from(QUOTA)).await;
+    let users: BTreeSet<u64> = stored.users.iter().copied().collect();
+    let seqs: BTreeSet<u64> = stored.seqs.iter().copied().collect();
+    assert_eq!(stored.rows, u64::from(QUOTA), "one row per coupon drawn");
+    assert_eq!(users.len() as u64, stored.rows, "nobody holds two");
+    assert_eq!(seqs, (1..=u64::from(QUOTA)).collect(), "seqs 1..=quota");
+    assert!(
+        users.iter().all(|u| (1..=QUEUED).contains(u)),
+        "only queued users are drawn"
+    );
+    assert_eq!(stored.failed_events, 0);
+    // Redis agrees with MySQL, and answers every user truly.
+    let holders = gate.recovery().holders(&id).await.unwrap();
+    assert_eq!(holders.len() as u64, stored.rows);
+    let drawn = *users.first().unwrap();
+    let not_drawn = (1..=QUEUED).find(|u| !users.contains(u)).unwrap();
+    assert!(matches!(
+        gate.apply(&id, &UserId::from_number(drawn).unwrap())
+            .await
+            .unwrap(),
+        Outcome::Duplicate { .. }
+    ));
+    assert_eq!(
+        gate.apply(&id, &UserId::from_number(not_drawn).unwrap())
+            .await
+            .unwrap(),
+        Outcome::SoldOut
+    );
+    let (code, out) = pipeline.admin(&["audit", "--campaign", "kill-draw"]);
+    assert_eq!(code, 0, "{out}");
+}
