@@ -87,6 +87,8 @@ pub struct Tally {
     pub winners: Vec<u64>,
     /// Users answered `duplicate`: they hold a coupon too (told so by a retry, say).
     pub duplicates: Vec<u64>,
+    /// Users answered `queued` (in a draw's pre-queue), once per such answer, in answer order.
+    pub queued: Vec<u64>,
     /// Users whose request got no decision: a 5xx or no answer. The gate may or may not have
     /// admitted them; a retry tells.
     pub undecided: Vec<u64>,
@@ -103,6 +105,7 @@ impl Tally {
             answers: BTreeMap::new(),
             winners: Vec::new(),
             duplicates: Vec::new(),
+            queued: Vec::new(),
             undecided: Vec::new(),
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             elapsed: Duration::ZERO,
@@ -144,6 +147,7 @@ impl Tally {
         }
         self.winners.extend(other.winners);
         self.duplicates.extend(other.duplicates);
+        self.queued.extend(other.queued);
         self.undecided.extend(other.undecided);
         self.latency
             .add(&other.latency)
@@ -383,6 +387,7 @@ async fn worker(shared: Arc<Shared>, progress: ProgressBar, source: Option<Socke
         match answer.status.as_str() {
             "success" => tally.winners.push(user),
             "duplicate" => tally.duplicates.push(user),
+            "queued" => tally.queued.push(user),
             // No decision: the client is told to try again (503 and 429 say when).
             _ if answer.code == 0 || answer.code >= 500 || answer.code == 429 => {
                 tally.undecided.push(user)

@@ -30,6 +30,13 @@ struct Args {
     /// campaign must exist.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     quota: Option<u32>,
+    /// How the created campaign opens: race (first come, first served from now) or draw (a
+    /// pre-queue of --queue-secs from now, then a draw; the report adds the draw's figures).
+    #[arg(long, default_value = "race", value_parser = ["race", "draw"])]
+    opening: String,
+    /// With --opening draw: seconds the pre-queue stays open before the draw.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    queue_secs: u64,
     /// Bearer token of coupon-http's admin endpoints.
     #[arg(long, env = "COUPON_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -123,10 +130,34 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     server
         .wait_ready(Duration::from_secs(args.ready_timeout_secs))
         .await?;
+    let draw = args.opening == "draw";
+    anyhow::ensure!(
+        !draw || args.quota.is_some(),
+        "--opening draw creates the campaign: give its --quota"
+    );
     if let Some(quota) = args.quota {
-        server
-            .create_campaign(&campaign, quota, args.admin_token.as_deref())
-            .await?;
+        if draw {
+            let at = |from_now: Duration| -> anyhow::Result<String> {
+                let t = time::OffsetDateTime::now_utc() + from_now;
+                Ok(t.format(&time::format_description::well_known::Rfc3339)?)
+            };
+            let times = (
+                at(Duration::ZERO)?,
+                at(Duration::from_secs(args.queue_secs))?,
+            );
+            server
+                .create_draw(
+                    &campaign,
+                    quota,
+                    (&times.0, &times.1),
+                    args.admin_token.as_deref(),
+                )
+                .await?;
+        } else {
+            server
+                .create_campaign(&campaign, quota, args.admin_token.as_deref())
+                .await?;
+        }
     }
     let quota = server.quota(&campaign).await?;
     let crowd = Crowd {
@@ -152,6 +183,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(rate) = args.rate {
         println!("  paced at {rate} clicks/s");
     }
+    if draw {
+        println!(
+            "  opening: a pre-queue of {} s, then a draw",
+            args.queue_secs
+        );
+    }
 
     let identity = match (args.identity.as_str(), &args.jwt_secret) {
         ("body", _) => Identity::Body,
@@ -170,10 +207,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         )
         .expect("valid template"),
     );
-    let tally =
+    let mut tally =
         sale::run_at_rate(&target, clicks, args.concurrency as usize, args.rate, &bar).await;
     bar.finish_and_clear();
     print_answers(&tally);
+    if draw {
+        // After the draw every queued user comes back once, as Retry-After tells it to.
+        let after = after_the_draw(&server, &campaign, &target, &tally, args.concurrency).await?;
+        print_answers(&after);
+        let drawn = report_draw(&tally, &after);
+        tally.merge(after);
+        // Drawn users are told they hold a coupon by `duplicate` with their seq: for the checks
+        // they are told success.
+        tally.winners.extend(drawn);
+    }
 
     if args.no_verify {
         return Ok(tally.errors() == 0);
@@ -211,6 +258,101 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(verdict.passed())
 }
 
+/// Waits until the draw of `campaign` has run, then sends every user the sale answered `queued`
+/// once more, in the order they first joined.
+async fn after_the_draw(
+    server: &Server,
+    campaign: &str,
+    target: &Target,
+    tally: &Tally,
+    concurrency: u32,
+) -> anyhow::Result<Tally> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = server.campaign(campaign).await?;
+        if status["drawn"] == true {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the draw of {campaign} has not run 60 s after the sale: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joiners = first_joins(tally);
+    println!(
+        "after the draw: the {} queued users come back once",
+        group(joiners.len() as u64)
+    );
+    Ok(sale::run_at_rate(
+        target,
+        joiners,
+        concurrency as usize,
+        None,
+        &ProgressBar::hidden(),
+    )
+    .await)
+}
+
+/// Distinct users answered `queued`, in the order of their first such answer.
+fn first_joins(tally: &Tally) -> Vec<u64> {
+    let mut seen = std::collections::BTreeSet::new();
+    tally
+        .queued
+        .iter()
+        .copied()
+        .filter(|user| seen.insert(*user))
+        .collect()
+}
+
+/// Prints what the draw did: queued, drawn, first come after the draw, and a fairness line (the
+/// win rate of the earliest fifth of joiners and of those who joined more than once, beside the
+/// overall rate). Returns the drawn users: queued, and answered `duplicate` after the draw.
+fn report_draw(sale: &Tally, after: &Tally) -> Vec<u64> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let joiners = first_joins(sale);
+    let holders: BTreeSet<u64> = after.duplicates.iter().copied().collect();
+    let won = |users: &[u64]| users.iter().filter(|u| holders.contains(u)).count();
+    let drawn: Vec<u64> = joiners
+        .iter()
+        .copied()
+        .filter(|u| holders.contains(u))
+        .collect();
+    let mut joins: BTreeMap<u64, u32> = BTreeMap::new();
+    for user in &sale.queued {
+        *joins.entry(*user).or_default() += 1;
+    }
+    let repeaters: Vec<u64> = joins
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(u, _)| *u)
+        .collect();
+    let earliest = &joiners[..joiners.len() / 5];
+    let rate = |users: &[u64]| {
+        if users.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.1} %", 100.0 * won(users) as f64 / users.len() as f64)
+        }
+    };
+    println!("draw");
+    println!(
+        "  queued {}, drawn {}, first come after the draw {}",
+        group(joiners.len() as u64),
+        group(drawn.len() as u64),
+        group((sale.winners.len() + after.winners.len()) as u64)
+    );
+    println!(
+        "  fairness: win rate {} overall, {} of the earliest fifth of joiners ({}), {} of those who joined more than once ({})",
+        rate(&joiners),
+        rate(earliest),
+        group(earliest.len() as u64),
+        rate(&repeaters),
+        group(repeaters.len() as u64)
+    );
+    drawn
+}
+
 /// The figures that matter from the processes' metrics, summed over `urls`. The sinks count a
 /// batch just after committing it, and the relay gauges the outbox once a second, so the scrape
 /// waits (up to 5 s) until they count `rows` and an empty outbox.
@@ -244,6 +386,7 @@ async fn print_metrics(urls: &[String], rows: u64) -> anyhow::Result<()> {
     let outcomes = [
         "success",
         "duplicate",
+        "queued",
         "sold_out",
         "not_open",
         "closed",
