@@ -205,6 +205,10 @@ async fn the_counters_equal_what_clients_were_told_and_what_mysql_holds() {
     // Every coupon reaches MySQL; the sinks' rows written are MySQL's rows.
     let stored = pipeline.wait_for_rows(&campaign, 50).await;
     assert_eq!(stored.rows, 50);
+    // And the draw's two winners.
+    let drawn = pipeline.wait_for_rows("lottery", 2).await;
+    assert_eq!(drawn.rows, 2);
+    let all_rows = stored.rows + drawn.rows;
     let sink_urls: Vec<String> = pipeline
         .sinks
         .iter()
@@ -230,7 +234,7 @@ async fn the_counters_equal_what_clients_were_told_and_what_mysql_holds() {
         "the sinks to count the rows MySQL holds, and to report their lag",
         || async {
             let scrapes = sinks().await;
-            rows_written(&scrapes) == stored.rows
+            rows_written(&scrapes) == all_rows
                 && scrapes
                     .iter()
                     .all(|s| s.has("coupon_sink_consumer_lag", &[]))
@@ -238,7 +242,7 @@ async fn the_counters_equal_what_clients_were_told_and_what_mysql_holds() {
     )
     .await;
     let sink_scrapes = sinks().await;
-    assert_eq!(rows_written(&sink_scrapes), stored.rows);
+    assert_eq!(rows_written(&sink_scrapes), all_rows);
     let failed: f64 = sink_scrapes
         .iter()
         .map(|s| s.sum("coupon_sink_failed_events_total", &[]))
@@ -277,7 +281,7 @@ async fn the_counters_equal_what_clients_were_told_and_what_mysql_holds() {
                 && prometheus
                     .query("sum(coupon_sink_rows_written_total)")
                     .await
-                    == Some(50.0)
+                    == Some(all_rows as f64)
         },
     )
     .await;

@@ -30,7 +30,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// Bounds, in seconds, of the time from admission to the broker's confirmation
 /// (`coupon_relay_delivery_seconds`): milliseconds when the relay keeps up, minutes when the
-/// broker was away.
+/// broker was away. Draws (`coupon_draw_duration_seconds`) use them too: milliseconds for a
+/// small queue, seconds for a million.
 pub const DELIVERY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
@@ -99,6 +100,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "coupon_http_connections_closed_total",
         Kind::Counter,
         "Connections the server closed: evicted for a new client at the cap, or timed out",
+    ),
+    (
+        "coupon_queue_size",
+        Kind::Gauge,
+        "Users waiting in a draw campaign's pre-queue, by campaign (0 once drawn; set once a second)",
+    ),
+    (
+        "coupon_draw_duration_seconds",
+        Kind::Histogram,
+        "Seconds from a draw's first part to its end, recorded by the process that ended it",
     ),
     (
         "coupon_outbox_backlog",
@@ -244,10 +255,11 @@ fn describe() {
 
 /// Sets the buckets of every histogram the binaries record.
 fn buckets(builder: PrometheusBuilder) -> anyhow::Result<PrometheusBuilder> {
-    let histograms: [(&str, &[f64]); 4] = [
+    let histograms: [(&str, &[f64]); 5] = [
         ("coupon_apply_duration_seconds", LATENCY_BUCKETS),
         ("coupon_sink_batch_seconds", LATENCY_BUCKETS),
         ("coupon_relay_delivery_seconds", DELIVERY_BUCKETS),
+        ("coupon_draw_duration_seconds", DELIVERY_BUCKETS),
         ("coupon_gate_batch_size", BATCH_SIZE_BUCKETS),
     ];
     histograms
