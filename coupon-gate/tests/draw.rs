@@ -51,6 +51,24 @@ async fn join(gate: &Gate<MultiplexedConnection>, id: &CampaignId, users: &[User
     }
 }
 
+/// A draw of `coupons` that `users` joined, brought forward so that it is due now.
+async fn joined_and_due(
+    gate: &Gate<MultiplexedConnection>,
+    id: &CampaignId,
+    coupons: u32,
+    users: &[UserId],
+) {
+    let def = queueing(id, coupons);
+    gate.create(&def).await.unwrap();
+    join(gate, id, users).await;
+    assert_eq!(
+        gate.create(&due(id, coupons, queue_opened(&def)))
+            .await
+            .unwrap(),
+        Create::Updated
+    );
+}
+
 /// Every user:seq pair the outbox holds for admissions.
 async fn outbox_admissions(url: &str, prefix: &str, id: &CampaignId) -> Vec<(String, u32)> {
     let mut conn = connect(url).await;
@@ -197,11 +215,8 @@ async fn a_queue_smaller_than_the_quota_all_wins_and_the_rest_goes_first_come() 
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
     let id = campaign("few");
-    let def = queueing(&id, 5);
-    gate.create(&def).await.unwrap();
     let joined: Vec<UserId> = (1..=3).map(user).collect();
-    join(&gate, &id, &joined).await;
-    gate.create(&due(&id, 5, queue_opened(&def))).await.unwrap();
+    joined_and_due(&gate, &id, 5, &joined).await;
     let drawn = gate.draw(&id).await.unwrap();
     assert!(
         matches!(
@@ -318,13 +333,8 @@ async fn two_processes_and_a_crowd_share_one_draw_exactly() {
     let id = campaign("shared");
     // More winners than one part draws, so that the draw takes several calls.
     let coupons = coupon_gate::DRAW_PART * 2 + 1_234;
-    let def = queueing(&id, coupons);
-    a.create(&def).await.unwrap();
     let joined: Vec<UserId> = (1..=u64::from(coupons) + 5_000).map(user).collect();
-    join(&a, &id, &joined).await;
-    a.create(&due(&id, coupons, queue_opened(&def)))
-        .await
-        .unwrap();
+    joined_and_due(&a, &id, coupons, &joined).await;
 
     let late: Vec<UserId> = (1_000_001..=1_000_040).map(user).collect();
     let (da, db, answers) = tokio::join!(a.draw(&id), b.draw(&id), async {
@@ -360,13 +370,8 @@ async fn a_draw_cut_short_goes_on_where_it_stopped() {
     let gate = scratch.gate().await;
     let id = campaign("cut");
     let coupons = coupon_gate::DRAW_PART * 3;
-    let def = queueing(&id, coupons);
-    gate.create(&def).await.unwrap();
     let joined: Vec<UserId> = (1..=u64::from(coupons) * 2).map(user).collect();
-    join(&gate, &id, &joined).await;
-    gate.create(&due(&id, coupons, queue_opened(&def)))
-        .await
-        .unwrap();
+    joined_and_due(&gate, &id, coupons, &joined).await;
 
     // A process that ran one part of the draw and died.
     let dying = scratch.gate().await;
