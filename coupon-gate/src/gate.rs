@@ -284,6 +284,10 @@ where
             .arg(campaign.id().as_str())
             .exec_async(&mut conn)
             .await?;
+        if let Create::QuotaBelowIssued { .. } = outcome {
+            // Refused: the draw list keeps the definition Redis still holds.
+            return Ok(outcome);
+        }
         let draws = Keys::draws(&self.shared.prefix);
         match (campaign.opening(), campaign.window_millis()) {
             (Opening::Draw { .. }, (opens, _)) => {

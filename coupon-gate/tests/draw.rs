@@ -297,6 +297,7 @@ async fn how_a_campaign_opens_is_fixed_once_it_takes_applications() {
         def.opening()
     );
     // Its quota and draw time may still change until the draw starts; then the time may not.
+    join(&gate, &open, &[user(1), user(2), user(3)]).await;
     let more = due(&open, 7, queue_opened(&def));
     assert_eq!(gate.create(&more).await.unwrap(), Create::Updated);
     assert!(matches!(gate.draw(&open).await.unwrap(), Draw::Done { .. }));
@@ -307,6 +308,26 @@ async fn how_a_campaign_opens_is_fixed_once_it_takes_applications() {
         .unwrap();
     assert_eq!(gate.create(&moved).await.unwrap(), Create::OpeningLocked);
     assert_eq!(gate.create(&more).await.unwrap(), Create::Unchanged);
+    // The Unchanged call listed the drawn campaign again; the next look takes it off. A refused
+    // update leaves the list as it was.
+    assert!(matches!(
+        gate.draw(&open).await.unwrap(),
+        Draw::Done { took: None, .. }
+    ));
+    let fewer = Campaign::new(open.clone(), quota(1))
+        .with_window(more.opens_at(), None)
+        .unwrap()
+        .with_draw(queue_opened(&def))
+        .unwrap();
+    assert_eq!(
+        gate.create(&fewer).await.unwrap(),
+        Create::QuotaBelowIssued { issued: 3 }
+    );
+    let pending = gate.pending_draws().await.unwrap();
+    assert!(
+        pending.iter().all(|(c, _)| *c != open),
+        "a refused update lists no draw: {pending:?}"
+    );
 }
 
 /// A copy of a campaign's definition under another id.
