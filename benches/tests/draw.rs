@@ -1,7 +1,8 @@
 //! A draw through the whole pipeline with its server SIGKILLed in the middle of the draw: the
 //! restarted server finishes the draw by itself, and MySQL ends exact: `min(quota, queued)`
 //! coupons, every one to a queued user, seqs 1..=quota, nobody twice, and `coupon-admin audit`
-//! finds nothing (the users queued and not drawn are no discrepancy).
+//! finds nothing (the users queued and not drawn are no discrepancy). Then Redis loses the
+//! campaign, and `coupon-admin rebuild` restores the same holders.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use coupon_gate::{Campaign, CampaignId, Create, Gate, Outcome, UserId};
 use coupon_testkit::{connect, eventually};
+use redis::AsyncCommands;
 use support::{Mode, Pipeline, Setup};
 
 const QUEUED: u64 = 100_000;
@@ -115,6 +117,42 @@ async fn a_server_killed_during_a_draw_leaves_mysql_exact() {
             .unwrap(),
         Outcome::SoldOut
     );
+    let (code, out) = pipeline.admin(&["audit", "--campaign", "kill-draw"]);
+    assert_eq!(code, 0, "{out}");
+
+    // Redis loses the drawn campaign; rebuild restores its holders as for any campaign.
+    let mut conn = connect(&pipeline.redis_url).await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut found = conn
+        .scan_match::<_, String>(format!("{}:{{kill-draw}}:*", pipeline.scratch.prefix))
+        .await
+        .unwrap();
+    while let Some(key) = found.next_item().await {
+        keys.push(key.unwrap());
+    }
+    drop(found);
+    let () = conn.del(&keys).await.unwrap();
+    assert_eq!(gate.status(&id).await.unwrap(), None);
+    let (code, out) = pipeline.admin(&[
+        "rebuild",
+        "--campaign",
+        "kill-draw",
+        "--quota",
+        &QUOTA.to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rebuilt: quota 60000, issued 60000"), "{out}");
+    assert_eq!(
+        gate.recovery().holders(&id).await.unwrap(),
+        holders,
+        "the same holders with the same seqs"
+    );
+    assert!(matches!(
+        gate.apply(&id, &UserId::from_number(drawn).unwrap())
+            .await
+            .unwrap(),
+        Outcome::Duplicate { .. }
+    ));
     let (code, out) = pipeline.admin(&["audit", "--campaign", "kill-draw"]);
     assert_eq!(code, 0, "{out}");
 }
