@@ -74,7 +74,7 @@ async fn bad_draw_definitions_are_refused_and_create_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pre_queue_answers_queued_then_draws_by_itself_at_opens_at() {
     let app = TestApp::start(config()).await;
-    let opens = at(3.0);
+    let opens = at(5.0);
     let definition = json!({"id": "drop", "quota": 3, "opening": "draw",
                             "queueOpensAt": at(-60.0), "opensAt": opens});
     let (code, body) = app.create(definition.clone()).await;
