@@ -15,6 +15,7 @@ async fn the_recorder_has_every_bucket_and_help_and_is_installed_once() {
         ("coupon_apply_duration_seconds", LATENCY_BUCKETS),
         ("coupon_sink_batch_seconds", LATENCY_BUCKETS),
         ("coupon_relay_delivery_seconds", DELIVERY_BUCKETS),
+        ("coupon_draw_duration_seconds", DELIVERY_BUCKETS),
         ("coupon_gate_batch_size", BATCH_SIZE_BUCKETS),
     ] {
         metrics::histogram!(name).record(buckets[0]);
@@ -50,6 +51,7 @@ async fn the_recorder_has_every_bucket_and_help_and_is_installed_once() {
     for (name, buckets) in [
         ("coupon_apply_duration_seconds", LATENCY_BUCKETS),
         ("coupon_relay_delivery_seconds", DELIVERY_BUCKETS),
+        ("coupon_draw_duration_seconds", DELIVERY_BUCKETS),
         ("coupon_gate_batch_size", BATCH_SIZE_BUCKETS),
     ] {
         for bound in buckets {
