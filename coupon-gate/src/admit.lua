@@ -54,7 +54,7 @@ local function all(code, value)
 end
 
 local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next', 'issued', 'digits',
-  'queue_opens', 'drawn')
+  'queue_opens')
 if not meta[1] then
   return all(UNKNOWN_CAMPAIGN, 0)
 end
@@ -79,13 +79,17 @@ end
 if closes > 0 and now >= closes then
   return all(CLOSED, 0)
 end
-if queue_opens > 0 and meta[8] ~= '1' then
+local quota = tonumber(meta[1])
+local issued = tonumber(meta[5])
+-- Whether a draw has ended is read only where it can change the answer: a draw campaign with
+-- coupons left. A sold-out campaign is a race or a drawn draw (a draw ends once the quota is
+-- filled), so its answers read nothing more.
+if queue_opens > 0 and issued < quota and redis.call('HGET', KEYS[1], 'drawn') ~= '1' then
   return all(DRAW_PENDING, 0)
 end
 
-local quota = tonumber(meta[1])
-local issued = tonumber(meta[5])
-local take_seq, commit_seqs = seq_source(KEYS[3], meta[1], tonumber(meta[4]), n)
+-- Made on the first admission, so that a call admitting nobody (sold out) does not pay for it.
+local take_seq, commit_seqs = nil, nil
 
 -- The bucket key of a user, computed once per user.
 local bucket = bucket_of(KEYS[2], tonumber(meta[6]))
@@ -112,6 +116,9 @@ for i = 1, n do
     out[2 * i - 1] = SOLD_OUT
     out[2 * i] = 0
   else
+    if not take_seq then
+      take_seq, commit_seqs = seq_source(KEYS[3], meta[1], tonumber(meta[4]), n)
+    end
     local seq = take_seq()
     issued = issued + 1
     decided[user] = seq

@@ -14,6 +14,7 @@ use crate::error::to_seq;
 use crate::keys::Keys;
 use crate::script::{self, Scripts, code};
 use crate::shared::Shared;
+use crate::tickets::Tickets;
 use crate::{
     Campaign, CampaignId, CampaignStatus, Create, DEFAULT_KEY_PREFIX, Draw, Error, InvalidInput,
     OUTBOX_GROUP, Opening, Outbox, Outcome, Recovery, Release, UserId,
@@ -75,6 +76,7 @@ where
             prefix,
             scripts: Scripts::load(),
             replicas: (0, Duration::ZERO),
+            tickets: Tickets::new(),
         };
         Self {
             conn,
@@ -98,6 +100,7 @@ where
             prefix: self.shared.prefix.clone(),
             scripts: Scripts::load(),
             replicas: (replicas, timeout),
+            tickets: Tickets::new(),
         };
         Self {
             conn: self.conn,
@@ -157,10 +160,7 @@ where
             return Ok(Vec::new());
         }
         let keys = self.keys(campaign);
-        let mut tickets = vec![0u8; users.len() * TICKET_BYTES];
-        getrandom::fill(&mut tickets).map_err(|err| {
-            Error::protocol(format!("the operating system gave no random bytes: {err}"))
-        })?;
+        let tickets = self.shared.tickets.take(users.len() * TICKET_BYTES)?;
         let mut call = self.shared.scripts.admit.key(&keys.meta);
         call.key(&keys.users)
             .key(&keys.free)

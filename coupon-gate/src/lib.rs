@@ -66,6 +66,7 @@ mod outcome;
 mod recovery;
 mod script;
 mod shared;
+mod tickets;
 
 pub use batch::{BatchConfig, Batcher};
 pub use campaign::{Campaign, CampaignStatus, InvalidInput, Opening};

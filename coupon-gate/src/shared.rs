@@ -1,6 +1,6 @@
 //! What a [`Gate`](crate::Gate) and the handles it makes ([`Outbox`](crate::Outbox),
-//! [`Recovery`](crate::Recovery)) share: the key prefix, the loaded scripts, and how many
-//! replicas must confirm a write.
+//! [`Recovery`](crate::Recovery)) share: the key prefix, the loaded scripts, how many
+//! replicas must confirm a write, and the pool of random bytes for pre-queue tickets.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use redis::aio::ConnectionLike;
 
 use crate::keys::Keys;
 use crate::script::Scripts;
+use crate::tickets::Tickets;
 use crate::{CampaignId, Error};
 
 /// What a gate and its handles share.
@@ -19,6 +20,8 @@ pub(crate) struct Shared {
     /// Replicas that must confirm an admission before it is answered, and how long to wait for
     /// them; 0 replicas: answer at once.
     pub(crate) replicas: (u32, Duration),
+    /// Random bytes for the tickets of pre-queues.
+    pub(crate) tickets: Tickets,
 }
 
 impl Shared {
