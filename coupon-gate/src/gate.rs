@@ -340,7 +340,8 @@ where
 
     /// Runs one part of `campaign`'s draw (at most [`DRAW_PART`] winners), if it is due: what
     /// [`Gate::draw`] repeats until the draw has ended. Answers [`Draw::GoesOn`] while the draw
-    /// has more to do.
+    /// has more to do. The part that ends a draw records how long the draw took, from its first
+    /// part, in the histogram `coupon_draw_duration_seconds` through the [`metrics`] facade.
     ///
     /// # Errors
     ///
@@ -363,10 +364,14 @@ where
                 let due_in = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
                 return Ok(Draw::NotDue { due_in });
             }
-            code::DRAW_DONE => Draw::Done {
-                winners,
-                took: u64::try_from(ms).ok().map(Duration::from_millis),
-            },
+            code::DRAW_DONE => {
+                let took = u64::try_from(ms).ok().map(Duration::from_millis);
+                if let Some(took) = took {
+                    // Once per draw, by whichever caller ended it.
+                    metrics::histogram!("coupon_draw_duration_seconds").record(took.as_secs_f64());
+                }
+                Draw::Done { winners, took }
+            }
             code::NO_DRAW => Draw::NoDraw,
             other => return Err(Error::protocol(format!("draw returned code {other}"))),
         };

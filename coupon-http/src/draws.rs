@@ -3,9 +3,8 @@
 //! anyone applies then. Several processes share a draw's work safely (see `Gate::draw`), and a
 //! draw cut short by a crash goes on at the next look.
 //!
-//! Metrics: `coupon_queue_size{campaign}` (users in a pre-queue, 0 once drawn) and
-//! `coupon_draw_duration_seconds` (from a draw's first part to its end, recorded by the process
-//! that ended it).
+//! Metrics: `coupon_queue_size{campaign}` (users in a pre-queue, 0 once drawn). The gate records
+//! `coupon_draw_duration_seconds` in the call that ends a draw, here or in an application.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -68,7 +67,6 @@ async fn look(gate: &Gate<RedisConnection>, gauged: &mut BTreeSet<CampaignId>) -
             Ok(Draw::Done { winners, took }) => {
                 queue_gauge(&campaign).set(0.0);
                 if let Some(took) = took {
-                    metrics::histogram!("coupon_draw_duration_seconds").record(took.as_secs_f64());
                     info!(%campaign, winners, ?took, "draw ended");
                 }
             }
