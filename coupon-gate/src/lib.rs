@@ -50,6 +50,10 @@
 //! # }
 //! ```
 //!
+//! A campaign may also open with a draw ([`Campaign::with_draw`]): a pre-queue answered
+//! [`Outcome::Queued`], then at `opens_at` a draw ([`Gate::draw`]) that gives the coupons to
+//! queued users chosen uniformly at random, each admitted exactly as a first-come admission.
+//!
 //! The gate takes any async connection; [`RedisTarget`] connects to one server or to a Redis
 //! Cluster alike (every key of a campaign shares one hash tag, so its scripts run on the master
 //! of its slot), and [`Gate::with_replica_acks`] answers admissions only once replicas hold
