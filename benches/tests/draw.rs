@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use coupon_gate::{Campaign, CampaignId, Create, Gate, Outcome, UserId};
-use coupon_testkit::{connect, eventually};
+use coupon_testkit::{connect, eventually, scan};
 use redis::AsyncCommands;
 use support::{Mode, Pipeline, Setup};
 
@@ -164,19 +164,13 @@ async fn a_server_killed_during_a_draw_leaves_mysql_exact() {
         holders,
         winner,
     } = killed_during_a_draw(1, "kill-draw").await;
-    let drawn = winner;
-
     // Redis loses the drawn campaign; rebuild restores its holders as for any campaign.
     let mut conn = connect(&pipeline.redis_url).await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut found = conn
-        .scan_match::<_, String>(format!("{}:{{kill-draw}}:*", pipeline.scratch.prefix))
-        .await
-        .unwrap();
-    while let Some(key) = found.next_item().await {
-        keys.push(key.unwrap());
-    }
-    drop(found);
+    let keys = scan(
+        &mut conn,
+        &format!("{}:{{kill-draw}}:*", pipeline.scratch.prefix),
+    )
+    .await;
     let () = conn.del(&keys).await.unwrap();
     assert_eq!(gate.status(&id).await.unwrap(), None);
     let (code, out) = pipeline.admin(&[
@@ -194,7 +188,7 @@ async fn a_server_killed_during_a_draw_leaves_mysql_exact() {
         "the same holders with the same seqs"
     );
     assert!(matches!(
-        gate.apply(&id, &UserId::from_number(drawn).unwrap())
+        gate.apply(&id, &UserId::from_number(winner).unwrap())
             .await
             .unwrap(),
         Outcome::Duplicate { .. }

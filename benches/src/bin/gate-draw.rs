@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
+use coupon_bench::keys;
 use coupon_gate::{Campaign, CampaignId, Create, Draw, Gate, Outcome, UserId};
-use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 
 /// Measures a draw's memory and time in Redis.
@@ -39,15 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("draw-{}", std::process::id());
     let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
     let result = measure(&gate, &mut conn, &prefix, &args).await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut found = conn.scan_match::<_, String>(format!("{prefix}:*")).await?;
-    while let Some(key) = found.next_item().await {
-        keys.push(key?);
-    }
-    drop(found);
-    for chunk in keys.chunks(1000) {
-        let _: () = conn.unlink(chunk).await?;
-    }
+    keys::unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
     result
 }
 

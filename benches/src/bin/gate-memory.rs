@@ -9,8 +9,8 @@ use std::num::NonZeroU32;
 
 use anyhow::Context;
 use clap::Parser;
+use coupon_bench::keys;
 use coupon_gate::{Campaign, CampaignId, Gate, UserId};
-use redis::AsyncCommands;
 
 /// Measures Redis memory per admitted user.
 #[derive(Parser, Debug)]
@@ -31,10 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("memory-{}", std::process::id());
     let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
     let result = measure(&gate, &mut conn, &prefix, args.users).await;
-    let keys = scan(&mut conn, &format!("{prefix}:*")).await?;
-    for chunk in keys.chunks(1000) {
-        let _: () = conn.unlink(chunk).await?;
-    }
+    keys::unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
     result
 }
 
@@ -81,7 +78,7 @@ async fn measure(
     }
     // The user buckets: hashes of about a hundred users each, in the compact listpack encoding
     // while they stay within Redis's hash-max-listpack-entries.
-    let buckets = scan(conn, &format!("{base}:users:*")).await?;
+    let buckets = keys::scan(conn, &format!("{base}:users:*")).await?;
     let (mut bytes, mut listpack) = (0, 0);
     for key in &buckets {
         bytes += memory_usage(conn, key).await?;
@@ -108,23 +105,6 @@ async fn measure(
         after.saturating_sub(before) as f64 / users as f64
     );
     Ok(())
-}
-
-/// Every key matching `pattern`, found with `SCAN` rather than `KEYS`, which would stall a Redis
-/// that holds much else while it reads every key.
-async fn scan(
-    conn: &mut redis::aio::MultiplexedConnection,
-    pattern: &str,
-) -> anyhow::Result<Vec<String>> {
-    let options = redis::ScanOptions::default()
-        .with_pattern(pattern)
-        .with_count(10_000);
-    let mut found = Vec::new();
-    let mut keys = conn.scan_options::<String>(options).await?;
-    while let Some(key) = keys.next_item().await {
-        found.push(key?);
-    }
-    Ok(found)
 }
 
 async fn memory_usage(
