@@ -48,6 +48,14 @@ impl Opening {
             Self::Draw { .. } => "draw",
         }
     }
+
+    /// When a draw's pre-queue opens; `None` for a race.
+    pub fn queue_opens_at(self) -> Option<SystemTime> {
+        match self {
+            Self::Race => None,
+            Self::Draw { queue_opens_at } => Some(queue_opens_at),
+        }
+    }
 }
 
 impl Campaign {
@@ -132,10 +140,11 @@ impl Campaign {
     /// When the pre-queue opens, as the scripts keep it: milliseconds since the epoch, 0 for a
     /// race.
     pub(crate) fn queue_opens_millis(&self) -> u64 {
-        match self.opening {
-            Opening::Race => 0,
-            Opening::Draw { queue_opens_at } => to_millis(queue_opens_at).unwrap_or(0),
-        }
+        // `with_draw` refused every time that does not convert, so 0 stands for a race only.
+        self.opening
+            .queue_opens_at()
+            .and_then(|t| to_millis(t).ok())
+            .unwrap_or(0)
     }
 
     /// The window as the scripts keep it: milliseconds since the epoch, 0 for no bound.

@@ -4,7 +4,7 @@
 use std::num::NonZeroU32;
 use std::time::SystemTime;
 
-use coupon_gate::{Campaign, Create, Opening};
+use coupon_gate::{Campaign, Create};
 use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
@@ -115,16 +115,8 @@ pub(super) async fn create_campaign(
     answer["opensAt"] = time_json(campaign.opens_at());
     answer["closesAt"] = time_json(campaign.closes_at());
     answer["opening"] = campaign.opening().name().into();
-    answer["queueOpensAt"] = time_json(queue_opens_at(campaign.opening()));
+    answer["queueOpensAt"] = time_json(campaign.opening().queue_opens_at());
     Ok(json(code, &answer))
-}
-
-/// When a draw's pre-queue opens; `None` for a race.
-pub(super) fn queue_opens_at(opening: Opening) -> Option<SystemTime> {
-    match opening {
-        Opening::Race => None,
-        Opening::Draw { queue_opens_at } => Some(queue_opens_at),
-    }
 }
 
 fn quota_from_json(value: Option<Value>) -> Result<NonZeroU32, Rejection> {

@@ -6,7 +6,6 @@ use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::admin::queue_opens_at;
 use super::caller::{authorize, token_user};
 use super::input::{campaign_id, path_segment};
 use crate::response::{self, Body, Rejection, UserJson, json, time_json};
@@ -102,7 +101,7 @@ fn status_json(id: &CampaignId, status: &CampaignStatus) -> Value {
         "opensAt": time_json(status.opens_at),
         "closesAt": time_json(status.closes_at),
         "opening": status.opening.name(),
-        "queueOpensAt": time_json(queue_opens_at(status.opening)),
+        "queueOpensAt": time_json(status.opening.queue_opens_at()),
         "queued": status.queued,
         "drawn": status.drawn,
     })
