@@ -140,9 +140,6 @@ async fn decide(
 
 /// The answer to an application the gate decided.
 fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Response<Body> {
-    if let Outcome::Queued { draw_at } = outcome {
-        return queued_answer(campaign, user, draw_at);
-    }
     let (code, status, message, seq) = match outcome {
         Outcome::Admitted { seq } => (StatusCode::OK, "success", "coupon issued", Some(seq)),
         Outcome::Duplicate { seq } => (
@@ -169,12 +166,13 @@ fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Res
             "this campaign is closed",
             None,
         ),
-        Outcome::UnknownCampaign | Outcome::Queued { .. } => (
+        Outcome::UnknownCampaign => (
             StatusCode::NOT_FOUND,
             "unknown_campaign",
             "no campaign has this id",
             None,
         ),
+        Outcome::Queued { draw_at } => return queued_answer(campaign, user, draw_at),
     };
     let answer = ApplyAnswer {
         campaign_id: campaign.as_str(),
