@@ -72,15 +72,8 @@ impl Server {
         quota: u32,
         token: Option<&str>,
     ) -> anyhow::Result<()> {
-        let body = json!({ "id": id, "quota": quota });
-        let (code, answer) = self
-            .call(Method::POST, "/api/campaigns", Some(body), token)
-            .await?;
-        anyhow::ensure!(
-            code == StatusCode::CREATED || code == StatusCode::OK,
-            "creating campaign {id}: {code} {answer}"
-        );
-        Ok(())
+        self.create(json!({ "id": id, "quota": quota }), token)
+            .await
     }
 
     /// Creates campaign `id` with `quota` coupons opening with a draw: its pre-queue open from
@@ -99,12 +92,18 @@ impl Server {
     ) -> anyhow::Result<()> {
         let body = json!({ "id": id, "quota": quota, "opening": "draw",
                            "queueOpensAt": queue_opens_at, "opensAt": opens_at });
+        self.create(body, token).await
+    }
+
+    /// `POST /api/campaigns` with `definition`: created (201), or there already (200).
+    async fn create(&self, definition: Value, token: Option<&str>) -> anyhow::Result<()> {
+        let id = definition["id"].clone();
         let (code, answer) = self
-            .call(Method::POST, "/api/campaigns", Some(body), token)
+            .call(Method::POST, "/api/campaigns", Some(definition), token)
             .await?;
         anyhow::ensure!(
             code == StatusCode::CREATED || code == StatusCode::OK,
-            "creating draw campaign {id}: {code} {answer}"
+            "creating campaign {id}: {code} {answer}"
         );
         Ok(())
     }

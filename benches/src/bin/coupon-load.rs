@@ -213,9 +213,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     print_answers(&tally);
     if draw {
         // After the draw every queued user comes back once, as Retry-After tells it to.
-        let after = after_the_draw(&server, &campaign, &target, &tally, args.concurrency).await?;
+        let joiners = first_joins(&tally);
+        let after = after_the_draw(&server, &campaign, &target, &joiners, args.concurrency).await?;
         print_answers(&after);
-        let drawn = report_draw(&tally, &after);
+        let drawn = report_draw(&tally, &joiners, &after);
         tally.merge(after);
         // Drawn users are told they hold a coupon by `duplicate` with their seq: for the checks
         // they are told success.
@@ -258,13 +259,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(verdict.passed())
 }
 
-/// Waits until the draw of `campaign` has run, then sends every user the sale answered `queued`
-/// once more, in the order they first joined.
+/// Waits until the draw of `campaign` has run, then sends each of `joiners` (every user the sale
+/// answered `queued`, in the order they first joined) once more.
 async fn after_the_draw(
     server: &Server,
     campaign: &str,
     target: &Target,
-    tally: &Tally,
+    joiners: &[u64],
     concurrency: u32,
 ) -> anyhow::Result<Tally> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -279,14 +280,13 @@ async fn after_the_draw(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let joiners = first_joins(tally);
     println!(
         "after the draw: the {} queued users come back once",
         group(joiners.len() as u64)
     );
     Ok(sale::run_at_rate(
         target,
-        joiners,
+        joiners.to_vec(),
         concurrency as usize,
         None,
         &ProgressBar::hidden(),
@@ -307,10 +307,10 @@ fn first_joins(tally: &Tally) -> Vec<u64> {
 
 /// Prints what the draw did: queued, drawn, first come after the draw, and a fairness line (the
 /// win rate of the earliest fifth of joiners and of those who joined more than once, beside the
-/// overall rate). Returns the drawn users: queued, and answered `duplicate` after the draw.
-fn report_draw(sale: &Tally, after: &Tally) -> Vec<u64> {
+/// overall rate). `joiners` are the users the sale queued, in the order they first joined.
+/// Returns the drawn users: queued, and answered `duplicate` after the draw.
+fn report_draw(sale: &Tally, joiners: &[u64], after: &Tally) -> Vec<u64> {
     use std::collections::{BTreeMap, BTreeSet};
-    let joiners = first_joins(sale);
     let holders: BTreeSet<u64> = after.duplicates.iter().copied().collect();
     let won = |users: &[u64]| users.iter().filter(|u| holders.contains(u)).count();
     let drawn: Vec<u64> = joiners
@@ -344,7 +344,7 @@ fn report_draw(sale: &Tally, after: &Tally) -> Vec<u64> {
     );
     println!(
         "  fairness: win rate {} overall, {} of the earliest fifth of joiners ({}), {} of those who joined more than once ({})",
-        rate(&joiners),
+        rate(joiners),
         rate(earliest),
         group(earliest.len() as u64),
         rate(&repeaters),
