@@ -1,7 +1,7 @@
 //! The reads: a campaign's status, the caller's own admission, and (an admin call in jwt mode)
 //! any user's.
 
-use coupon_gate::{CampaignId, CampaignStatus, UserId};
+use coupon_gate::{CampaignId, CampaignStatus, Opening, UserId};
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -68,15 +68,19 @@ async fn lookup(
 ) -> Result<Response<Body>, Rejection> {
     let (id, who) = (&campaign, &user);
     let lookup = state.ask(|gate| async move {
-        let exists = gate.status(id).await?.is_some();
+        let Some(status) = gate.status(id).await? else {
+            return Ok(None);
+        };
         let seq = gate.admission(id, who).await?;
-        // Only a draw's queue holds anyone, and only until the draw ends.
-        let queued = seq.is_none() && gate.queued(id, who).await?;
-        Ok((exists, seq, queued))
+        // Only a draw's queue holds anyone, and only until the draw ends: a race's lookup
+        // costs no read of a queue.
+        let may_wait = seq.is_none() && status.opening != Opening::Race && !status.drawn;
+        let queued = may_wait && gate.queued(id, who).await?;
+        Ok(Some((seq, queued)))
     });
     match lookup.await {
-        Ok((false, ..)) => Ok(unknown_campaign(&campaign)),
-        Ok((true, seq, queued)) => Ok(json(
+        Ok(None) => Ok(unknown_campaign(&campaign)),
+        Ok(Some((seq, queued))) => Ok(json(
             StatusCode::OK,
             &json!({
                 "status": "success",
