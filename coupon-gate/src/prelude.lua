@@ -60,7 +60,6 @@ local function bucket_of(users, digits)
   end
 end
 
-
 -- Seqs for `count` new holders of a campaign of `quota` whose highest seq handed out is
 -- `next_seq`: released seqs (the free sorted set `free`) first, lowest first, then new ones.
 -- Returns a function giving the next seq, and a function that writes what was taken (the free
