@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
-use coupon_gate::{Campaign, CampaignId, Create, Draw, Gate, Opening, Outcome, UserId};
+use coupon_gate::{Campaign, CampaignId, Create, Draw, EventKind, Gate, Opening, Outcome, UserId};
 use proptest::prelude::*;
 use redis::aio::MultiplexedConnection;
 use support::{Scratch, ScratchGate, campaign, connect, redis_url, user};
@@ -69,33 +69,9 @@ async fn joined_and_due(
     );
 }
 
-/// Every user:seq pair the outbox holds for admissions.
-async fn outbox_admissions(url: &str, prefix: &str, id: &CampaignId) -> Vec<(String, u32)> {
-    let mut conn = connect(url).await;
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("{prefix}:{{{id}}}:outbox"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut pairs = Vec::new();
-    for (_, fields) in entries {
-        for (kind, record) in fields {
-            assert_eq!(kind, "admit");
-            for pair in record.split(' ').skip(1) {
-                let (user, seq) = pair.rsplit_once(':').unwrap();
-                pairs.push((user.to_owned(), seq.parse().unwrap()));
-            }
-        }
-    }
-    pairs
-}
-
 /// Checks a drawn campaign: `winners` holders with seqs 1..=winners, every one of them queued,
 /// and the outbox holding exactly their admissions.
 async fn assert_drawn(
-    scratch: &Scratch,
     gate: &Gate<MultiplexedConnection>,
     id: &CampaignId,
     queued: &BTreeSet<UserId>,
@@ -115,13 +91,19 @@ async fn assert_drawn(
         holders.keys().all(|u| queued.contains(u)),
         "only queued users are drawn"
     );
-    let mut outbox = outbox_admissions(scratch.url(), &scratch.prefix, id).await;
-    outbox.sort();
-    let mut expected: Vec<(String, u32)> = holders
-        .iter()
-        .map(|(u, s)| (u.as_str().to_owned(), *s))
+    let mut outbox: Vec<(UserId, u32)> = gate
+        .outbox()
+        .peek(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| {
+            assert_eq!(record.kind, EventKind::Admitted);
+            (record.user, record.seq)
+        })
         .collect();
-    expected.sort();
+    outbox.sort();
+    let expected: Vec<(UserId, u32)> = holders.iter().map(|(u, s)| (u.clone(), *s)).collect();
     assert_eq!(outbox, expected, "one outbox admission per winner");
     holders
 }
@@ -177,7 +159,7 @@ async fn a_pre_queue_then_a_draw_gives_the_quota_to_queued_users_only() {
     // A late application waits for the draw, which it runs, and finds nothing left.
     assert_eq!(gate.apply(&id, &user(31)).await.unwrap(), Outcome::SoldOut);
     let queued: BTreeSet<UserId> = joined.iter().cloned().collect();
-    let holders = assert_drawn(&scratch, &gate, &id, &queued, 10).await;
+    let holders = assert_drawn(&gate, &id, &queued, 10).await;
     for u in &joined {
         let answer = gate.apply(&id, u).await.unwrap();
         match holders.get(u) {
@@ -228,7 +210,7 @@ async fn a_queue_smaller_than_the_quota_all_wins_and_the_rest_goes_first_come() 
         ),
         "{drawn:?}"
     );
-    assert_drawn(&scratch, &gate, &id, &joined.iter().cloned().collect(), 3).await;
+    assert_drawn(&gate, &id, &joined.iter().cloned().collect(), 3).await;
     assert_eq!(
         gate.apply(&id, &user(9)).await.unwrap(),
         Outcome::Admitted { seq: 4 }
@@ -382,7 +364,7 @@ async fn two_processes_and_a_crowd_share_one_draw_exactly() {
         "no late application overtakes the draw"
     );
     let queued = joined.iter().cloned().collect();
-    assert_drawn(&scratch, &a, &id, &queued, coupons as usize).await;
+    assert_drawn(&a, &id, &queued, coupons as usize).await;
 }
 
 #[tokio::test]
@@ -416,7 +398,7 @@ async fn a_draw_cut_short_goes_on_where_it_stopped() {
     let rest = gate.draw(&id).await.unwrap();
     assert!(matches!(rest, Draw::Done { .. }), "{rest:?}");
     let queued = joined.iter().cloned().collect();
-    assert_drawn(&scratch, &gate, &id, &queued, coupons as usize).await;
+    assert_drawn(&gate, &id, &queued, coupons as usize).await;
 }
 
 /// The earliest joiners and the repeat joiners win as often as anybody: within 4.5 standard
