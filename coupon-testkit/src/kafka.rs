@@ -176,6 +176,34 @@ impl Broker {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Stops the broker (SIGSTOP) without closing a connection: its clients' requests wait
+    /// unanswered, as on a broker that has become very slow, until [`Broker::resume`].
+    ///
+    /// # Panics
+    ///
+    /// When the broker does not run.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`Broker::pause`]d broker go on (SIGCONT).
+    ///
+    /// # Panics
+    ///
+    /// When the broker does not run.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("a running broker");
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
     /// SIGKILLs the broker, as a crash would, and reaps it. Its storage stays.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
