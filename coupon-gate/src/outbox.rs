@@ -5,7 +5,8 @@
 //! reads entries through the consumer group [`OUTBOX_GROUP`](crate::OUTBOX_GROUP), delivers
 //! them, and only then acknowledges them, which also deletes them. Entries a crashed relay read
 //! but never acknowledged stay pending, and any relay takes them over with
-//! [`Outbox::claim`] once they have been idle long enough. Delivery is therefore at least
+//! [`Outbox::claim`] once they have been idle long enough; a relay that is alive keeps what it
+//! delivers with [`Outbox::hold`], however slow the destination. Delivery is therefore at least
 //! once; consumers downstream must be idempotent on (campaign, user, seq).
 
 use std::sync::Arc;
@@ -132,8 +133,9 @@ where
     /// read but has not acknowledged for at least `min_idle`, as `consumer`, and returns their
     /// records.
     ///
-    /// Choose `min_idle` well above the time a relay needs to deliver a batch: an entry claimed
-    /// from a relay that is merely slow is delivered twice (harmless downstream, but wasted).
+    /// Choose `min_idle` well above the time a relay needs to deliver a batch, or have relays
+    /// [`Outbox::hold`] what they deliver: an entry claimed from a relay that is merely slow is
+    /// delivered twice (harmless downstream, but wasted).
     ///
     /// # Errors
     ///
@@ -166,6 +168,52 @@ where
             self.shared.confirm_replicated(&mut conn, campaign).await?;
         }
         Ok(records)
+    }
+
+    /// Tells the outbox that `consumer` still works on the records of `held` (as
+    /// [`Outbox::read`] or [`Outbox::claim`] gave them): their entries' idle time starts again
+    /// from zero, so [`Outbox::claim`] does not hand them to another relay while this one
+    /// delivers them. A relay whose delivery may outlast the others' `min_idle` calls this more
+    /// often than that.
+    ///
+    /// Only entries still pending are touched; one acknowledged meanwhile is left alone. An
+    /// entry that another consumer took over (this one was silent for longer than `min_idle`)
+    /// comes back to `consumer`: both deliver it, which the idempotent consumers downstream
+    /// absorb.
+    ///
+    /// # Errors
+    ///
+    /// A Redis failure.
+    pub async fn hold<'a>(
+        &self,
+        campaign: &CampaignId,
+        consumer: &str,
+        held: impl IntoIterator<Item = &'a OutboxRecord>,
+    ) -> Result<(), Error> {
+        let keys = self.keys(campaign);
+        let mut xclaim = redis::cmd("XCLAIM");
+        xclaim
+            .arg(&keys.outbox)
+            .arg(OUTBOX_GROUP)
+            .arg(consumer)
+            .arg(0);
+        let mut last: Option<&str> = None;
+        for record in held {
+            // An entry's records come one after another.
+            if last != Some(record.entry.as_str()) {
+                xclaim.arg(&record.entry);
+                last = Some(record.entry.as_str());
+            }
+        }
+        if last.is_none() {
+            return Ok(());
+        }
+        // JUSTID: the delivery count stays as it is, and no entry is sent back.
+        let _ids: Value = xclaim
+            .arg("JUSTID")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// Acknowledges the stream entries of `delivered` (by [`OutboxRecord::entry`]) in

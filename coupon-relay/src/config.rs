@@ -19,8 +19,10 @@ pub struct RelayConfig {
     /// Outbox stream entries read per round; each holds the admissions of one script call,
     /// and every one of them is produced.
     pub batch: usize,
-    /// How long an entry read by another relay stays unacknowledged before this relay takes it
-    /// over. Well above a normal delivery round, so that a slow relay is not duplicated.
+    /// How long an entry read by another relay stays unacknowledged, with no sign of life from
+    /// that relay, before this relay takes it over: how soon a crashed relay's entries move on.
+    /// A live relay holds the entries it delivers three times within this, however long the
+    /// broker takes, so a short setting does not duplicate a slow round.
     pub claim_idle: Duration,
     /// How long the producer keeps trying to deliver one message before the relay gives up on
     /// it for this round (it stays in the outbox and is retried).

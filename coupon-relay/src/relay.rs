@@ -7,7 +7,10 @@
 //! failed stays pending in the outbox; so does every entry a crashed relay had read. Every relay
 //! periodically takes over entries left pending longer than
 //! [`RelayConfig::claim_idle`], its own included, so each admission reaches the topic at least
-//! once while any relay runs. What is produced is [`Event`](crate::Event)'s form.
+//! once while any relay runs. A relay holds the entries of the round it delivers (see
+//! [`Outbox::hold`]) three times per `claim_idle`, so a round that outlasts `claim_idle` on a
+//! slow broker is not taken over and produced twice by another relay. What is produced is
+//! [`Event`](crate::Event)'s form.
 //!
 //! The relay records through the [`metrics`] facade (nothing is recorded until the process
 //! installs a recorder): `coupon_relay_delivered_total`, `coupon_relay_failures_total{reason}`
@@ -328,7 +331,7 @@ where
         if records.is_empty() {
             return Ok(Sent::default());
         }
-        let mut sent = self.deliver(&records).await;
+        let mut sent = self.deliver_held(campaign, &records).await;
         sent.read = records.len();
         self.outbox
             .ack(campaign, delivered(&records, &sent.failed_entries))
@@ -362,6 +365,29 @@ where
             }
             Err(err) => {
                 error!(cause = %err, "cannot create a new Kafka producer; retrying next round")
+            }
+        }
+    }
+
+    /// [`Relay::deliver`]s `records` of `campaign`, and while the broker has not confirmed them
+    /// all, tells the outbox every [`hold_every`] that this relay still holds their entries, so
+    /// that no other relay takes over a round that is merely slow and delivers it a second time.
+    async fn deliver_held(&self, campaign: &CampaignId, records: &[OutboxRecord]) -> Sent {
+        let delivery = self.deliver(records);
+        tokio::pin!(delivery);
+        let every = hold_every(self.config.claim_idle);
+        let mut hold = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        hold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                sent = &mut delivery => return sent,
+                _ = hold.tick() => {
+                    // Missing one is harmless while the next comes in time: at worst another
+                    // relay delivers the entries too.
+                    if let Err(err) = self.outbox.hold(campaign, &self.config.consumer, records).await {
+                        warn!(cause = %err, campaign = %campaign, "relay could not hold the entries it delivers");
+                    }
+                }
             }
         }
     }
@@ -566,6 +592,12 @@ fn delivered<'a>(
     records
         .iter()
         .filter(move |record| !failed.contains(&record.entry))
+}
+
+/// How often a relay holds the entries it delivers ([`Outbox::hold`]): three times within
+/// `claim_idle`, so that one missed or late hold does not yet let the entries be taken over.
+fn hold_every(claim_idle: Duration) -> Duration {
+    (claim_idle / 3).max(Duration::from_millis(10))
 }
 
 /// What one round of sends came to.

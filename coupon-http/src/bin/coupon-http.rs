@@ -151,7 +151,7 @@ struct Args {
     /// Outbox entries relayed per round.
     #[arg(long, env = "COUPON_RELAY_BATCH", default_value_t = RelayConfig::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     relay_batch: usize,
-    /// Milliseconds an outbox entry stays unacknowledged before another relay takes it over.
+    /// Milliseconds an outbox entry stays unacknowledged, its relay silent, before another relay takes it over.
     #[arg(long, env = "COUPON_RELAY_CLAIM_IDLE_MS", default_value_t = RelayConfig::DEFAULT_CLAIM_IDLE.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     relay_claim_idle_ms: u64,
     /// Milliseconds the producer tries to deliver one message before the relay retries it later.
