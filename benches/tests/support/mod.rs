@@ -461,11 +461,50 @@ impl Pipeline {
         let (stored, took) = check::wait_for_rows(&self.pool, campaign, rows, DRAIN_LIMIT)
             .await
             .expect("read the coupons");
-        assert!(
-            took.is_some(),
-            "MySQL holds {} of {rows} coupons after {DRAIN_LIMIT:?}; see the logs named above",
-            stored.rows
-        );
+        if took.is_none() {
+            let outbox = self.outbox_len(campaign).await;
+            panic!(
+                "MySQL holds {} of {rows} coupons after {DRAIN_LIMIT:?}, {outbox} entries are in \
+                 the outbox; the logs named above end:\n{}",
+                stored.rows,
+                self.log_tails()
+            );
+        }
         stored
+    }
+
+    /// The last lines of note (warnings, errors, take-overs) of every log of this pipeline's
+    /// processes, for a failure's message: a CI run keeps the test's output, not its files.
+    fn log_tails(&self) -> String {
+        let mut tails = String::new();
+        let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+            return tails;
+        };
+        let mut logs: Vec<PathBuf> = dir
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("coupon-") && name.contains(&self.topic))
+            })
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let noted: Vec<&str> = text
+                .lines()
+                .filter(|line| {
+                    ["WARN", "ERROR", "took over"]
+                        .iter()
+                        .any(|mark| line.contains(mark))
+                })
+                .collect();
+            tails.push_str(&format!("== {}\n", log.display()));
+            for line in &noted[noted.len().saturating_sub(15)..] {
+                tails.push_str(line);
+                tails.push('\n');
+            }
+        }
+        tails
     }
 }
