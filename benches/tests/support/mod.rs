@@ -461,11 +461,20 @@ impl Pipeline {
         let (stored, took) = check::wait_for_rows(&self.pool, campaign, rows, DRAIN_LIMIT)
             .await
             .expect("read the coupons");
-        if took.is_none() {
+        if let Some(took) = took {
+            eprintln!("{campaign}: {rows} coupons in MySQL after {took:?}");
+        } else {
             let outbox = self.outbox_len(campaign).await;
+            let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
+            let on_topic = tokio::task::spawn_blocking(move || {
+                coupon_testkit::topic_records(&brokers, &topic)
+            })
+            .await
+            .expect("count the topic's records");
             panic!(
                 "MySQL holds {} of {rows} coupons after {DRAIN_LIMIT:?}, {outbox} entries are in \
-                 the outbox; the logs named above end:\n{}",
+                 the outbox, {on_topic} records on the topic (every campaign's); the logs named \
+                 above end:\n{}",
                 stored.rows,
                 self.log_tails()
             );
