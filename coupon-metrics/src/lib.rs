@@ -171,6 +171,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Messages of an assigned partition after the sink's committed offset",
     ),
+    (
+        "coupon_sink_consumer_replacements_total",
+        Kind::Counter,
+        "Kafka consumers replaced after librdkafka declared them fatally failed",
+    ),
 ];
 
 /// How often the recorder folds recorded histogram samples into their buckets.

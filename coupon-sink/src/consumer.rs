@@ -12,8 +12,10 @@
 //! `coupon_sink_releases_total`, `coupon_sink_failed_events_total{reason}` (`malformed`: no
 //! event; `conflict`: the user or seq is held otherwise; `refused`: the database refused the
 //! event), `coupon_sink_batch_seconds` (a batch from its write's start to its offsets' commit,
-//! retries included), and from librdkafka's statistics `coupon_sink_consumer_lag{partition}`
-//! (messages of an assigned partition after the committed offset; 0 once it is revoked).
+//! retries included), `coupon_sink_consumer_replacements_total` (consumers replaced after
+//! librdkafka declared them fatally failed), and from librdkafka's statistics
+//! `coupon_sink_consumer_lag{partition}` (messages of an assigned partition after the committed
+//! offset; 0 once it is revoked).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,11 +26,12 @@ use mysql_async::Pool;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Config;
 use crate::db::{self, Item, Written};
@@ -101,11 +104,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client = client_config(config);
     // Created first, so that properties librdkafka refuses stop the start rather than wait.
-    let consumer: SinkConsumer = client
-        .create_with_context(Rebalances {
-            topic: config.topic.clone(),
-        })
-        .context("cannot create the Kafka consumer")?;
+    let mut consumer = create(&client, config)?;
     let (stop_tx, stop) = watch::channel(false);
     let watcher = tokio::spawn(async move {
         shutdown.await;
@@ -119,6 +118,7 @@ pub async fn run(
         .subscribe(&[config.topic.as_str()])
         .context("cannot subscribe")?;
     info!(topic = %config.topic, group = %config.group, "sink started");
+    metrics::counter!("coupon_sink_consumer_replacements_total").increment(0);
     for reason in ["malformed", "conflict", "refused"] {
         metrics::counter!("coupon_sink_failed_events_total", "reason" => reason).increment(0);
     }
@@ -128,8 +128,13 @@ pub async fn run(
     let batch_seconds = metrics::histogram!("coupon_sink_batch_seconds");
 
     while !*stop.borrow() {
-        let Some(batch) = next_batch(&consumer, config, stop.clone()).await else {
-            break;
+        let batch = match next_batch(&consumer, config, stop.clone()).await {
+            Next::Batch(batch) => batch,
+            Next::Stopped => break,
+            Next::Failed => {
+                consumer = replace(&client, config, consumer)?;
+                continue;
+            }
         };
         let started = Instant::now();
         let Some(written) = write_with_retry(pool, &batch, config.max_backoff, &stop).await else {
@@ -148,6 +153,11 @@ pub async fn run(
         );
         commit(&consumer, &batch);
         batch_seconds.record(started.elapsed().as_secs_f64());
+        if consumer.client().fatal_error().is_some() {
+            // The batch is written; uncommitted, it comes again to the new consumer, and
+            // writing it again changes nothing.
+            consumer = replace(&client, config, consumer)?;
+        }
         rows_written.increment(written.inserted as u64);
         redeliveries.increment((written.admitted - written.inserted) as u64);
         releases.increment(written.released as u64);
@@ -170,6 +180,50 @@ pub async fn run(
     consumer.unsubscribe();
     info!("sink stopped");
     Ok(())
+}
+
+/// A consumer of `client`'s configuration, reporting to a [`Rebalances`] of its own.
+fn create(client: &ClientConfig, config: &Config) -> anyhow::Result<SinkConsumer> {
+    client
+        .create_with_context(Rebalances {
+            topic: config.topic.clone(),
+        })
+        .context("cannot create the Kafka consumer")
+}
+
+/// Replaces `failed`, a consumer librdkafka declared fatally failed, with a new one subscribed
+/// to the topic. A static member (`group.instance.id`) whose session timed out while the broker
+/// was slow rejoins under a new member id, and the broker then refuses the old one's commits as
+/// fenced, which librdkafka treats as fatal: no later message or commit of that consumer can
+/// succeed. What it had not committed is delivered again to the new one.
+fn replace(
+    client: &ClientConfig,
+    config: &Config,
+    failed: SinkConsumer,
+) -> anyhow::Result<SinkConsumer> {
+    let reason = failed.client().fatal_error().map_or_else(
+        || "unknown".to_owned(),
+        |(code, why)| format!("{code}: {why}"),
+    );
+    error!(%reason, "the Kafka consumer cannot go on; creating a new one");
+    // Closing a failed consumer commits nothing and leaves no group; it only frees it.
+    drop(failed);
+    let consumer = create(client, config)?;
+    consumer
+        .subscribe(&[config.topic.as_str()])
+        .context("cannot subscribe")?;
+    metrics::counter!("coupon_sink_consumer_replacements_total").increment(1);
+    Ok(consumer)
+}
+
+/// What [`next_batch`] came back with.
+enum Next {
+    /// Messages to write.
+    Batch(Vec<Item>),
+    /// Shutdown came before any message.
+    Stopped,
+    /// The consumer failed fatally (see [`replace`]); what it gathered is dropped, uncommitted.
+    Failed,
 }
 
 /// The consumer's librdkafka configuration: the group, manual commits, from the earliest offset,
@@ -232,12 +286,12 @@ async fn wait_for_topic(client: &ClientConfig, topic: &str, stop: watch::Receive
 }
 
 /// Waits for a first message, then gathers more for up to `config.linger` or until the batch
-/// is full. Returns `None` when shutdown came before any message.
+/// is full.
 async fn next_batch(
     consumer: &SinkConsumer,
     config: &Config,
     mut stop: watch::Receiver<bool>,
-) -> Option<Vec<Item>> {
+) -> Next {
     let mut batch = Vec::with_capacity(config.batch_size);
     let mut deadline: Option<Instant> = None;
     while batch.len() < config.batch_size {
@@ -254,13 +308,23 @@ async fn next_batch(
                     batch.push(Item::new(message.topic(), message.partition(), message.offset(), payload));
                     deadline.get_or_insert_with(|| Instant::now() + config.linger);
                 }
-                Err(err) => warn!(cause = %err, "kafka consumer error"),
+                Err(err) => {
+                    warn!(cause = %err, "kafka consumer error");
+                    let fatal = matches!(err, KafkaError::MessageConsumptionFatal(_));
+                    if fatal || consumer.client().fatal_error().is_some() {
+                        return Next::Failed;
+                    }
+                }
             },
             () = linger => break,
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
-    (!batch.is_empty()).then_some(batch)
+    if batch.is_empty() {
+        Next::Stopped
+    } else {
+        Next::Batch(batch)
+    }
 }
 
 /// Writes `batch`, retrying transient failures until they pass. A batch that fails for a
