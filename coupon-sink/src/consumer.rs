@@ -127,12 +127,14 @@ pub async fn run(
     let releases = metrics::counter!("coupon_sink_releases_total");
     let batch_seconds = metrics::histogram!("coupon_sink_batch_seconds");
 
+    // When the consumer was last replaced.
+    let mut replaced: Option<Instant> = None;
     while !*stop.borrow() {
         let batch = match next_batch(&consumer, config, stop.clone()).await {
             Next::Batch(batch) => batch,
             Next::Stopped => break,
             Next::Failed => {
-                consumer = replace(&client, config, consumer)?;
+                consumer = replace(&client, config, consumer, &mut replaced, &stop).await?;
                 continue;
             }
         };
@@ -156,7 +158,7 @@ pub async fn run(
         if consumer.client().fatal_error().is_some() {
             // The batch is written; uncommitted, it comes again to the new consumer, and
             // writing it again changes nothing.
-            consumer = replace(&client, config, consumer)?;
+            consumer = replace(&client, config, consumer, &mut replaced, &stop).await?;
         }
         rows_written.increment(written.inserted as u64);
         redeliveries.increment((written.admitted - written.inserted) as u64);
@@ -196,18 +198,36 @@ fn create(client: &ClientConfig, config: &Config) -> anyhow::Result<SinkConsumer
 /// was slow rejoins under a new member id, and the broker then refuses the old one's commits as
 /// fenced, which librdkafka treats as fatal: no later message or commit of that consumer can
 /// succeed. What it had not committed is delivered again to the new one.
-fn replace(
+///
+/// A consumer replaced again within [`REPLACED_AGAIN`] of the last time (two sinks sharing one
+/// `group.instance.id` fence each other without end) waits a second first, or until `stop`.
+async fn replace(
     client: &ClientConfig,
     config: &Config,
     failed: SinkConsumer,
+    replaced: &mut Option<Instant>,
+    stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<SinkConsumer> {
     let reason = failed.client().fatal_error().map_or_else(
         || "unknown".to_owned(),
         |(code, why)| format!("{code}: {why}"),
     );
     error!(%reason, "the Kafka consumer cannot go on; creating a new one");
-    // Closing a failed consumer commits nothing and leaves no group; it only frees it.
+    // A failed consumer commits nothing more; dropping it frees it (librdkafka may log that
+    // closing its queue failed, for the same reason).
     drop(failed);
+    if replaced.is_some_and(|at| at.elapsed() < REPLACED_AGAIN) {
+        warn!(
+            "the Kafka consumer was replaced less than {REPLACED_AGAIN:?} ago; is this sink's \
+             group.instance.id (COUPON_SINK_INSTANCE_ID) given to another consumer as well?"
+        );
+        let mut stop = stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|stop| *stop) => {}
+        }
+    }
+    *replaced = Some(Instant::now());
     let consumer = create(client, config)?;
     consumer
         .subscribe(&[config.topic.as_str()])
@@ -215,6 +235,9 @@ fn replace(
     metrics::counter!("coupon_sink_consumer_replacements_total").increment(1);
     Ok(consumer)
 }
+
+/// A consumer replaced again sooner than this after the last replacement waits a second first.
+const REPLACED_AGAIN: Duration = Duration::from_secs(10);
 
 /// What [`next_batch`] came back with.
 enum Next {
