@@ -190,6 +190,10 @@ where
         consumer: &str,
         held: impl IntoIterator<Item = &'a OutboxRecord>,
     ) -> Result<(), Error> {
+        let entries = entries(held);
+        if entries.is_empty() {
+            return Ok(());
+        }
         let keys = self.keys(campaign);
         let mut xclaim = redis::cmd("XCLAIM");
         xclaim
@@ -197,16 +201,8 @@ where
             .arg(OUTBOX_GROUP)
             .arg(consumer)
             .arg(0);
-        let mut last: Option<&str> = None;
-        for record in held {
-            // An entry's records come one after another.
-            if last != Some(record.entry.as_str()) {
-                xclaim.arg(&record.entry);
-                last = Some(record.entry.as_str());
-            }
-        }
-        if last.is_none() {
-            return Ok(());
+        for (entry, _) in entries {
+            xclaim.arg(entry);
         }
         // JUSTID: the delivery count stays as it is, and no entry is sent back.
         let _ids: Value = xclaim
@@ -234,14 +230,7 @@ where
         campaign: &CampaignId,
         delivered: impl IntoIterator<Item = &'a OutboxRecord>,
     ) -> Result<(), Error> {
-        // (entry, its records), an entry's records being consecutive.
-        let mut entries: Vec<(&str, u64)> = Vec::new();
-        for record in delivered {
-            match entries.last_mut() {
-                Some((entry, events)) if *entry == record.entry => *events += 1,
-                _ => entries.push((record.entry.as_str(), 1)),
-            }
-        }
+        let entries = entries(delivered);
         if entries.is_empty() {
             return Ok(());
         }
@@ -306,6 +295,19 @@ where
             .query_async(&mut self.conn.clone())
             .await?)
     }
+}
+
+/// The stream entries `records` belong to, each with how many of them it holds, in order: as
+/// [`Outbox::read`] and [`Outbox::claim`] give them, an entry's records come one after another.
+fn entries<'a>(records: impl IntoIterator<Item = &'a OutboxRecord>) -> Vec<(&'a str, u64)> {
+    let mut entries: Vec<(&str, u64)> = Vec::new();
+    for record in records {
+        match entries.last_mut() {
+            Some((entry, events)) if *entry == record.entry => *events += 1,
+            _ => entries.push((record.entry.as_str(), 1)),
+        }
+    }
+    entries
 }
 
 /// The records of a stream reply (`XREADGROUP`, `XRANGE`, the entry list of `XAUTOCLAIM`),
