@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use coupon_admin::sources;
 use coupon_gate::CampaignId;
 use mysql_async::Pool;
-use mysql_async::prelude::Queryable;
 
 use crate::sale::Tally;
 
@@ -62,33 +61,7 @@ pub async fn stored(pool: &Pool, campaign: &str) -> anyhow::Result<Stored> {
     })
 }
 
-/// The campaign's coupon rows, counted by MySQL; 0 in a database the sink has not set up yet.
-///
-/// # Errors
-///
-/// MySQL unreachable or refusing the query for another reason.
-pub async fn count(pool: &Pool, campaign: &str) -> anyhow::Result<u64> {
-    // ER_BAD_DB_ERROR, ER_NO_SUCH_TABLE
-    let not_created = |err: &mysql_async::Error| matches!(err, mysql_async::Error::Server(e) if e.code == 1049 || e.code == 1146);
-    let mut conn = match pool.get_conn().await {
-        Ok(conn) => conn,
-        Err(err) if not_created(&err) => return Ok(0),
-        Err(err) => return Err(err.into()),
-    };
-    match conn
-        .exec_first::<u64, _, _>(
-            "SELECT COUNT(*) FROM coupon WHERE campaign_id = ?",
-            (campaign,),
-        )
-        .await
-    {
-        Ok(count) => Ok(count.unwrap_or(0)),
-        Err(err) if not_created(&err) => Ok(0),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// Polls [`count`] until the campaign holds `expected` rows or `limit` passes; returns the rows
+/// Polls [`sources::coupon_count`] until the campaign holds `expected` rows or `limit` passes; returns the rows
 /// then ([`stored`]) and how long it took to reach `expected` (`None` if it never did).
 ///
 /// Only the count is polled: reading every row each time would cost the database and this
@@ -103,9 +76,10 @@ pub async fn wait_for_rows(
     expected: u64,
     limit: Duration,
 ) -> anyhow::Result<(Stored, Option<Duration>)> {
+    let id = CampaignId::new(campaign)?;
     let started = Instant::now();
     loop {
-        let reached = count(pool, campaign).await? >= expected;
+        let reached = sources::coupon_count(pool, &id).await? >= expected;
         if reached || started.elapsed() >= limit {
             let took = reached.then(|| started.elapsed());
             return Ok((stored(pool, campaign).await?, took));

@@ -37,6 +37,23 @@ pub async fn coupon_rows(pool: &Pool, campaign: &CampaignId) -> anyhow::Result<V
         .collect()
 }
 
+/// How many coupon rows the campaign has in MySQL, counted there; none in a database the sink
+/// has not set up yet.
+///
+/// # Errors
+///
+/// MySQL unreachable or refusing the query for another reason.
+pub async fn coupon_count(pool: &Pool, campaign: &CampaignId) -> anyhow::Result<u64> {
+    let count: Option<Vec<u64>> = query(
+        pool,
+        "SELECT COUNT(*) FROM coupon WHERE campaign_id = ?",
+        campaign,
+    )
+    .await
+    .context("cannot count the coupon rows")?;
+    Ok(count.and_then(|c| c.first().copied()).unwrap_or(0))
+}
+
 /// Unresolved failed events that name the campaign; none in a database the sink has not set up
 /// yet.
 ///
