@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
+use coupon_bench::keys;
 use coupon_gate::{Campaign, CampaignId, Create, Gate, Outcome, UserId};
-use coupon_testkit::{connect, eventually, scan};
-use redis::AsyncCommands;
+use coupon_testkit::{connect, eventually};
 use support::{Mode, Pipeline, Setup};
 
 const QUEUED: u64 = 100_000;
@@ -166,12 +166,12 @@ async fn a_server_killed_during_a_draw_leaves_mysql_exact() {
     } = killed_during_a_draw(1, "kill-draw").await;
     // Redis loses the drawn campaign; rebuild restores its holders as for any campaign.
     let mut conn = connect(&pipeline.redis_url).await;
-    let keys = scan(
+    keys::unlink_matching(
         &mut conn,
         &format!("{}:{{kill-draw}}:*", pipeline.scratch.prefix),
     )
-    .await;
-    let () = conn.del(&keys).await.unwrap();
+    .await
+    .unwrap();
     assert_eq!(gate.status(&id).await.unwrap(), None);
     let (code, out) = pipeline.admin(&[
         "rebuild",

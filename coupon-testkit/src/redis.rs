@@ -155,7 +155,7 @@ fn scan_options(pattern: &str) -> redis::ScanOptions {
 
 /// Every key matching `pattern`, found with `SCAN` (never `KEYS`, which blocks the server for as
 /// long as it takes to read every key it holds).
-pub async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
+async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
     use futures_util::StreamExt;
     conn.scan_options::<String>(scan_options(pattern))
         .await
