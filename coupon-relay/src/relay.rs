@@ -81,6 +81,9 @@ pub struct Relay<C> {
     outbox: Outbox<C>,
     /// The idempotent producer; shared by every send of a round.
     producer: FutureProducer,
+    /// What one handover to the producer may hold before the relay awaits it (see
+    /// [`Handover`]).
+    handover: Handover,
     /// Topic, batch size and timeouts.
     config: RelayConfig,
     /// Set while [`Relay::run`] runs.
@@ -100,11 +103,13 @@ where
     ///
     /// [`Error::Config`]: a producer configuration librdkafka refuses.
     pub fn new(gate: &Gate<C>, config: RelayConfig) -> Result<Self, Error> {
-        let producer = producer(&config)?;
+        let client = producer_config(&config);
+        let producer = client.create().map_err(Error::Config)?;
         Ok(Self {
             gate: gate.clone(),
             outbox: gate.outbox(),
             producer,
+            handover: Handover::of(&client),
             config,
             running: Running::default(),
             announcements: None,
@@ -394,15 +399,23 @@ where
 
     /// Produces every record and says which outbox entries the broker confirmed whole.
     ///
-    /// Every record is handed to the producer first (librdkafka copies key and value, so one
-    /// buffer of each serves every record), then the deliveries are awaited in order.
+    /// The records are handed to the producer in [`Handover`]s (librdkafka copies key and
+    /// value, so one buffer of each serves every record), and each handover's deliveries are
+    /// awaited in order before the next.
     async fn deliver(&self, records: &[OutboxRecord]) -> Sent {
         let topic = self.config.topic.as_str();
         let mut results: Vec<Option<KafkaError>> = Vec::with_capacity(records.len());
         let mut pending: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(records.len());
         let mut encoder = Encoder::default();
+        let (mut since, mut bytes) = (Instant::now(), 0);
         for (i, outbox_record) in records.iter().enumerate() {
             results.push(None);
+            if self.handover.is_full(since, bytes) && !pending.is_empty() {
+                settle(&mut pending, &mut results).await;
+            }
+            if pending.is_empty() {
+                (since, bytes) = (Instant::now(), 0);
+            }
             let (key, payload) = encoder.encode(
                 outbox_record.kind,
                 &outbox_record.campaign,
@@ -410,6 +423,7 @@ where
                 outbox_record.seq,
                 outbox_record.at,
             );
+            bytes += key.len() + payload.len();
             let mut full_since = None;
             loop {
                 let record = FutureRecord::to(topic).key(key).payload(payload);
@@ -645,28 +659,85 @@ const LINGER_MS: &str = "20";
 /// its bytes.
 const BATCH_MESSAGES: &str = "100000";
 
-/// The relay's idempotent producer.
+/// What the relay's idempotent producer is created from.
 ///
 /// Its batching defaults ([`LINGER_MS`], [`BATCH_MESSAGES`]), which the configured properties
-/// may override, make few large produce requests. An idempotent producer keeps at most five
-/// requests per partition in flight; while that many wait on a slow broker and more records
-/// are ready, librdkafka's broker thread polls its socket without pause. With `linger.ms=5` that
-/// polling was a quarter to a third of coupon-http's CPU during a burst on the local broker
-/// (BENCHMARKS.md, "Where coupon-http's CPU per admission went").
-fn producer(config: &RelayConfig) -> Result<FutureProducer, Error> {
+/// may override (under either of librdkafka's names), make few large produce requests;
+/// [`Handover`] keeps a round's records within what leaves in them.
+fn producer_config(config: &RelayConfig) -> ClientConfig {
+    let configured = |names: &[&str]| {
+        config
+            .kafka_properties
+            .iter()
+            .any(|(name, _)| names.contains(&name.as_str()))
+    };
     let mut client = ClientConfig::new();
-    client
-        .set("linger.ms", LINGER_MS)
-        .set("batch.num.messages", BATCH_MESSAGES);
+    if !configured(&["linger.ms", "queue.buffering.max.ms"]) {
+        client.set("linger.ms", LINGER_MS);
+    }
+    if !configured(&["batch.num.messages"]) {
+        client.set("batch.num.messages", BATCH_MESSAGES);
+    }
     client_config(&mut client, &config.brokers, &config.kafka_properties)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set(
             "message.timeout.ms",
             config.message_timeout.as_millis().to_string(),
-        )
-        .create()
-        .map_err(Error::Config)
+        );
+    client
+}
+
+/// The relay's idempotent producer.
+fn producer(config: &RelayConfig) -> Result<FutureProducer, Error> {
+    producer_config(config).create().map_err(Error::Config)
+}
+
+/// librdkafka's default `batch.size`: the most bytes of records in one produce request.
+const BATCH_BYTES: usize = 1_000_000;
+
+/// How much of a round the relay hands to the producer before it awaits what it handed over.
+///
+/// An idempotent librdkafka producer has one produce request per partition in flight at a time
+/// (it counts the records in flight against its limit of five requests). A record handed over
+/// after that request left waits for its answer, and once the record's linger has passed,
+/// librdkafka's broker thread polls its socket without pause until the broker answers
+/// (`rd_kafka_msgq_allow_wakeup_at`, then `rd_kafka_toppar_producer_serve`): on a loaded machine,
+/// where handing over a round of 15,000 records took longer than the linger, that polling was
+/// most of coupon-http's CPU while a burst drained (BENCHMARKS.md, "Where coupon-http's CPU per
+/// admission went"). So a handover ends when half the linger has passed since its first record,
+/// or when its records hold as many bytes as one request of one partition (`batch.size`); the
+/// relay then awaits their delivery before it hands over the rest of the round. On a quick
+/// machine a round of the default 500 entries is usually one handover.
+#[derive(Clone, Copy, Debug)]
+struct Handover {
+    /// Half the producer's linger; none when the linger is 0, where records leave at once.
+    window: Option<Duration>,
+    /// The producer's `batch.size`.
+    bytes: usize,
+}
+
+impl Handover {
+    /// The handover for the producer `client` creates (its linger and batch size as
+    /// configured, librdkafka's defaults where unset).
+    fn of(client: &ClientConfig) -> Self {
+        let number = |key| client.get(key).and_then(|v| v.parse::<f64>().ok());
+        let linger_ms = number("queue.buffering.max.ms")
+            .or_else(|| number("linger.ms"))
+            .unwrap_or(5.0);
+        Self {
+            window: Duration::try_from_secs_f64(linger_ms / 2e3)
+                .ok()
+                .filter(|window| !window.is_zero()),
+            bytes: number("batch.size").map_or(BATCH_BYTES, |bytes| bytes as usize),
+        }
+    }
+
+    /// Whether a handover begun `since`, of records holding `bytes`, should be awaited before
+    /// more records are handed over.
+    fn is_full(&self, since: Instant, bytes: usize) -> bool {
+        bytes >= self.bytes || self.window.is_some_and(|window| since.elapsed() >= window)
+    }
 }
 
 #[cfg(test)]
@@ -706,5 +777,45 @@ mod tests {
             entries(&["2-0"]),
             [("1-0".into(), 1), ("1-0".into(), 2), ("3-0".into(), 6)]
         );
+    }
+
+    #[test]
+    fn a_handover_lasts_half_the_producers_linger_and_holds_one_request() {
+        let handover = |properties: &[(&str, &str)]| {
+            let config = RelayConfig {
+                kafka_properties: properties
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..RelayConfig::default()
+            };
+            let handover = Handover::of(&producer_config(&config));
+            (handover.window, handover.bytes)
+        };
+        let ms = |ms| Some(Duration::from_millis(ms));
+        assert_eq!(handover(&[]), (ms(10), 1_000_000));
+        assert_eq!(handover(&[("linger.ms", "50")]), (ms(25), 1_000_000));
+        assert_eq!(
+            handover(&[("queue.buffering.max.ms", "8")]),
+            (ms(4), 1_000_000)
+        );
+        assert_eq!(
+            handover(&[("linger.ms", "0"), ("batch.size", "65536")]),
+            (None, 65_536)
+        );
+
+        let quick = Handover {
+            window: ms(10),
+            bytes: 1000,
+        };
+        assert!(!quick.is_full(Instant::now(), 999));
+        assert!(quick.is_full(Instant::now(), 1000));
+        let long_ago = Instant::now() - Duration::from_millis(10);
+        assert!(quick.is_full(long_ago, 0));
+        let at_once = Handover {
+            window: None,
+            bytes: 1000,
+        };
+        assert!(!at_once.is_full(long_ago, 999));
     }
 }

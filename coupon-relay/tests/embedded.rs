@@ -1,6 +1,7 @@
 //! The relay as a service embeds it, with coupon-gate and nothing else: admissions made through
 //! a gate reach the topic once each, in the one event form, and the outbox empties; the relay
-//! says it runs while it does, and stops when asked.
+//! says it runs while it does, and stops when asked. The same with produce requests so small
+//! (`batch.size`) that each round is handed to the producer in many parts.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -13,6 +14,16 @@ use tokio::sync::oneshot;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admissions_reach_the_topic_once_each_and_the_outbox_empties() {
+    relays_each_admission_once(Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_handed_over_in_many_parts_reaches_the_topic_once_each() {
+    // About fifteen records per part: the 150 admissions of a round go in ten or more.
+    relays_each_admission_once(vec![("batch.size".to_owned(), "2000".to_owned())]).await;
+}
+
+async fn relays_each_admission_once(kafka_properties: Vec<(String, String)>) {
     let scratch = Scratch::new(&redis_url());
     let gate = Gate::with_key_prefix(connect(&redis_url()).await, scratch.prefix.clone()).unwrap();
     let id = CampaignId::new("embedded").unwrap();
@@ -44,6 +55,7 @@ async fn admissions_reach_the_topic_once_each_and_the_outbox_empties() {
         brokers: brokers(),
         topic: format!("relay_{}", scratch.prefix.replace('-', "_")),
         consumer: "embedded".to_owned(),
+        kafka_properties,
         ..RelayConfig::default()
     };
     let topic = config.topic.clone();
