@@ -703,9 +703,9 @@ const BATCH_BYTES: usize = 1_000_000;
 /// after that request left waits for its answer, and once the record's linger has passed,
 /// librdkafka's broker thread polls its socket without pause until the broker answers
 /// (`rd_kafka_msgq_allow_wakeup_at`, then `rd_kafka_toppar_producer_serve`): on a loaded machine,
-/// where handing over a round of 15,000 records took longer than the linger, that polling was
-/// most of coupon-http's CPU while a burst drained (BENCHMARKS.md, "Where coupon-http's CPU per
-/// admission went"). So a handover ends when half the linger has passed since its first record,
+/// where handing over a round of 15,000 records took longer than the linger, that polling was a
+/// quarter to two fifths of coupon-http's CPU per admission (BENCHMARKS.md, "The relay's
+/// handovers"). So a handover ends when half the linger has passed since its first record,
 /// or when its records hold as many bytes as one request of one partition (`batch.size`); the
 /// relay then awaits their delivery before it hands over the rest of the round. On a quick
 /// machine a round of the default 500 entries is usually one handover.
