@@ -92,7 +92,8 @@ async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(
     }
 }
 
-/// Every event of the campaign on `topic`, from the beginning of every partition up to its high
+/// Every event of the campaign on `topic` of the cluster `kafka` names (bootstrap servers and
+/// the operator's librdkafka properties), from the beginning of every partition up to its high
 /// watermark when reading starts, in partition order (so in order for each user, whose events
 /// share a partition). Messages that are not events are skipped (they are the sink's failed
 /// events). Uses no consumer group offsets: nothing is committed.
@@ -101,21 +102,21 @@ async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(
 ///
 /// The broker unreachable, the topic missing, or not every record read within `limit`.
 pub async fn topic_events(
-    brokers: &str,
+    kafka: &ClientConfig,
     topic: &str,
     campaign: &CampaignId,
     limit: Duration,
 ) -> anyhow::Result<Vec<Event>> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = kafka
+        .clone()
         .set("group.id", "coupon-admin")
         .set("enable.auto.commit", "false")
         .create()
         .context("cannot create a Kafka consumer")?;
     // Where each partition ends now; records produced while reading are left out.
     let ends = tokio::task::spawn_blocking({
-        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-        move || partition_ends(&brokers, &topic)
+        let (kafka, topic) = (kafka.clone(), topic.to_owned());
+        move || partition_ends(&kafka, &topic)
     })
     .await
     .context("reading the partitions' ends")??;
@@ -161,11 +162,8 @@ pub async fn topic_events(
 
 /// The low and high watermark of every partition of `topic`; blocks for up to 10 seconds per
 /// request.
-fn partition_ends(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("cannot create a Kafka consumer")?;
+fn partition_ends(kafka: &ClientConfig, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let consumer: BaseConsumer = kafka.create().context("cannot create a Kafka consumer")?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)

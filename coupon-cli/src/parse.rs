@@ -1,7 +1,7 @@
 //! Parsers for values the binaries take from flags, the environment and the settings file.
 
 /// Parses a librdkafka property given as `key=value`, as the binaries take them from
-/// `COUPON_KAFKA_PROPERTIES` and `--kafka-property`.
+/// `COUPON_KAFKA_PROPERTIES` and `--kafka-properties`.
 ///
 /// # Errors
 ///

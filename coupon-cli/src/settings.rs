@@ -105,6 +105,22 @@ pub fn check_settings_file<T: CommandFactory + FromArgMatches>(path: &Path) -> R
         .map_err(|err| err.to_string())
 }
 
+/// The settings `T` declares at their declared defaults, whatever the environment holds: the
+/// `Default` of a configuration that is its own settings table.
+///
+/// # Panics
+///
+/// When a declared default is refused by its own parser, or a setting without a default is
+/// required: mistakes of the declaration, which every test of the binary meets first.
+pub fn defaults<T: clap::Args + FromArgMatches>() -> T {
+    let command = T::augment_args(Command::new("defaults")).mut_args(|arg| arg.env(None::<&str>));
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .unwrap_or_else(|err| panic!("the declared defaults are refused: {err}"));
+    T::from_arg_matches(&matches)
+        .unwrap_or_else(|err| panic!("the declared defaults are refused: {err}"))
+}
+
 /// The settings file's key of a setting: its environment name in lower case, without `COUPON_`.
 pub fn file_key(env: &str) -> String {
     let lower = env.to_ascii_lowercase();
@@ -302,19 +318,21 @@ fn effective(command: &Command, matches: &ArgMatches, from_file: &[String]) -> S
     out
 }
 
-/// A value with the secrets it may carry redacted: the password of a URL
-/// (`mysql://user:password@host`), and the value of a `key=value` property whose key names a
-/// password, secret or private key (`sasl.password=…`).
-fn redact(text: &str) -> String {
+/// A value with the secrets it may carry redacted, for printing and for messages: the password
+/// of a URL (`mysql://user:password@host`), and the value of a `key=value` property whose key
+/// names a password, secret or private key (`sasl.password=…`).
+pub fn redact(text: &str) -> String {
     if let Some((key, _)) = text.split_once('=')
+        && !key.contains("://")
         && ["password", "secret", "key"]
             .iter()
             .any(|word| key.to_ascii_lowercase().contains(word))
     {
         return format!("{key}={REDACTED}");
     }
+    // The last `@`, as a password may hold one.
     if let Some((scheme, rest)) = text.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((userinfo, host)) = rest.rsplit_once('@')
         && let Some((user, _)) = userinfo.split_once(':')
     {
         return format!("{scheme}://{user}:{REDACTED}@{host}");
@@ -361,6 +379,15 @@ mod tests {
         assert_eq!(redact("sasl.password=hunter2"), "sasl.password=<redacted>");
         assert_eq!(redact("ssl.key.pem=-----BEGIN"), "ssl.key.pem=<redacted>");
         assert_eq!(redact("linger.ms=5"), "linger.ms=5");
+        assert_eq!(
+            redact("mysql://root:p@ss:w/rd@db:3306/coupon"),
+            "mysql://root:<redacted>@db:3306/coupon"
+        );
+        assert_eq!(
+            redact("mysql://root:a=key@db/coupon"),
+            "mysql://root:<redacted>@db/coupon"
+        );
+        assert_eq!(redact("nonsense"), "nonsense");
     }
 
     #[test]

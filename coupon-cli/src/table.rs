@@ -1,12 +1,13 @@
 //! The settings table in the README, generated from the binary's own table and checked
-//! against it by each binary's tests.
+//! against it by each binary's tests, with the other checks those tests make of the table
+//! ([`check_settings`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use clap::Command;
+use clap::{Command, CommandFactory, FromArgMatches};
 
-use crate::settings::{file_key, settings};
+use crate::settings::{check_settings_file, file_key, settings};
 
 /// The environment variable that makes [`check_readme`] write the table instead of failing.
 pub const WRITE_README_ENV: &str = "COUPON_WRITE_README";
@@ -42,6 +43,53 @@ pub fn markdown_table(command: &Command) -> String {
         );
     }
     out
+}
+
+/// The checks of a binary's settings table `T` that its tests run: every setting's flag is its
+/// settings-file key ([`check_names`]), the README at `readme` holds its table
+/// ([`check_readme`]), and the example settings file `example`, if the binary has one, names
+/// only its settings, with values it accepts.
+///
+/// # Errors
+///
+/// The first check that failed, with what it expected.
+pub fn check_settings<T: CommandFactory + FromArgMatches>(
+    readme: &Path,
+    example: Option<&Path>,
+) -> Result<(), String> {
+    let command = T::command();
+    check_names(&command)?;
+    check_readme(&command, readme)?;
+    match example {
+        Some(example) => check_settings_file::<T>(example),
+        None => Ok(()),
+    }
+}
+
+/// Checks that each setting of `command` has one name: its flag is its settings-file key with
+/// `-` for `_` (`--http-addr` and `http_addr` for `COUPON_HTTP_ADDR`). A flag renamed to follow
+/// this keeps its old name as a hidden alias.
+///
+/// # Errors
+///
+/// Every setting whose flag and key differ.
+pub fn check_names(command: &Command) -> Result<(), String> {
+    let differ: Vec<String> = settings(command)
+        .filter_map(|(arg, env)| {
+            let long = arg.get_long().unwrap_or_default();
+            let key = file_key(env);
+            (long.replace('-', "_") != key).then(|| format!("--{long} (settings file key {key})"))
+        })
+        .collect();
+    if differ.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: flags that are not their settings file key: {}",
+            command.get_name(),
+            differ.join(", ")
+        ))
+    }
 }
 
 /// Checks that the README at `path` holds `command`'s settings table between

@@ -1,11 +1,11 @@
 //! The whole process: HTTP server and relay, started and stopped together, whether or not
 //! Redis and the broker are reachable yet.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use coupon_cli::{Waiting, patiently};
 use coupon_gate::RedisConnection;
 use coupon_relay::{Announcements, Relay};
 use tokio::net::TcpListener;
@@ -96,7 +96,11 @@ async fn connect_backend(
     announcements: Announcements,
     stopped: watch::Receiver<bool>,
 ) {
-    let connected = patiently("redis", stopped.clone(), || state.connect_backend(&config)).await;
+    let connected = patiently(stopped.clone(), || async {
+        let connected = state.connect_backend(&config).await;
+        connected.map_err(|err| Waiting::on("redis", err))
+    })
+    .await;
     let (Some(()), Ok(gate)) = (connected, state.gate()) else {
         return;
     };
@@ -115,37 +119,6 @@ fn of_the_moment(err: &anyhow::Error) -> bool {
     err.chain()
         .find_map(|cause| cause.downcast_ref::<coupon_gate::Error>())
         .is_some_and(coupon_gate::Error::is_unavailable)
-}
-
-/// Tries `attempt` until it succeeds, or gives up with `None` once `stopped` turns true. Waits
-/// 100 ms after the first failure, twice as long after each next one, at most a second, so that a
-/// dependency that appears is used within a second; each failure is logged as a warning naming
-/// `what` is waited for.
-async fn patiently<T, E, F>(
-    what: &str,
-    mut stopped: watch::Receiver<bool>,
-    mut attempt: impl FnMut() -> F,
-) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: Future<Output = Result<T, E>>,
-{
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let result = tokio::select! {
-            result = attempt() => result,
-            _ = stopped.wait_for(|stop| *stop) => return None,
-        };
-        match result {
-            Ok(value) => return Some(value),
-            Err(err) => warn!(cause = format!("{err:#}"), retry_in = ?pause, "waiting for {what}"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = stopped.wait_for(|stop| *stop) => return None,
-        }
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
 }
 
 /// Forgets the rate limits' idle keys and the sold-out memory's idle campaigns once a second,
@@ -216,8 +189,9 @@ async fn prepare_relay(
     stopped: watch::Receiver<bool>,
 ) -> Option<Relay<RedisConnection>> {
     let target = state.redis_target();
-    let conn = patiently("redis (relay)", stopped.clone(), || {
-        state::connect_redis(target, config)
+    let conn = patiently(stopped.clone(), || async {
+        let conn = state::connect_redis(target, config).await;
+        conn.map_err(|err| Waiting::on("redis (relay)", err))
     })
     .await?;
     let relay = config
@@ -231,11 +205,11 @@ async fn prepare_relay(
         }
     };
     let topic = &config.relay.topic;
-    patiently(
-        &format!("the broker to create or check topic {topic}"),
-        stopped,
-        || relay.ensure_topic(),
-    )
+    let what = format!("the broker to create or check topic {topic}");
+    patiently(stopped, || async {
+        let ensured = relay.ensure_topic().await;
+        ensured.map_err(|err| Waiting::on(what.as_str(), err))
+    })
     .await?;
     Some(relay)
 }

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
+use coupon_cli::{Waiting, patiently};
 use mysql_async::Pool;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -35,7 +36,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::Config;
 use crate::db::{self, Item, Written};
-use crate::patience::patiently;
 
 type SinkConsumer = StreamConsumer<Rebalances>;
 
@@ -110,14 +110,14 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    if !wait_for_topic(&client, &config.topic, stop.clone()).await {
+    if !wait_for_topic(&client, &config.topic.topic, stop.clone()).await {
         watcher.abort();
         return Ok(());
     }
     consumer
-        .subscribe(&[config.topic.as_str()])
+        .subscribe(&[config.topic.topic.as_str()])
         .context("cannot subscribe")?;
-    info!(topic = %config.topic, group = %config.group, "sink started");
+    info!(topic = %config.topic.topic, group = %config.group, "sink started");
     metrics::counter!("coupon_sink_consumer_replacements_total").increment(0);
     for reason in ["malformed", "conflict", "refused"] {
         metrics::counter!("coupon_sink_failed_events_total", "reason" => reason).increment(0);
@@ -188,7 +188,7 @@ pub async fn run(
 fn create(client: &ClientConfig, config: &Config) -> anyhow::Result<SinkConsumer> {
     client
         .create_with_context(Rebalances {
-            topic: config.topic.clone(),
+            topic: config.topic.topic.clone(),
         })
         .context("cannot create the Kafka consumer")
 }
@@ -230,7 +230,7 @@ async fn replace(
     *replaced = Some(Instant::now());
     let consumer = create(client, config)?;
     consumer
-        .subscribe(&[config.topic.as_str()])
+        .subscribe(&[config.topic.topic.as_str()])
         .context("cannot subscribe")?;
     metrics::counter!("coupon_sink_consumer_replacements_total").increment(1);
     Ok(consumer)
@@ -253,11 +253,11 @@ enum Next {
 /// with the operator's extra properties.
 fn client_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
-    if let Some(instance) = &config.instance_id {
+    if let Some(instance) = config.instance_id.as_deref().filter(|id| !id.is_empty()) {
         client.set("group.instance.id", instance);
     }
     client
-        .set("bootstrap.servers", &config.brokers)
+        .set("bootstrap.servers", &config.kafka.kafka_brokers)
         .set("client.id", "coupon-sink")
         .set(
             "session.timeout.ms",
@@ -271,7 +271,7 @@ fn client_config(config: &Config) -> ClientConfig {
             "statistics.interval.ms",
             STATISTICS_INTERVAL.as_millis().to_string(),
         );
-    for (key, value) in &config.kafka_properties {
+    for (key, value) in &config.kafka.kafka_properties {
         client.set(key, value);
     }
     client
@@ -299,9 +299,11 @@ async fn wait_for_topic(client: &ClientConfig, topic: &str, stop: watch::Receive
                 });
             match found.await {
                 Ok(Ok(true)) => Ok(()),
-                Ok(Ok(false)) => Err(format!("topic {topic} to be created (by a relay)")),
-                Ok(Err(err)) => Err(format!("the broker ({err})")),
-                Err(err) => Err(format!("the broker ({err})")),
+                Ok(Ok(false)) => Err(Waiting::for_(format!(
+                    "topic {topic} to be created (by a relay)"
+                ))),
+                Ok(Err(err)) => Err(Waiting::on("the broker", err)),
+                Err(err) => Err(Waiting::on("the broker", err)),
             }
         }
     });

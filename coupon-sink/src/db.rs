@@ -18,7 +18,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::patience::patiently;
+use coupon_cli::{Waiting, patiently, redact};
 
 /// The migrations, in order; applied at start, each once.
 const MIGRATIONS: [(u32, &str, &str); 3] = [
@@ -57,7 +57,8 @@ impl Database {
     ///
     /// A URL that does not parse, names no database, or one of another name.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let opts = Opts::from_url(url).with_context(|| format!("invalid DATABASE_URL {url:?}"))?;
+        let opts = Opts::from_url(url)
+            .with_context(|| format!("invalid DATABASE_URL {:?}", redact(url)))?;
         let name = opts.db_name().map(str::to_owned).context(
             "DATABASE_URL must name a database, e.g. mysql://root@127.0.0.1:3306/coupon",
         )?;
@@ -104,7 +105,7 @@ impl Database {
         patiently(stop, || async {
             self.open()
                 .await
-                .map_err(|err| format!("the database ({err:#})"))
+                .map_err(|err| Waiting::on("the database", err))
         })
         .await
     }
@@ -497,18 +498,6 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
         .min(max)
 }
 
-/// `url` without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,18 +508,5 @@ mod tests {
         assert_eq!(backoff(0, max), Duration::from_millis(50));
         assert_eq!(backoff(3, max), Duration::from_millis(400));
         assert_eq!(backoff(30, max), max);
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("mysql://root:secret@db:3306/coupon"),
-            "mysql://root:***@db:3306/coupon"
-        );
-        assert_eq!(
-            redact("mysql://root@127.0.0.1:3306/coupon"),
-            "mysql://root:***@127.0.0.1:3306/coupon"
-        );
-        assert_eq!(redact("nonsense"), "nonsense");
     }
 }

@@ -19,14 +19,14 @@ use support::{
 /// returns how many, once it has left without committing anything.
 fn intrude(config: &Config, instance: &str) -> usize {
     let intruder: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+        .set("bootstrap.servers", &config.kafka.kafka_brokers)
         .set("group.id", &config.group)
         .set("group.instance.id", instance)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")
         .create()
         .expect("the intruding consumer");
-    intruder.subscribe(&[config.topic.as_str()]).unwrap();
+    intruder.subscribe(&[config.topic.topic.as_str()]).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         // Messages are not taken: the intruder only holds the membership.
@@ -91,13 +91,13 @@ async fn a_fenced_consumer_is_replaced_and_the_sink_goes_on() {
 /// The sum of the offsets `config`'s group committed on its topic's three partitions.
 fn committed(config: &Config) -> i64 {
     let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+        .set("bootstrap.servers", &config.kafka.kafka_brokers)
         .set("group.id", &config.group)
         .create()
         .expect("a consumer to read the group's offsets");
     let mut partitions = TopicPartitionList::new();
     for partition in 0..3 {
-        partitions.add_partition(&config.topic, partition);
+        partitions.add_partition(&config.topic.topic, partition);
     }
     reader
         .committed_offsets(partitions, Duration::from_secs(10))

@@ -69,13 +69,8 @@ struct Args {
     /// Seed of the clicks and their order (default: from the clock; printed, to repeat a run).
     #[arg(long)]
     seed: Option<u64>,
-    /// MySQL database the sink writes to.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "mysql://root@127.0.0.1:3306/coupon"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    database: coupon_cli::Database,
     /// Only fire the sale and report the answers; do not check MySQL.
     #[arg(long)]
     no_verify: bool,
@@ -227,8 +222,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         return Ok(tally.errors() == 0);
     }
     let pool = mysql_async::Pool::new(
-        mysql_async::Opts::from_url(&args.database_url)
-            .with_context(|| format!("bad --database-url {:?}", args.database_url))?,
+        mysql_async::Opts::from_url(&args.database.database_url).with_context(|| {
+            format!(
+                "bad --database-url {:?}",
+                coupon_cli::redact(&args.database.database_url)
+            )
+        })?,
     );
     let winners = tally
         .winners

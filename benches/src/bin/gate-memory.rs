@@ -18,15 +18,19 @@ struct Args {
     /// Users to admit.
     #[arg(long, default_value_t = 1_000_000)]
     users: u64,
-    /// Redis to measure on.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
+    /// The Redis to measure on (one server).
+    #[command(flatten)]
+    redis: coupon_cli::Redis,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = redis::Client::open(args.redis_url.as_str())?;
+    anyhow::ensure!(
+        args.redis.redis_cluster_nodes.is_empty(),
+        "gate-memory measures one Redis server: give REDIS_URL, not REDIS_CLUSTER_NODES"
+    );
+    let client = redis::Client::open(args.redis.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let prefix = format!("memory-{}", std::process::id());
     let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;

@@ -1,7 +1,6 @@
 //! `coupon-http`: reads configuration from flags and the environment, sets up logging, binds,
 //! and runs the server and relay until SIGTERM or Ctrl-C.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -10,10 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use clap::builder::TypedValueParser;
-use coupon_cli::{kafka_property, shutdown_signal};
+use coupon_cli::{LogTo, shutdown_signal};
 use coupon_http::{Config, Identity, IpNet, JwtConfig, JwtKey, RateLimit, RelayConfig};
-use coupon_relay::{DEFAULT_BROKERS, DEFAULT_TOPIC};
-use tracing_subscriber::EnvFilter;
 
 /// First-come-first-served coupon issuance over HTTP, with the relay from the Redis outbox to Kafka.
 ///
@@ -24,24 +21,16 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Args {
     /// Listen address.
-    #[arg(long, env = "COUPON_HTTP_ADDR", default_value_t = Config::DEFAULT_ADDR)]
-    addr: SocketAddr,
-    /// Redis URL (one server).
-    #[arg(long, env = "REDIS_URL", default_value = Config::DEFAULT_REDIS_URL)]
-    redis_url: String,
-    /// Nodes of a Redis Cluster, host:port, comma separated (the others are discovered from
-    /// them); when set, it takes precedence over REDIS_URL.
-    #[arg(long, env = "REDIS_CLUSTER_NODES", value_delimiter = ',')]
-    redis_cluster_nodes: Vec<String>,
-    /// Prefix of every Redis key.
-    #[arg(long, env = "COUPON_KEY_PREFIX", default_value = coupon_gate::DEFAULT_KEY_PREFIX)]
-    key_prefix: String,
-    /// Kafka bootstrap servers, comma separated.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_BROKERS)]
-    kafka_brokers: String,
-    /// Topic admissions are produced to.
-    #[arg(long, env = "COUPON_TOPIC", default_value = DEFAULT_TOPIC)]
-    topic: String,
+    #[arg(long, alias = "addr", env = "COUPON_HTTP_ADDR", default_value_t = Config::DEFAULT_ADDR)]
+    http_addr: SocketAddr,
+    #[command(flatten)]
+    redis: coupon_cli::Redis,
+    #[command(flatten)]
+    key_prefix: coupon_cli::KeyPrefix,
+    #[command(flatten)]
+    kafka: coupon_cli::Kafka,
+    #[command(flatten)]
+    topic: coupon_cli::Topic,
     /// Partitions of the topic, when it has to be created.
     #[arg(long, env = "COUPON_TOPIC_PARTITIONS", default_value_t = RelayConfig::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(i32).range(1..))]
     topic_partitions: i32,
@@ -160,12 +149,6 @@ struct Args {
     /// Name of this relay in the outbox consumer group (default: host, pid and start time).
     #[arg(long, env = "COUPON_RELAY_CONSUMER")]
     relay_consumer: Option<String>,
-    /// More librdkafka properties, key=value (repeat the flag, or comma-separate in the
-    /// environment): TLS and SASL settings, batching (the relay's defaults: linger.ms=20,
-    /// batch.num.messages=100000). enable.idempotence, acks and message.timeout.ms stay as the
-    /// relay sets them.
-    #[arg(long = "kafka-property", env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
-    kafka_properties: Vec<(String, String)>,
     /// Prometheus metrics: `on` records them and serves `GET /metrics`, `off` neither.
     #[arg(long, env = "COUPON_METRICS", default_value = on_off(Config::DEFAULT_METRICS), value_parser = ["on", "off"])]
     metrics: String,
@@ -177,10 +160,10 @@ struct Args {
 impl Args {
     fn into_config(self) -> Config {
         Config {
-            addr: self.addr,
-            redis_url: self.redis_url,
-            redis_cluster_nodes: self.redis_cluster_nodes,
-            key_prefix: self.key_prefix,
+            addr: self.http_addr,
+            redis_url: self.redis.redis_url,
+            redis_cluster_nodes: self.redis.redis_cluster_nodes,
+            key_prefix: self.key_prefix.key_prefix,
             default_quota: self.default_quota,
             admin_token: self.admin_token.filter(|t| !t.is_empty()),
             identity: match self.identity.as_str() {
@@ -224,8 +207,8 @@ impl Args {
             sold_out_ttl: Duration::from_millis(self.sold_out_ttl_ms),
             sold_out_holders: self.sold_out_holders,
             relay: RelayConfig {
-                brokers: self.kafka_brokers,
-                topic: self.topic,
+                brokers: self.kafka.kafka_brokers,
+                topic: self.topic.topic,
                 partitions: self.topic_partitions,
                 replication: self.topic_replication,
                 batch: self.relay_batch,
@@ -234,7 +217,7 @@ impl Args {
                 consumer: self
                     .relay_consumer
                     .unwrap_or_else(RelayConfig::default_consumer),
-                kafka_properties: self.kafka_properties,
+                kafka_properties: self.kafka.kafka_properties,
             },
             metrics: self.metrics == "on",
             metrics_addr: self.metrics_addr,
@@ -245,12 +228,7 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = coupon_cli::parse::<Args>().into_config();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    coupon_cli::init_logging("info", LogTo::Stdout);
     let listener = coupon_http::listen(config.addr)
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     coupon_http::serve(config, listener, shutdown_signal()).await
@@ -278,16 +256,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_readme_lists_these_settings() {
-        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-        coupon_cli::check_readme(&Args::command(), &readme).unwrap_or_else(|err| panic!("{err}"));
-    }
-
-    #[test]
-    fn the_example_settings_file_names_only_settings_with_valid_values() {
-        let example =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coupon-http.example.toml");
-        coupon_cli::check_settings_file::<Args>(&example).unwrap_or_else(|err| panic!("{err}"));
+    fn the_readme_and_the_example_file_document_these_settings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let example = root.join("deploy/coupon-http.example.toml");
+        coupon_cli::check_settings::<Args>(&root.join("README.md"), Some(&example))
+            .unwrap_or_else(|err| panic!("{err}"));
     }
 
     #[test]

@@ -48,9 +48,16 @@ pub fn released(campaign: &str, user: u64, seq: u64) -> (String, Vec<u8>) {
 /// consumer group.
 pub fn config(database_url: &str, topic: &str, group: &str) -> Config {
     Config {
-        database_url: database_url.to_owned(),
-        brokers: brokers(),
-        topic: topic.to_owned(),
+        database: coupon_cli::Database {
+            database_url: database_url.to_owned(),
+        },
+        kafka: coupon_cli::Kafka {
+            kafka_brokers: brokers(),
+            kafka_properties: Vec::new(),
+        },
+        topic: coupon_cli::Topic {
+            topic: topic.to_owned(),
+        },
         group: format!("{topic}-{group}"),
         batch_size: 200,
         linger: Duration::from_millis(10),
@@ -67,7 +74,7 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start(config: Config) -> Self {
-        let pool = db::connect(&config.database_url)
+        let pool = db::connect(&config.database.database_url)
             .await
             .expect("connect and migrate");
         let (stop, stopped) = oneshot::channel();

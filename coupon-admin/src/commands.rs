@@ -1,0 +1,248 @@
+//! The commands of `coupon-admin` as an operator runs them: each reads the stores, prints what
+//! it found and did, and says how the process should exit.
+
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use coupon_gate::{Campaign, CampaignId, CampaignState, Gate, RedisConnection, RedisTarget};
+
+use crate::{Config, audit, rebuild, sources};
+
+/// How long connecting to Redis, and each of its answers, may take.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The stores a command reads from and writes to, connected.
+pub struct Stores {
+    config: Config,
+    gate: Gate<RedisConnection>,
+    pool: mysql_async::Pool,
+}
+
+impl Stores {
+    /// Connects to the Redis of `config` (the database is connected on first use).
+    ///
+    /// # Errors
+    ///
+    /// Redis unreachable, an invalid key prefix or `DATABASE_URL`.
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let redis = &config.redis;
+        let target = RedisTarget::from_config(&redis.redis_url, &redis.redis_cluster_nodes);
+        let conn = target
+            .connect(REDIS_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot connect to redis at {target}"))?;
+        let gate = Gate::with_key_prefix(conn, config.key_prefix.key_prefix.clone())
+            .context("invalid key prefix")?;
+        let opts = mysql_async::Opts::from_url(&config.database.database_url)
+            .context("invalid DATABASE_URL")?;
+        Ok(Self {
+            gate,
+            pool: mysql_async::Pool::new(opts),
+            config,
+        })
+    }
+
+    /// Closes the database's connections.
+    pub async fn close(self) {
+        self.pool.disconnect().await.ok();
+    }
+
+    async fn topic_events(&self, id: &CampaignId) -> anyhow::Result<Vec<coupon_event::Event>> {
+        let config = &self.config;
+        let kafka = config.kafka_client();
+        sources::topic_events(&kafka, &config.topic.topic, id, config.topic_timeout).await
+    }
+}
+
+/// Compares the campaign in Redis, its outbox, the topic (unless `read_topic` is false) and
+/// MySQL, and prints every discrepancy: exit 0 when there is none, 1 when there are some.
+///
+/// # Errors
+///
+/// A store that cannot be read.
+pub async fn audit(stores: &Stores, id: &CampaignId, read_topic: bool) -> anyhow::Result<ExitCode> {
+    let gate = &stores.gate;
+    let status = gate.status(id).await?;
+    let holders = gate.recovery().holders(id).await?;
+    let outbox = gate.outbox().peek(id).await?;
+    let topic = match read_topic {
+        true => Some(stores.topic_events(id).await?),
+        false => None,
+    };
+    let rows = sources::coupon_rows(&stores.pool, id).await?;
+    let failed_events = sources::unresolved_failures(&stores.pool, id).await?;
+    println!("campaign {id}");
+    match &status {
+        Some(s) => println!(
+            "  redis   quota {}, issued {}, {} holders, {} in the outbox",
+            s.quota,
+            s.issued,
+            holders.len(),
+            outbox.len()
+        ),
+        None => println!("  redis   no such campaign"),
+    }
+    match &topic {
+        Some(events) => println!(
+            "  topic   {} events of the campaign on {}",
+            events.len(),
+            stores.config.topic.topic
+        ),
+        None => println!("  topic   not read"),
+    }
+    println!(
+        "  mysql   {} coupons, {failed_events} unresolved failed events",
+        rows.len()
+    );
+    let findings = audit::audit(&audit::Inputs {
+        issued: status.map(|s| s.issued),
+        holders: &holders,
+        outbox: &outbox,
+        topic: topic.as_deref(),
+        rows: &rows,
+        failed_events,
+    });
+    for finding in &findings {
+        println!("  {finding}");
+    }
+    let problems = findings.iter().filter(|f| f.is_problem()).count();
+    let in_flight = findings.len() - problems;
+    if problems == 0 {
+        println!("OK: Redis and MySQL agree ({in_flight} on their way)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("DISCREPANCIES: {problems} ({in_flight} more on their way)");
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// What `rebuild` was asked for.
+#[derive(Debug)]
+pub struct RebuildRequest {
+    /// The campaign.
+    pub id: CampaignId,
+    /// Its quota, if Redis no longer knows it (or it is to change).
+    pub quota: Option<NonZeroU32>,
+    /// Its window, start and end; both `None` keep what Redis knows.
+    pub window: (Option<SystemTime>, Option<SystemTime>),
+    /// Rebuild even though the campaign is open to traffic.
+    pub force: bool,
+    /// Work out and print the state, write nothing.
+    pub dry_run: bool,
+}
+
+/// Validates the request, works out the state the other stores imply, and writes it (unless a
+/// dry run): exit 0 when rebuilt. Every refusal prints why and exits 1, having written nothing.
+///
+/// # Errors
+///
+/// A store that cannot be read or written.
+pub async fn rebuild(stores: &Stores, request: &RebuildRequest) -> anyhow::Result<ExitCode> {
+    let refused = |why: String| {
+        println!("refused: {why}");
+        Ok(ExitCode::from(1))
+    };
+    let definition = match definition(&stores.gate, request).await? {
+        Ok(definition) => definition,
+        Err(why) => return refused(why),
+    };
+    let plan = match plan(stores, &request.id).await? {
+        Ok(plan) => plan,
+        Err(conflict) => return refused(conflict.to_string()),
+    };
+    let quota = definition.quota();
+    if plan.holders.len() > quota.get() as usize {
+        return refused(format!(
+            "{} holders exceed the quota {quota}",
+            plan.holders.len()
+        ));
+    }
+    let state = match CampaignState::new(definition, plan.holders) {
+        Ok(state) => state,
+        Err(invalid) => return refused(invalid.to_string()),
+    };
+    if request.dry_run {
+        println!("dry run: nothing written");
+        return Ok(ExitCode::SUCCESS);
+    }
+    stores.gate.recovery().restore(&state).await?;
+    let now = stores
+        .gate
+        .status(&request.id)
+        .await?
+        .context("the campaign after restoring")?;
+    println!(
+        "rebuilt: quota {}, issued {}, remaining {}",
+        now.quota,
+        now.issued,
+        now.remaining()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The definition to restore: the request's quota and window, else what Redis still knows.
+/// `Err` says why the rebuild is refused: the campaign is open to traffic (without `--force`),
+/// or nothing gives its quota.
+async fn definition(
+    gate: &Gate<RedisConnection>,
+    request: &RebuildRequest,
+) -> anyhow::Result<Result<Campaign, String>> {
+    let id = &request.id;
+    let status = gate.status(id).await?;
+    if let Some(s) = &status {
+        let now = SystemTime::now();
+        let open = s.opens_at.is_none_or(|t| t <= now) && s.closes_at.is_none_or(|t| now < t);
+        if open && !request.force {
+            return Ok(Err(format!(
+                "campaign {id} is open to traffic in Redis (issued {} of {}). Close its window \
+                 first (POST /api/campaigns with closesAt in the past) and rebuild with \
+                 --closes-at, or pass --force.",
+                s.issued, s.quota
+            )));
+        }
+    }
+    let Some(quota) = request
+        .quota
+        .or_else(|| status.as_ref().and_then(|s| NonZeroU32::new(s.quota)))
+    else {
+        return Ok(Err(format!(
+            "Redis does not know campaign {id}; give its --quota"
+        )));
+    };
+    let (opens, closes) = match (&status, request.window) {
+        (Some(s), (None, None)) => (s.opens_at, s.closes_at),
+        (_, window) => window,
+    };
+    Ok(Ok(
+        Campaign::new(id.clone(), quota).with_window(opens, closes)?
+    ))
+}
+
+/// Reads MySQL, the topic and the outbox, works out the holders they imply and prints how.
+async fn plan(
+    stores: &Stores,
+    id: &CampaignId,
+) -> anyhow::Result<Result<rebuild::Plan, rebuild::Conflict>> {
+    let rows = sources::coupon_rows(&stores.pool, id).await?;
+    eprintln!("reading topic {} to its end…", stores.config.topic.topic);
+    let topic = stores.topic_events(id).await?;
+    let outbox = stores.gate.outbox().peek(id).await?;
+    let plan = match rebuild::plan(&rows, &topic, &outbox) {
+        Ok(plan) => plan,
+        Err(conflict) => return Ok(Err(conflict)),
+    };
+    println!(
+        "campaign {id}: {} rows in MySQL, {} events on the topic, {} in the outbox",
+        plan.rows, plan.topic_events, plan.outbox_entries
+    );
+    println!(
+        "  → {} holders ({} not yet in MySQL, {} rows released since), highest seq {}",
+        plan.holders.len(),
+        plan.not_yet_in_mysql,
+        plan.released,
+        plan.holders.values().max().copied().unwrap_or(0)
+    );
+    Ok(Ok(plan))
+}

@@ -1,0 +1,162 @@
+//! The settings that several binaries read, each declared once: its flag, environment variable,
+//! default and help text. A binary takes a group with `#[command(flatten)]`, so that every
+//! binary names, documents and defaults a shared setting the same way.
+//!
+//! The flags are global, so that they may come before or after a subcommand
+//! (`coupon-sink --topic t replay`, `coupon-admin audit --topic t`).
+
+use clap::Args;
+
+use crate::parse::kafka_property;
+
+/// Default of [`Redis::redis_url`]: the local server.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default of [`KeyPrefix::key_prefix`].
+pub const DEFAULT_KEY_PREFIX: &str = "coupon";
+/// Default of [`Kafka::kafka_brokers`]: the local broker.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+/// Default of [`Topic::topic`].
+pub const DEFAULT_TOPIC: &str = "coupon_create";
+/// Default of [`Database::database_url`]: the local server's `coupon` database.
+pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/coupon";
+
+/// Where the gate's Redis is: one server, or the nodes of a cluster.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct Redis {
+    /// Redis URL (one server).
+    #[arg(long, global = true, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    pub redis_url: String,
+    /// Nodes of a Redis Cluster, host:port, comma separated (the others are discovered from
+    /// them); when set, it takes precedence over REDIS_URL.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_CLUSTER_NODES",
+        value_delimiter = ','
+    )]
+    pub redis_cluster_nodes: Vec<String>,
+}
+
+/// The prefix of every Redis key, so that deployments can share one Redis.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct KeyPrefix {
+    /// Prefix of every Redis key.
+    #[arg(long, global = true, env = "COUPON_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
+    pub key_prefix: String,
+}
+
+/// How to reach the Kafka cluster.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct Kafka {
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = DEFAULT_BROKERS)]
+    pub kafka_brokers: String,
+    /// More librdkafka properties, key=value (repeat the flag, or comma-separate in the
+    /// environment): TLS and SASL settings, batching, fetch sizes. The properties the
+    /// guarantees rest on stay as each binary sets them (the relay: enable.idempotence, acks,
+    /// message.timeout.ms; the sink: group.id, enable.auto.commit, auto.offset.reset).
+    #[arg(long, alias = "kafka-property", global = true, env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+/// The topic of admissions: the relay produces to it, the sink and the operator tools read it.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct Topic {
+    /// Topic of admissions.
+    #[arg(long, global = true, env = "COUPON_TOPIC", default_value = DEFAULT_TOPIC)]
+    pub topic: String,
+}
+
+/// The MySQL/MariaDB database coupon-sink writes the coupons to.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct Database {
+    /// MySQL database of the coupons; coupon-sink creates it if missing and applies its
+    /// migrations at start.
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Self {
+            redis_url: DEFAULT_REDIS_URL.to_owned(),
+            redis_cluster_nodes: Vec::new(),
+        }
+    }
+}
+
+impl Default for KeyPrefix {
+    fn default() -> Self {
+        Self {
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl Default for Kafka {
+    fn default() -> Self {
+        Self {
+            kafka_brokers: DEFAULT_BROKERS.to_owned(),
+            kafka_properties: Vec::new(),
+        }
+    }
+}
+
+impl Default for Topic {
+    fn default() -> Self {
+        Self {
+            topic: DEFAULT_TOPIC.to_owned(),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// Every group, as a binary would flatten them.
+    #[derive(Parser, Debug)]
+    struct All {
+        #[command(flatten)]
+        redis: Redis,
+        #[command(flatten)]
+        key_prefix: KeyPrefix,
+        #[command(flatten)]
+        kafka: Kafka,
+        #[command(flatten)]
+        topic: Topic,
+        #[command(flatten)]
+        database: Database,
+    }
+
+    #[test]
+    fn the_declared_defaults_are_the_default_values() {
+        let command = All::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(["all"]).unwrap();
+        let all = <All as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+        assert_eq!(all.redis, Redis::default());
+        assert_eq!(all.key_prefix, KeyPrefix::default());
+        assert_eq!(all.kafka, Kafka::default());
+        assert_eq!(all.topic, Topic::default());
+        assert_eq!(all.database, Database::default());
+    }
+
+    #[test]
+    fn the_old_flag_of_kafka_properties_still_works() {
+        let all = All::try_parse_from(["all", "--kafka-property", "acks=1"]).unwrap();
+        assert_eq!(
+            all.kafka.kafka_properties,
+            vec![("acks".to_owned(), "1".to_owned())]
+        );
+    }
+}
