@@ -23,6 +23,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::ENTRY_RECORDS;
 use crate::{CampaignId, Error, Gate, Outcome, UserId};
 
 /// How applications are coalesced; [`BatchConfig::default`] suits an HTTP server.
@@ -42,7 +43,7 @@ pub struct BatchConfig {
 
 impl BatchConfig {
     /// Default of [`BatchConfig::max_batch`].
-    pub const DEFAULT_MAX_BATCH: usize = 128;
+    pub const DEFAULT_MAX_BATCH: usize = ENTRY_RECORDS;
 }
 
 impl Default for BatchConfig {

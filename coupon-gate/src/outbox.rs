@@ -20,6 +20,11 @@ use crate::keys::Keys;
 use crate::shared::Shared;
 use crate::{CampaignId, Error, EventKind, OUTBOX_GROUP, UserId, script};
 
+/// Most records in one outbox entry that the draw script writes, and the batcher's default
+/// batch ([`BatchConfig::max_batch`](crate::BatchConfig::max_batch)), so that an entry a relay
+/// reads holds at most this many records unless a service chose larger batches.
+pub(crate) const ENTRY_RECORDS: usize = 128;
+
 /// One admission or release, as read from a campaign's outbox.
 ///
 /// A script call writes one stream entry for all the admissions it decided (a batch of
