@@ -3,6 +3,15 @@
 use std::time::Duration;
 
 pub use coupon_event::{DEFAULT_BROKERS, DEFAULT_TOPIC};
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
+
+use crate::Error;
+use crate::producer::producer_config;
+
+/// How often the list of campaigns is read again, to find new outboxes (and to report their
+/// backlogs).
+pub(crate) const CAMPAIGN_REFRESH: Duration = Duration::from_secs(1);
 
 /// Where and how the relay delivers admissions. [`RelayConfig::default`] gives every documented
 /// default.
@@ -75,5 +84,30 @@ impl Default for RelayConfig {
             consumer: Self::default_consumer(),
             kafka_properties: Vec::new(),
         }
+    }
+}
+
+impl RelayConfig {
+    /// Checks the producer configuration (brokers, extra librdkafka properties) as the relay
+    /// will use it, without reaching any broker: for a service that refuses a bad configuration
+    /// at start but starts while the broker is away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`]: a producer configuration librdkafka refuses.
+    pub fn check(&self) -> Result<(), Error> {
+        self.producer().map(drop)
+    }
+
+    /// What the relay's idempotent producer is created from: the brokers, the properties and
+    /// the message timeout of this configuration, with the relay's batching defaults and the
+    /// settings the guarantees rest on.
+    pub(crate) fn producer_config(&self) -> ClientConfig {
+        producer_config(&self.brokers, &self.kafka_properties, self.message_timeout)
+    }
+
+    /// The relay's idempotent producer.
+    pub(crate) fn producer(&self) -> Result<FutureProducer, Error> {
+        self.producer_config().create().map_err(Error::Config)
     }
 }

@@ -28,8 +28,10 @@
 //! ```
 
 mod announcements;
+mod backlog;
 mod config;
 mod error;
+mod producer;
 mod relay;
 mod topic;
 
