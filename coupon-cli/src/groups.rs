@@ -76,6 +76,24 @@ pub struct Database {
     pub database_url: String,
 }
 
+impl Redis {
+    /// One server at `url`.
+    pub fn server(url: impl Into<String>) -> Self {
+        Self {
+            redis_url: url.into(),
+            redis_cluster_nodes: Vec::new(),
+        }
+    }
+
+    /// The cluster of `nodes` (`host:port`; the others are discovered).
+    pub fn cluster(nodes: Vec<String>) -> Self {
+        Self {
+            redis_cluster_nodes: nodes,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Redis {
     fn default() -> Self {
         Self {

@@ -33,10 +33,12 @@ use crate::{Config, draws, server};
 /// (e.g. a server without cluster support named as a cluster node), and those of
 /// [`AppState::new`].
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // One name for this process's relay, however often it is built.
+    config.relay_consumer = Some(config.relay().consumer);
     anyhow::ensure!(
         config.request_timeout > config.redis_timeout,
         "the request timeout ({:?}) must exceed the Redis timeout ({:?}): a request waiting on Redis would lose its connection",
@@ -44,7 +46,7 @@ pub async fn serve(
         config.redis_timeout
     );
     config
-        .relay
+        .relay()
         .check()
         .context("invalid producer configuration (COUPON_KAFKA_PROPERTIES)")?;
     // Shared by every connection: cloning the state itself (a Redis client with its connection
@@ -196,7 +198,7 @@ async fn prepare_relay(
     .await?;
     let relay = config
         .gate(conn)
-        .and_then(|gate| Ok(Relay::new(&gate, config.relay.clone())?));
+        .and_then(|gate| Ok(Relay::new(&gate, config.relay())?));
     let relay = match relay {
         Ok(relay) => relay,
         Err(err) => {
@@ -204,7 +206,7 @@ async fn prepare_relay(
             return None;
         }
     };
-    let topic = &config.relay.topic;
+    let topic = &config.topic.topic;
     let what = format!("the broker to create or check topic {topic}");
     patiently(stopped, || async {
         let ensured = relay.ensure_topic().await;

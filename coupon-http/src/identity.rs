@@ -117,11 +117,13 @@ impl Verifier {
         template.validate_exp = true;
         template.validate_nbf = true;
         template.set_required_spec_claims(&["exp"]);
-        match &config.issuer {
+        // An empty setting is no setting.
+        let named = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
+        match named(&config.issuer) {
             Some(issuer) => template.set_issuer(&[issuer]),
             None => template.iss = None,
         }
-        match &config.audience {
+        match named(&config.audience) {
             Some(audience) => template.set_audience(&[audience]),
             None => template.validate_aud = false,
         }

@@ -92,8 +92,8 @@ impl AppState {
     /// What no retry can mend: jwt mode without a usable key, metrics that cannot be served, a
     /// key prefix or Redis address that is not valid.
     pub(crate) fn new(config: &Config) -> anyhow::Result<Self> {
-        let verifier = match &config.identity {
-            Identity::Jwt(jwt) => Some(Verifier::new(jwt)?),
+        let verifier = match config.identity {
+            Identity::Jwt => Some(Verifier::new(&config.jwt)?),
             Identity::Body => {
                 tracing::warn!(
                     "identity is body (COUPON_IDENTITY=body): the userId of a request's body is \
@@ -103,8 +103,9 @@ impl AppState {
                 None
             }
         };
-        coupon_gate::check_key_prefix(&config.key_prefix)
-            .with_context(|| format!("COUPON_KEY_PREFIX {:?}", config.key_prefix))?;
+        let prefix = &config.key_prefix.key_prefix;
+        coupon_gate::check_key_prefix(prefix)
+            .with_context(|| format!("COUPON_KEY_PREFIX {prefix:?}"))?;
         let target = config.redis_target();
         let nodes = target.node_clients().with_context(|| {
             format!("invalid redis address {target} (REDIS_URL, REDIS_CLUSTER_NODES)")
@@ -129,12 +130,12 @@ impl AppState {
             sold_out: SoldOutCache::new(config.sold_out_ttl, config.sold_out_holders),
             target,
             nodes,
-            admin_token: config.admin_token.as_deref().map(Arc::from),
+            admin_token: config.admin_token().map(Arc::from),
             verifier,
             limits: Limits::new(
-                config.user_limit,
-                config.address_limit,
-                config.bad_token_limit,
+                config.user_limit(),
+                config.address_limit(),
+                config.bad_token_limit(),
                 config.trusted_proxies.clone(),
             ),
             redis_timeout: config.redis_timeout,

@@ -541,7 +541,7 @@ async fn bad_admin_requests_are_refused_without_touching_redis() {
 async fn redis_down_answers_503_with_a_retry_hint() {
     let redis = RedisServer::start();
     let app = TestApp::start(Config {
-        redis_url: redis.url(),
+        redis: coupon_cli::Redis::server(redis.url()),
         redis_timeout: Duration::from_millis(500),
         ..config()
     })

@@ -80,12 +80,15 @@ async fn apply_from(app: &TestApp, from: [u8; 4], token: &str) -> (StatusCode, O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_forged_tokens_is_refused_before_verifying_and_spares_other_addresses() {
-    let budget = Config::DEFAULT_BAD_TOKEN_LIMIT;
+    let budget = Config::default()
+        .bad_token_limit()
+        .expect("a bad-token budget by default");
     let app = TestApp::start(Config {
-        identity: Identity::Jwt(JwtConfig {
+        identity: Identity::Jwt,
+        jwt: JwtConfig {
             key: Some(JwtKey::PublicKey(key_file("rsa-public.pem"))),
             ..JwtConfig::default()
-        }),
+        },
         default_quota: support::quota(100_000),
         ..config()
     })

@@ -21,10 +21,11 @@ const SECRET: &[u8] = b"a test secret of more than thirty-two bytes";
 /// A server in jwt mode with an HS256 secret, and no per-user limit.
 async fn jwt_app() -> TestApp {
     TestApp::start(Config {
-        identity: Identity::Jwt(JwtConfig {
+        identity: Identity::Jwt,
+        jwt: JwtConfig {
             key: Some(JwtKey::Secret(SECRET.to_vec())),
             ..JwtConfig::default()
-        }),
+        },
         ..config()
     })
     .await

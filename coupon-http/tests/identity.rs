@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use coupon_http::{Config, Identity, JwtConfig, JwtKey, RateLimit};
+use coupon_http::{Config, Identity, JwtConfig, JwtKey};
 use hyper::{Method, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -63,14 +63,13 @@ fn private_key(algorithm: Algorithm) -> EncodingKey {
 /// A server in jwt mode with `key`, a 5/s burst-10 user limit, and more settings from `jwt`.
 async fn server(key: JwtKey, jwt: JwtConfig) -> TestApp {
     TestApp::start(Config {
-        identity: Identity::Jwt(JwtConfig {
+        identity: Identity::Jwt,
+        jwt: JwtConfig {
             key: Some(key),
             ..jwt
-        }),
-        user_limit: Some(RateLimit {
-            per_second: 5.try_into().unwrap(),
-            burst: 10.try_into().unwrap(),
-        }),
+        },
+        user_rate: 5,
+        user_burst: 10.try_into().unwrap(),
         ..config()
     })
     .await
@@ -301,10 +300,11 @@ async fn a_key_the_server_does_not_verify_with_keeps_it_from_starting() {
     ] {
         let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let config = Config {
-            identity: Identity::Jwt(JwtConfig {
+            identity: Identity::Jwt,
+            jwt: JwtConfig {
                 key: Some(key),
                 ..JwtConfig::default()
-            }),
+            },
             ..config()
         };
         let err = coupon_http::serve(config, listener, std::future::pending())
@@ -476,14 +476,13 @@ async fn one_users_burst_meets_429_with_retry_after() {
     const BURST: u32 = 10;
     const PER_SECOND: u32 = 1;
     let app = TestApp::start(Config {
-        identity: Identity::Jwt(JwtConfig {
+        identity: Identity::Jwt,
+        jwt: JwtConfig {
             key: Some(JwtKey::Secret(SECRET.to_vec())),
             ..JwtConfig::default()
-        }),
-        user_limit: Some(RateLimit {
-            per_second: PER_SECOND.try_into().unwrap(),
-            burst: BURST.try_into().unwrap(),
-        }),
+        },
+        user_rate: PER_SECOND,
+        user_burst: BURST.try_into().unwrap(),
         ..config()
     })
     .await;

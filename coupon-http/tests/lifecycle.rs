@@ -226,8 +226,12 @@ async fn a_request_timeout_not_above_the_redis_timeout_is_refused() {
 async fn cluster_nodes_take_precedence_and_a_plain_server_among_them_is_refused() {
     let mut config = config();
     // The URL would work; the "cluster" is the same server, without cluster support.
-    let node = config.redis_url.trim_start_matches("redis://").to_owned();
-    config.redis_cluster_nodes = vec![node.clone()];
+    let node = config
+        .redis
+        .redis_url
+        .trim_start_matches("redis://")
+        .to_owned();
+    config.redis.redis_cluster_nodes = vec![node.clone()];
     let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let err = coupon_http::serve(config, listener, std::future::pending())
         .await
@@ -252,8 +256,8 @@ fn spawn_server(
 ) {
     let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    config.relay.topic = format!("t_late_{}", addr.port());
-    config.relay.consumer = format!("relay-{}", addr.port());
+    config.topic.topic = format!("t_late_{}", addr.port());
+    config.relay_consumer = Some(format!("relay-{}", addr.port()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(coupon_http::serve(config, listener, async {
         let _ = stopped.await;
@@ -324,7 +328,7 @@ async fn started_before_redis_it_answers_503_then_recovers_by_itself() {
     let mut redis = support::RedisServer::start();
     redis.kill();
     let (addr, stop, server) = spawn_server(Config {
-        redis_url: redis.url(),
+        redis: coupon_cli::Redis::server(redis.url()),
         redis_timeout: Duration::from_millis(300),
         sold_out_ttl: Duration::from_secs(60),
         ..config()
@@ -363,7 +367,7 @@ async fn started_before_its_cluster_it_answers_503_then_recovers_by_itself() {
         cluster.kill(port);
     }
     let (addr, stop, server) = spawn_server(Config {
-        redis_cluster_nodes: cluster.nodes()[..2].to_vec(),
+        redis: coupon_cli::Redis::cluster(cluster.nodes()[..2].to_vec()),
         redis_timeout: Duration::from_millis(300),
         ..config()
     });

@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use coupon_http::{Config, Identity, JwtConfig, JwtKey, RateLimit};
+use coupon_http::{Config, Identity, JwtConfig, JwtKey};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{ADMIN_TOKEN, RedisServer, TestApp, config, quota};
@@ -437,7 +437,7 @@ async fn every_answer_on_a_tour_is_documented() {
     // 503 for both readiness and a request, from an app whose own Redis was killed.
     let redis = RedisServer::start();
     let down = TestApp::start(Config {
-        redis_url: redis.url(),
+        redis: coupon_cli::Redis::server(redis.url()),
         redis_timeout: Duration::from_millis(300),
         ..config()
     })
@@ -466,14 +466,13 @@ async fn every_answer_in_jwt_mode_is_documented() {
     let spec = spec();
     let secret = b"an openapi test secret of more than 32 bytes";
     let app = TestApp::start(Config {
-        identity: Identity::Jwt(JwtConfig {
+        identity: Identity::Jwt,
+        jwt: JwtConfig {
             key: Some(JwtKey::Secret(secret.to_vec())),
             ..JwtConfig::default()
-        }),
-        user_limit: Some(RateLimit {
-            per_second: 1.try_into().unwrap(),
-            burst: 2.try_into().unwrap(),
-        }),
+        },
+        user_rate: 1,
+        user_burst: 2.try_into().unwrap(),
         ..config()
     })
     .await;

@@ -103,7 +103,7 @@ async fn every_admission_becomes_one_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_queue_smaller_than_a_round_loses_nothing() {
     let mut config = config();
-    config.relay.kafka_properties = vec![("queue.buffering.max.messages".into(), "2".into())];
+    config.kafka.kafka_properties = vec![("queue.buffering.max.messages".into(), "2".into())];
     let app = TestApp::start(config).await;
     assert_eq!(
         app.create(json!({"id": "narrow", "quota": 40})).await.0,
@@ -144,8 +144,8 @@ async fn a_broker_outage_mid_burst_loses_nothing() {
     // Short delivery timeouts, so that failed deliveries go back to the outbox and are
     // re-claimed, rather than waiting inside the producer for the broker to return.
     let mut options = config();
-    options.relay.brokers = broker.brokers();
-    options.relay.message_timeout = Duration::from_secs(2);
+    options.kafka.kafka_brokers = broker.brokers();
+    options.relay_message_timeout = Duration::from_secs(2);
     let app = TestApp::start(options).await;
     assert_eq!(
         app.create(json!({"id": "outage", "quota": 100})).await.0,
@@ -277,7 +277,7 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
     let b = TestApp::join(
         {
             let mut config = config();
-            config.relay.brokers = broker.brokers();
+            config.kafka.kafka_brokers = broker.brokers();
             config
         },
         &scratch.prefix,
@@ -297,7 +297,7 @@ async fn a_relay_killed_mid_flight_is_taken_over() {
 async fn an_idle_relay_reads_only_the_outboxes_with_work() {
     let redis = RedisServer::start();
     let app = TestApp::start(Config {
-        redis_url: redis.url(),
+        redis: coupon_cli::Redis::server(redis.url()),
         ..config()
     })
     .await;

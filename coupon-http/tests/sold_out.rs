@@ -16,7 +16,7 @@ use support::{
 
 fn options(redis_url: String) -> Config {
     Config {
-        redis_url,
+        redis: coupon_cli::Redis::server(redis_url),
         sold_out_ttl: Duration::from_secs(60),
         ..config()
     }

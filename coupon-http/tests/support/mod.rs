@@ -40,16 +40,16 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// second. [`TestApp`] gives each app its own address, key prefix, topic and relay name.
 pub fn config() -> Config {
     let mut config = Config {
-        redis_url: redis_url(),
+        redis: coupon_cli::Redis::server(redis_url()),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         identity: Identity::Body,
-        user_limit: None,
+        user_rate: 0,
         max_connections: 1024,
         ..Config::default()
     };
-    config.relay.brokers = brokers();
-    config.relay.batch = 200;
-    config.relay.claim_idle = Duration::from_millis(500);
+    config.kafka.kafka_brokers = brokers();
+    config.relay_batch = 200;
+    config.relay_claim_idle = Duration::from_millis(500);
     config
 }
 
@@ -75,7 +75,7 @@ pub struct TestApp {
 impl TestApp {
     /// `config` (made from [`config`]) on a port-0 listener, a key prefix and a topic of its own.
     pub async fn start(config: Config) -> Self {
-        let scratch = Scratch::new(&config.redis_url);
+        let scratch = Scratch::new(&config.redis.redis_url);
         let prefix = scratch.prefix.clone();
         let topic = format!("t_{}", prefix.replace('-', "_"));
         Self::start_with(config, prefix, Some(scratch), topic).await
@@ -108,14 +108,15 @@ impl TestApp {
         let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         config.addr = addr;
-        config.key_prefix = prefix.clone();
-        config.relay.topic = topic.clone();
-        config.relay.consumer = format!("relay-{}", addr.port());
+        config.key_prefix.key_prefix = prefix.clone();
+        config.topic.topic = topic.clone();
+        config.relay_consumer = Some(format!("relay-{}", addr.port()));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(coupon_http::serve(config.clone(), listener, async {
             let _ = stopped.await;
         }));
-        let gate = Gate::with_key_prefix(connect(&config.redis_url).await, prefix.clone()).unwrap();
+        let gate =
+            Gate::with_key_prefix(connect(&config.redis.redis_url).await, prefix.clone()).unwrap();
         let app = Self {
             addr,
             prefix,
@@ -188,13 +189,13 @@ impl TestApp {
     /// Every key of this app with its content, once the relay has delivered what the outboxes
     /// held: equal snapshots mean nothing changed (see [`coupon_testkit::snapshot`]).
     pub async fn snapshot(&self) -> BTreeMap<String, String> {
-        coupon_testkit::snapshot(&self.config.redis_url, &self.prefix).await
+        coupon_testkit::snapshot(&self.config.redis.redis_url, &self.prefix).await
     }
 
     /// Overwrites `campaign`'s meta key with a string, as something else writing to the same
     /// keys would: Redis then refuses the gate's commands on that campaign.
     pub async fn break_campaign(&self, campaign: &str) {
-        let mut conn = connect(&self.config.redis_url).await;
+        let mut conn = connect(&self.config.redis.redis_url).await;
         let () = redis::cmd("SET")
             .arg(format!("{}:{{{campaign}}}:meta", self.prefix))
             .arg("not a hash")
