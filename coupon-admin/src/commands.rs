@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use coupon_gate::{Campaign, CampaignId, CampaignState, Gate, RedisConnection, RedisTarget};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::{Config, audit, rebuild, sources};
 
@@ -118,19 +120,34 @@ pub async fn audit(stores: &Stores, id: &CampaignId, read_topic: bool) -> anyhow
     }
 }
 
-/// What `rebuild` was asked for.
-#[derive(Debug)]
+/// What `rebuild` was asked for: the flags of `coupon-admin rebuild`.
+#[derive(clap::Args, Debug)]
 pub struct RebuildRequest {
     /// The campaign.
+    #[arg(long = "campaign", value_name = "CAMPAIGN")]
     pub id: CampaignId,
-    /// Its quota, if Redis no longer knows it (or it is to change).
+    /// Quota (default: the campaign's, if Redis still knows it).
+    #[arg(long)]
     pub quota: Option<NonZeroU32>,
-    /// Its window, start and end; both `None` keep what Redis knows.
-    pub window: (Option<SystemTime>, Option<SystemTime>),
+    /// Window start, RFC 3339 (default: the campaign's, if Redis still knows it; else none).
+    #[arg(long, value_parser = rfc3339)]
+    pub opens_at: Option<SystemTime>,
+    /// Window end, RFC 3339 (default as for --opens-at).
+    #[arg(long, value_parser = rfc3339)]
+    pub closes_at: Option<SystemTime>,
     /// Rebuild even though the campaign is open to traffic.
+    #[arg(long)]
     pub force: bool,
     /// Work out and print the state, write nothing.
+    #[arg(long)]
     pub dry_run: bool,
+}
+
+/// A time given as RFC 3339.
+fn rfc3339(text: &str) -> Result<SystemTime, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(SystemTime::from)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time"))
 }
 
 /// Validates the request, works out the state the other stores imply, and writes it (unless a
@@ -211,7 +228,7 @@ async fn definition(
             "Redis does not know campaign {id}; give its --quota"
         )));
     };
-    let (opens, closes) = match (&status, request.window) {
+    let (opens, closes) = match (&status, (request.opens_at, request.closes_at)) {
         (Some(s), (None, None)) => (s.opens_at, s.closes_at),
         (_, window) => window,
     };

@@ -118,14 +118,7 @@ pub async fn run(
         .subscribe(&[config.topic.topic.as_str()])
         .context("cannot subscribe")?;
     info!(topic = %config.topic.topic, group = %config.group, "sink started");
-    metrics::counter!("coupon_sink_consumer_replacements_total").increment(0);
-    for reason in ["malformed", "conflict", "refused"] {
-        metrics::counter!("coupon_sink_failed_events_total", "reason" => reason).increment(0);
-    }
-    let rows_written = metrics::counter!("coupon_sink_rows_written_total");
-    let redeliveries = metrics::counter!("coupon_sink_redeliveries_total");
-    let releases = metrics::counter!("coupon_sink_releases_total");
-    let batch_seconds = metrics::histogram!("coupon_sink_batch_seconds");
+    let counts = Counts::new();
 
     // When the consumer was last replaced.
     let mut replaced: Option<Instant> = None;
@@ -154,15 +147,53 @@ pub async fn run(
             "batch written"
         );
         commit(&consumer, &batch);
-        batch_seconds.record(started.elapsed().as_secs_f64());
+        counts.batch_seconds.record(started.elapsed().as_secs_f64());
         if consumer.client().fatal_error().is_some() {
             // The batch is written; uncommitted, it comes again to the new consumer, and
             // writing it again changes nothing.
             consumer = replace(&client, config, consumer, &mut replaced, &stop).await?;
         }
-        rows_written.increment(written.inserted as u64);
-        redeliveries.increment((written.admitted - written.inserted) as u64);
-        releases.increment(written.released as u64);
+        counts.record(&written);
+    }
+    watcher.abort();
+    if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing consumed yet has no state to commit; anything else means a redelivery later.
+        debug!(cause = %err, "final commit");
+    }
+    consumer.unsubscribe();
+    info!("sink stopped");
+    Ok(())
+}
+
+/// The sink's counters of written batches.
+struct Counts {
+    rows_written: metrics::Counter,
+    redeliveries: metrics::Counter,
+    releases: metrics::Counter,
+    batch_seconds: metrics::Histogram,
+}
+
+impl Counts {
+    /// The counters, every one shown from the start (at zero until it counts).
+    fn new() -> Self {
+        metrics::counter!("coupon_sink_consumer_replacements_total").increment(0);
+        for reason in ["malformed", "conflict", "refused"] {
+            metrics::counter!("coupon_sink_failed_events_total", "reason" => reason).increment(0);
+        }
+        Self {
+            rows_written: metrics::counter!("coupon_sink_rows_written_total"),
+            redeliveries: metrics::counter!("coupon_sink_redeliveries_total"),
+            releases: metrics::counter!("coupon_sink_releases_total"),
+            batch_seconds: metrics::histogram!("coupon_sink_batch_seconds"),
+        }
+    }
+
+    /// Counts what writing a batch did.
+    fn record(&self, written: &Written) {
+        self.rows_written.increment(written.inserted as u64);
+        self.redeliveries
+            .increment((written.admitted - written.inserted) as u64);
+        self.releases.increment(written.released as u64);
         for (reason, count) in [
             ("malformed", written.malformed),
             ("conflict", written.conflicting),
@@ -174,14 +205,6 @@ pub async fn run(
             }
         }
     }
-    watcher.abort();
-    if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // Nothing consumed yet has no state to commit; anything else means a redelivery later.
-        debug!(cause = %err, "final commit");
-    }
-    consumer.unsubscribe();
-    info!("sink stopped");
-    Ok(())
 }
 
 /// A consumer of `client`'s configuration, reporting to a [`Rebalances`] of its own.

@@ -3,17 +3,13 @@
 //! the gate state in Redis from MySQL, the topic and the outbox after Redis lost it (exit 0:
 //! rebuilt, 1: refused, 2: failed).
 
-use std::num::NonZeroU32;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
 use coupon_admin::Config;
 use coupon_admin::commands::{self, RebuildRequest, Stores};
 use coupon_cli::LogTo;
 use coupon_gate::CampaignId;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Operator tools for one campaign of coupon-gate. Every flag falls back to the environment
 /// variable named beside it, the same ones coupon-http and coupon-sink read, and that to the
@@ -41,26 +37,7 @@ enum Command {
     /// Restore the campaign's gate state in Redis (holders, issued count, next seq, free seqs)
     /// from MySQL rows, the topic and the outbox. Refused while the campaign is open to
     /// traffic, unless --force.
-    Rebuild {
-        /// The campaign.
-        #[arg(long)]
-        campaign: CampaignId,
-        /// Quota (default: the campaign's, if Redis still knows it).
-        #[arg(long)]
-        quota: Option<NonZeroU32>,
-        /// Window start, RFC 3339 (default: the campaign's, if Redis still knows it; else none).
-        #[arg(long, value_parser = rfc3339)]
-        opens_at: Option<SystemTime>,
-        /// Window end, RFC 3339 (default as for --opens-at).
-        #[arg(long, value_parser = rfc3339)]
-        closes_at: Option<SystemTime>,
-        /// Rebuild even though the campaign is open to traffic.
-        #[arg(long)]
-        force: bool,
-        /// Work out and print the state, write nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Rebuild(RebuildRequest),
 }
 
 #[tokio::main]
@@ -82,33 +59,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Audit { campaign, no_topic } => {
             commands::audit(&stores, &campaign, !no_topic).await
         }
-        Command::Rebuild {
-            campaign,
-            quota,
-            opens_at,
-            closes_at,
-            force,
-            dry_run,
-        } => {
-            let request = RebuildRequest {
-                id: campaign,
-                quota,
-                window: (opens_at, closes_at),
-                force,
-                dry_run,
-            };
-            commands::rebuild(&stores, &request).await
-        }
+        Command::Rebuild(request) => commands::rebuild(&stores, &request).await,
     };
     stores.close().await;
     code
-}
-
-/// A time given as RFC 3339.
-fn rfc3339(text: &str) -> Result<SystemTime, String> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map(SystemTime::from)
-        .map_err(|_| format!("{text:?} is not an RFC 3339 time"))
 }
 
 #[cfg(test)]

@@ -41,56 +41,49 @@ pub(super) async fn create_campaign(
 ) -> Result<Response<Body>, Rejection> {
     authorize(state, head)?;
     let body: CreateBody = read_json(head, body).await?;
+    let campaign = campaign_of(body)?;
+    match state.ask(|gate| gate.create(&campaign)).await {
+        Ok(created) => Ok(created_answer(&campaign, created)),
+        Err(failure) => Ok(response::failure(&failure)),
+    }
+}
+
+/// The campaign a create request's body defines, every field checked.
+fn campaign_of(body: CreateBody) -> Result<Campaign, Rejection> {
     let id = campaign_id(
         body.id
             .as_deref()
             .ok_or_else(|| Rejection::bad_request("id is required"))?,
     )?;
     let quota = quota_from_json(body.quota)?;
-    let opens = body
-        .opens_at
-        .as_deref()
-        .map(|t| rfc3339("opensAt", t))
-        .transpose()?;
-    let closes = body
-        .closes_at
-        .as_deref()
-        .map(|t| rfc3339("closesAt", t))
-        .transpose()?;
-    let queue_opens = body
-        .queue_opens_at
-        .as_deref()
-        .map(|t| rfc3339("queueOpensAt", t))
-        .transpose()?;
-    let campaign = Campaign::new(id.clone(), quota)
+    let time = |field: &str, value: Option<String>| {
+        value.as_deref().map(|t| rfc3339(field, t)).transpose()
+    };
+    let opens = time("opensAt", body.opens_at)?;
+    let closes = time("closesAt", body.closes_at)?;
+    let queue_opens = time("queueOpensAt", body.queue_opens_at)?;
+    let campaign = Campaign::new(id, quota)
         .with_window(opens, closes)
         .map_err(|err| Rejection::bad_request(err.to_string()))?;
-    let campaign = match (body.opening.as_deref().unwrap_or("race"), queue_opens) {
-        ("race", None) => campaign,
-        ("race", Some(_)) => {
-            return Err(Rejection::bad_request(
-                "queueOpensAt is for a draw: send \"opening\": \"draw\" with it, or leave it out",
-            ));
-        }
-        ("draw", None) => {
-            return Err(Rejection::bad_request(
-                "a draw needs queueOpensAt, when its pre-queue opens, and opensAt, when it draws",
-            ));
-        }
+    match (body.opening.as_deref().unwrap_or("race"), queue_opens) {
+        ("race", None) => Ok(campaign),
+        ("race", Some(_)) => Err(Rejection::bad_request(
+            "queueOpensAt is for a draw: send \"opening\": \"draw\" with it, or leave it out",
+        )),
+        ("draw", None) => Err(Rejection::bad_request(
+            "a draw needs queueOpensAt, when its pre-queue opens, and opensAt, when it draws",
+        )),
         ("draw", Some(queue_opens)) => campaign
             .with_draw(queue_opens)
-            .map_err(|err| Rejection::bad_request(err.to_string()))?,
-        (other, _) => {
-            return Err(Rejection::bad_request(format!(
-                "opening must be \"race\" or \"draw\", got {other:?}"
-            )));
-        }
-    };
+            .map_err(|err| Rejection::bad_request(err.to_string())),
+        (other, _) => Err(Rejection::bad_request(format!(
+            "opening must be \"race\" or \"draw\", got {other:?}"
+        ))),
+    }
+}
 
-    let created = match state.ask(|gate| gate.create(&campaign)).await {
-        Ok(created) => created,
-        Err(failure) => return Ok(response::failure(&failure)),
-    };
+/// The answer to a create request that the gate answered `created`.
+fn created_answer(campaign: &Campaign, created: Create) -> Response<Body> {
     let (code, status) = match created {
         Create::Created => (StatusCode::CREATED, "created"),
         Create::Unchanged => (StatusCode::OK, "unchanged"),
@@ -98,25 +91,29 @@ pub(super) async fn create_campaign(
         Create::OpeningLocked => {
             let message = "how this campaign opens (opening, queueOpensAt) cannot change once it \
                            takes applications, nor a draw's opensAt once the draw began";
-            return Ok(json(
+            return json(
                 StatusCode::CONFLICT,
                 &json!({ "status": "opening_locked", "message": message }),
-            ));
+            );
         }
         Create::QuotaBelowIssued { issued } => {
             let message = format!("the quota cannot go below the {issued} coupons already issued");
-            return Ok(json(
+            return json(
                 StatusCode::CONFLICT,
                 &json!({ "status": "quota_below_issued", "message": message, "issued": issued }),
-            ));
+            );
         }
     };
-    let mut answer = json!({ "status": status, "id": id.as_str(), "quota": quota.get() });
+    let mut answer = json!({
+        "status": status,
+        "id": campaign.id().as_str(),
+        "quota": campaign.quota().get(),
+    });
     answer["opensAt"] = time_json(campaign.opens_at());
     answer["closesAt"] = time_json(campaign.closes_at());
     answer["opening"] = campaign.opening().name().into();
     answer["queueOpensAt"] = time_json(campaign.opening().queue_opens_at());
-    Ok(json(code, &answer))
+    json(code, &answer)
 }
 
 fn quota_from_json(value: Option<Value>) -> Result<NonZeroU32, Rejection> {
