@@ -16,15 +16,15 @@ pub struct Config {
     /// The gate's key prefix.
     #[command(flatten)]
     pub key_prefix: KeyPrefix,
-    /// The database coupon-sink writes to.
-    #[command(flatten)]
-    pub database: Database,
     /// The Kafka cluster of the topic.
     #[command(flatten)]
     pub kafka: Kafka,
     /// The topic of admissions.
     #[command(flatten)]
     pub topic: Topic,
+    /// The database coupon-sink writes to.
+    #[command(flatten)]
+    pub database: Database,
     /// Milliseconds reading the topic (to where each partition ends when reading starts) may
     /// take before it fails.
     #[arg(long = "topic-timeout-ms", global = true, env = "COUPON_TOPIC_TIMEOUT_MS", default_value = "60000", value_parser = clap::value_parser!(u64).range(1..).map(Duration::from_millis))]

@@ -94,47 +94,18 @@ impl Redis {
     }
 }
 
-impl Default for Redis {
-    fn default() -> Self {
-        Self {
-            redis_url: DEFAULT_REDIS_URL.to_owned(),
-            redis_cluster_nodes: Vec::new(),
+/// A group's `Default` is its declared defaults, so that no default is written twice.
+macro_rules! declared_defaults {
+    ($($group:ty),*) => {$(
+        impl Default for $group {
+            fn default() -> Self {
+                crate::defaults()
+            }
         }
-    }
+    )*};
 }
 
-impl Default for KeyPrefix {
-    fn default() -> Self {
-        Self {
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-        }
-    }
-}
-
-impl Default for Kafka {
-    fn default() -> Self {
-        Self {
-            kafka_brokers: DEFAULT_BROKERS.to_owned(),
-            kafka_properties: Vec::new(),
-        }
-    }
-}
-
-impl Default for Topic {
-    fn default() -> Self {
-        Self {
-            topic: DEFAULT_TOPIC.to_owned(),
-        }
-    }
-}
-
-impl Default for Database {
-    fn default() -> Self {
-        Self {
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
-        }
-    }
-}
+declared_defaults!(Redis, KeyPrefix, Kafka, Topic, Database);
 
 #[cfg(test)]
 mod tests {
@@ -158,15 +129,15 @@ mod tests {
     }
 
     #[test]
-    fn the_declared_defaults_are_the_default_values() {
-        let command = All::command().mut_args(|arg| arg.env(None::<&str>));
-        let matches = command.try_get_matches_from(["all"]).unwrap();
-        let all = <All as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
-        assert_eq!(all.redis, Redis::default());
-        assert_eq!(all.key_prefix, KeyPrefix::default());
-        assert_eq!(all.kafka, Kafka::default());
-        assert_eq!(all.topic, Topic::default());
-        assert_eq!(all.database, Database::default());
+    fn the_defaults_are_the_local_services() {
+        assert_eq!(Redis::default().redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(Kafka::default().kafka_brokers, "127.0.0.1:9092");
+        assert_eq!(Topic::default().topic, "coupon_create");
+        assert_eq!(KeyPrefix::default().key_prefix, "coupon");
+        assert_eq!(
+            Database::default().database_url,
+            "mysql://root@127.0.0.1:3306/coupon"
+        );
     }
 
     #[test]
