@@ -1,8 +1,8 @@
 //! The flash-sale harness of coupon-gate: [`sale`] fires a crowd of users at a running
 //! `coupon-http` and tallies the answers, [`admin`] makes the campaign and waits for the server,
 //! [`check`] compares the answers with the coupon rows in MySQL, [`scrape`] reads the
-//! binaries' Prometheus metrics, and [`keys`] removes what a benchmark wrote to Redis. The `coupon-load` binary
-//! and the end-to-end tests are built on these.
+//! binaries' Prometheus metrics. The `coupon-load` binary and the end-to-end tests are built on
+//! these; what a benchmark wrote to Redis is removed with `coupon_testkit::unlink_matching`.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -19,6 +19,5 @@
 
 pub mod admin;
 pub mod check;
-pub mod keys;
 pub mod sale;
 pub mod scrape;

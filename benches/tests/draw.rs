@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
-use coupon_bench::keys;
 use coupon_gate::{Campaign, CampaignId, Create, Gate, Outcome, UserId};
 use coupon_testkit::{connect, eventually};
 use support::{Mode, Pipeline, Setup};
@@ -166,7 +165,7 @@ async fn a_server_killed_during_a_draw_leaves_mysql_exact() {
     } = killed_during_a_draw(1, "kill-draw").await;
     // Redis loses the drawn campaign; rebuild restores its holders as for any campaign.
     let mut conn = connect(&pipeline.redis_url).await;
-    keys::unlink_matching(
+    coupon_testkit::unlink_matching(
         &mut conn,
         &format!("{}:{{kill-draw}}:*", pipeline.scratch.prefix),
     )

@@ -16,6 +16,7 @@ pub use kafka::{Broker, brokers, produce, read_topic, topic_records};
 pub use mysql::{ScratchDb, mysql_server_url};
 pub use net::{Process, Proxy, free_port};
 pub use redis::{
-    RedisServer, Scratch, command_calls, connect, info_field, redis_url, script_calls, snapshot,
+    RedisServer, Scratch, command_calls, connect, info_field, redis_url, scan, script_calls,
+    snapshot, unlink_matching,
 };
 pub use wait::eventually;

@@ -74,7 +74,9 @@ impl Scratch {
 /// polling updates their consumer bookkeeping without changing any data; other keys by `DUMP`.
 pub async fn snapshot(url: &str, prefix: &str) -> BTreeMap<String, String> {
     let mut conn = connect(url).await;
-    let outboxes = scan(&mut conn, &format!("{prefix}:*:outbox")).await;
+    let outboxes = scan(&mut conn, &format!("{prefix}:*:outbox"))
+        .await
+        .expect("SCAN");
     eventually(Duration::from_secs(30), "the outboxes to drain", || {
         let mut conn = conn.clone();
         let outboxes = outboxes.clone();
@@ -93,7 +95,7 @@ pub async fn snapshot(url: &str, prefix: &str) -> BTreeMap<String, String> {
         }
     })
     .await;
-    let keys = scan(&mut conn, &format!("{prefix}:*")).await;
+    let keys = scan(&mut conn, &format!("{prefix}:*")).await.expect("SCAN");
     let mut snapshot = BTreeMap::new();
     for key in keys {
         let kind: String = redis::cmd("TYPE")
@@ -155,16 +157,36 @@ fn scan_options(pattern: &str) -> redis::ScanOptions {
 
 /// Every key matching `pattern`, found with `SCAN` (never `KEYS`, which blocks the server for as
 /// long as it takes to read every key it holds).
-async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
-    use futures_util::StreamExt;
-    conn.scan_options::<String>(scan_options(pattern))
-        .await
-        .expect("SCAN")
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<redis::RedisResult<_>>()
-        .expect("SCAN")
+///
+/// # Errors
+///
+/// A Redis failure.
+pub async fn scan(
+    conn: &mut MultiplexedConnection,
+    pattern: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let mut found = Vec::new();
+    let mut keys = conn.scan_options::<String>(scan_options(pattern)).await?;
+    while let Some(key) = keys.next_item().await {
+        found.push(key?);
+    }
+    Ok(found)
+}
+
+/// Removes every key matching `pattern` (found with [`scan`]), a thousand to an `UNLINK`: what a
+/// test or a benchmark wrote under a prefix of its own.
+///
+/// # Errors
+///
+/// A Redis failure.
+pub async fn unlink_matching(
+    conn: &mut MultiplexedConnection,
+    pattern: &str,
+) -> redis::RedisResult<()> {
+    for chunk in scan(conn, pattern).await?.chunks(1000) {
+        let _: () = conn.unlink(chunk).await?;
+    }
+    Ok(())
 }
 
 /// A Redis server of the test's own on a free loopback port, killed when dropped. For tests

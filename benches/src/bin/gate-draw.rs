@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
-use coupon_bench::keys;
 use coupon_gate::{Campaign, CampaignId, Create, Draw, Gate, Outcome, UserId};
+use coupon_testkit::unlink_matching;
 use redis::aio::MultiplexedConnection;
 
 /// Measures a draw's memory and time in Redis.
@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("draw-{}", std::process::id());
     let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
     let result = measure(&gate, &mut conn, &prefix, &args).await;
-    keys::unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
+    unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
     result
 }
 

@@ -9,8 +9,8 @@ use std::num::NonZeroU32;
 
 use anyhow::Context;
 use clap::Parser;
-use coupon_bench::keys;
 use coupon_gate::{Campaign, CampaignId, Gate, UserId};
+use coupon_testkit::unlink_matching;
 
 /// Measures Redis memory per admitted user.
 #[derive(Parser, Debug)]
@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("memory-{}", std::process::id());
     let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
     let result = measure(&gate, &mut conn, &prefix, args.users).await;
-    keys::unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
+    unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
     result
 }
 
@@ -82,7 +82,7 @@ async fn measure(
     }
     // The user buckets: hashes of about a hundred users each, in the compact listpack encoding
     // while they stay within Redis's hash-max-listpack-entries.
-    let buckets = keys::scan(conn, &format!("{base}:users:*")).await?;
+    let buckets = coupon_testkit::scan(conn, &format!("{base}:users:*")).await?;
     let (mut bytes, mut listpack) = (0, 0);
     for key in &buckets {
         bytes += memory_usage(conn, key).await?;
