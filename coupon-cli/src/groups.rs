@@ -3,7 +3,9 @@
 //! binary names, documents and defaults a shared setting the same way.
 //!
 //! The flags are global, so that they may come before or after a subcommand
-//! (`coupon-sink --topic t replay`, `coupon-admin audit --topic t`).
+//! (`coupon-sink --topic t replay`, `coupon-admin audit --topic t`). The settings that may hold
+//! a secret (a URL with a password, a Kafka property such as `sasl.password`) hide their values
+//! from `--help`, and so may also be given from a file (`REDIS_URL_FILE`, `redis_url_file`).
 
 use clap::Args;
 
@@ -24,7 +26,7 @@ pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/coupon";
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct Redis {
     /// Redis URL (one server).
-    #[arg(long, global = true, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    #[arg(long, global = true, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
     pub redis_url: String,
     /// Nodes of a Redis Cluster, host:port, comma separated (the others are discovered from
     /// them); when set, it takes precedence over REDIS_URL.
@@ -55,7 +57,7 @@ pub struct Kafka {
     /// environment): TLS and SASL settings, batching, fetch sizes. The properties the
     /// guarantees rest on stay as each binary sets them (the relay: enable.idempotence, acks,
     /// message.timeout.ms; the sink: group.id, enable.auto.commit, auto.offset.reset).
-    #[arg(long, alias = "kafka-property", global = true, env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property)]
+    #[arg(long, alias = "kafka-property", global = true, env = "COUPON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = kafka_property, hide_env_values = true)]
     pub kafka_properties: Vec<(String, String)>,
 }
 
@@ -109,7 +111,7 @@ declared_defaults!(Redis, KeyPrefix, Kafka, Topic, Database);
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory, Parser};
+    use clap::Parser;
 
     use super::*;
 

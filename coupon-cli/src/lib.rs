@@ -43,6 +43,7 @@ mod groups;
 mod logging;
 mod parse;
 mod patience;
+mod secrets;
 mod settings;
 mod signal;
 mod table;

@@ -9,6 +9,8 @@
 //!
 //! The layer is clap's own: a file value is checked by the setting's value parser and then given
 //! to clap as if it were a flag, only where neither a flag nor the environment set the setting.
+//! A secret's setting may also come from a file it names (`<VARIABLE>_FILE`, `<key>_file`: see
+//! the `secrets` module).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -17,6 +19,8 @@ use std::path::{Path, PathBuf};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
+
+use crate::secrets;
 
 /// The flag (and [`CONFIG_ENV`]) naming the settings file.
 pub const CONFIG_FLAG: &str = "config";
@@ -67,23 +71,37 @@ pub fn parse_from<T: CommandFactory + FromArgMatches>(
         command = command.subcommand_required(false);
     }
     let first = command.clone().try_get_matches_from(&args)?;
-    let (matches, from_file) = match first.get_one::<PathBuf>(CONFIG_FLAG) {
-        Some(path) => {
-            let layer = file_layer(&command, &first, path)?;
-            let mut layered = args[..1].to_vec();
+    let secrets = secrets::env_files(&command, &first)?;
+    let from_env_files: Vec<&str> = secrets.set.iter().map(|(id, _)| id.as_str()).collect();
+    let file = match first.get_one::<PathBuf>(CONFIG_FLAG) {
+        Some(path) => Some((file_layer(&command, &first, path, &from_env_files)?, path)),
+        None => None,
+    };
+    let matches = if secrets.flags.is_empty() && file.is_none() {
+        first.clone()
+    } else {
+        let mut layered = args[..1].to_vec();
+        layered.extend(secrets.flags.iter().cloned());
+        if let Some((layer, _)) = &file {
             layered.extend(layer.flags.iter().cloned());
-            layered.extend_from_slice(&args[1..]);
-            let matches = command
-                .clone()
-                .try_get_matches_from(layered)
-                .map_err(|err| blame_file(&command, err, &layer, path))?;
-            let ids = layer.settings.into_iter().map(|set| set.id).collect();
-            (matches, ids)
         }
-        None => (first, Vec::new()),
+        layered.extend_from_slice(&args[1..]);
+        command
+            .clone()
+            .try_get_matches_from(layered)
+            .map_err(|err| match &file {
+                Some((layer, path)) => blame_file(&command, err, layer, path),
+                None => err,
+            })?
     };
     if printing {
-        return Ok(Parsed::Print(effective(&command, &matches, &from_file)));
+        let sources = Sources {
+            file: file
+                .map(|(layer, _)| layer.settings.into_iter().map(|set| set.id).collect())
+                .unwrap_or_default(),
+            env_files: secrets.set,
+        };
+        return Ok(Parsed::Print(effective(&command, &matches, &sources)));
     }
     T::from_arg_matches(&matches).map(Parsed::Run)
 }
@@ -174,7 +192,12 @@ struct FileSetting {
 }
 
 /// The layer of the settings file at `path`, every key and value checked.
-fn file_layer(command: &Command, matches: &ArgMatches, path: &Path) -> Result<Layer, clap::Error> {
+fn file_layer(
+    command: &Command,
+    matches: &ArgMatches,
+    path: &Path,
+    from_env_files: &[&str],
+) -> Result<Layer, clap::Error> {
     let mut command = command.clone();
     let text = std::fs::read_to_string(path).map_err(|err| {
         command.error(
@@ -193,32 +216,13 @@ fn file_layer(command: &Command, matches: &ArgMatches, path: &Path) -> Result<La
         settings: Vec::new(),
     };
     for (key, value) in &table {
-        let found = settings(&command).find(|(_, env)| file_key(env) == *key);
-        let Some(arg) = found.map(|(arg, _)| arg.clone()) else {
-            let known: Vec<String> = settings(&command).map(|(_, env)| file_key(env)).collect();
-            return Err(command.error(
-                ErrorKind::UnknownArgument,
-                format!(
-                    "unknown setting `{key}` in {}; the settings are: {}",
-                    path.display(),
-                    known.join(", ")
-                ),
-            ));
-        };
-        let values = file_values(value).ok_or_else(|| {
-            command.error(
-                ErrorKind::InvalidValue,
-                format!(
-                    "setting `{key}` in {}: give a string, a number, a boolean, or a list or table of them",
-                    path.display()
-                ),
-            )
-        })?;
+        let (arg, values) = file_setting(&command, &table, key, value, path)?;
         let id = arg.get_id().as_str();
-        let overridden = matches!(
-            matches.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
+        let overridden = from_env_files.contains(&id)
+            || matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
         if !overridden {
             let long = arg.get_long().expect("every setting has a long flag");
             let flags = values
@@ -233,6 +237,85 @@ fn file_layer(command: &Command, matches: &ArgMatches, path: &Path) -> Result<La
         }
     }
     Ok(layer)
+}
+
+/// The setting the settings file at `path` names with `key`, and the values it gives it: those of
+/// `value`, or, for a secret's `<key>_file`, the content of the file it names.
+fn file_setting(
+    command: &Command,
+    table: &toml::Table,
+    key: &str,
+    value: &toml::Value,
+    path: &Path,
+) -> Result<(Arg, Vec<String>), clap::Error> {
+    let mut command = command.clone();
+    let from_path = key
+        .strip_suffix(&secrets::FILE_SUFFIX.to_ascii_lowercase())
+        .filter(|base| {
+            settings(&command).any(|(arg, env)| secrets::is_secret(arg) && file_key(env) == *base)
+        });
+    if let Some(base) = from_path
+        && table.contains_key(base)
+    {
+        return Err(command.error(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "settings `{base}` and `{key}` in {}: give the value or the file, not both",
+                path.display()
+            ),
+        ));
+    }
+    let setting = from_path.unwrap_or(key);
+    let found = settings(&command).find(|(_, env)| file_key(env) == setting);
+    let Some(arg) = found.map(|(arg, _)| arg.clone()) else {
+        let known: Vec<String> = settings(&command).map(|(_, env)| file_key(env)).collect();
+        return Err(command.error(
+            ErrorKind::UnknownArgument,
+            format!(
+                "unknown setting `{key}` in {}; the settings are: {} (and `<setting>_file` for \
+                 a secret's)",
+                path.display(),
+                known.join(", ")
+            ),
+        ));
+    };
+    let values = match from_path {
+        Some(_) => {
+            let secret = secret_path(&command, path, key, value)?;
+            vec![secrets::read(&command, &secret, key, &arg)?]
+        }
+        None => file_values(value).ok_or_else(|| {
+            command.error(
+                ErrorKind::InvalidValue,
+                format!(
+                    "setting `{key}` in {}: give a string, a number, a boolean, or a list or table of them",
+                    path.display()
+                ),
+            )
+        })?,
+    };
+    Ok((arg, values))
+}
+
+/// The path a settings file's `<key>_file` names: a string, relative to the settings file's
+/// folder unless absolute.
+fn secret_path(
+    command: &Command,
+    settings_file: &Path,
+    key: &str,
+    value: &toml::Value,
+) -> Result<PathBuf, clap::Error> {
+    let toml::Value::String(named) = value else {
+        return Err(command.clone().error(
+            ErrorKind::InvalidValue,
+            format!(
+                "setting `{key}` in {}: give the path of the file as a string",
+                settings_file.display()
+            ),
+        ));
+    };
+    let folder = settings_file.parent().unwrap_or(Path::new("."));
+    Ok(folder.join(named))
 }
 
 /// A file value as the texts a flag would carry: a list is one text per element (as a flag
@@ -282,7 +365,15 @@ fn blame_file(command: &Command, err: clap::Error, layer: &Layer, path: &Path) -
 
 /// The effective settings as a settings file: every setting, with where its value came from;
 /// secrets (settings whose values `--help` hides) redacted; unset ones commented out.
-fn effective(command: &Command, matches: &ArgMatches, from_file: &[String]) -> String {
+/// Where the settings that did not come from where clap says came from.
+struct Sources {
+    /// The ids of the settings the settings file set.
+    file: Vec<String>,
+    /// The ids of the secret settings the environment gave as files, with their variables.
+    env_files: Vec<(String, String)>,
+}
+
+fn effective(command: &Command, matches: &ArgMatches, sources: &Sources) -> String {
     let mut out = format!(
         "# {} settings in effect: flags, then the environment, then the settings file, then the defaults\n",
         command.get_name()
@@ -294,22 +385,28 @@ fn effective(command: &Command, matches: &ArgMatches, from_file: &[String]) -> S
             .get_raw(id)
             .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
+        let env_file = sources.env_files.iter().find(|(set, _)| set == id);
         let source = match matches.value_source(id) {
-            Some(ValueSource::CommandLine) if from_file.iter().any(|f| f == id) => "settings file",
-            Some(ValueSource::CommandLine) => "flag",
-            Some(ValueSource::EnvVariable) => "environment",
-            Some(ValueSource::DefaultValue) => "default",
+            Some(ValueSource::CommandLine) if let Some((_, variable)) = env_file => {
+                format!("environment ({variable})")
+            }
+            Some(ValueSource::CommandLine) if sources.file.iter().any(|f| f == id) => {
+                "settings file".to_owned()
+            }
+            Some(ValueSource::CommandLine) => "flag".to_owned(),
+            Some(ValueSource::EnvVariable) => "environment".to_owned(),
+            Some(ValueSource::DefaultValue) => "default".to_owned(),
             _ => {
                 let _ = writeln!(out, "# {key} is not set");
                 continue;
             }
         };
         let url = raw.first().is_some_and(|v| v.contains("://"));
-        let value = if arg.is_hide_env_values_set() && !url {
-            toml_string(REDACTED)
-        } else if is_list(arg) {
+        let value = if is_list(arg) {
             let items: Vec<String> = raw.iter().map(|v| toml_string(&redact(v))).collect();
             format!("[{}]", items.join(", "))
+        } else if arg.is_hide_env_values_set() && !url {
+            toml_string(REDACTED)
         } else {
             toml_scalar(&redact(raw.first().map_or("", String::as_str)))
         };

@@ -190,3 +190,130 @@ fn printed_settings_hold_no_secret() {
     );
     assert!(printed.contains("sasl.username=relay"), "{printed}");
 }
+
+/// A file of this test's own holding `text`, as an orchestrator hands a secret over; removed when
+/// dropped.
+fn secret_file(name: &str, text: &str) -> SettingsFile {
+    SettingsFile::new(&format!("secret-{name}"), text)
+}
+
+#[test]
+fn a_secret_may_come_from_a_file_named_by_the_environment_or_the_settings_file() {
+    let url = secret_file("url", "redis://relay:url-password@127.0.0.1:6390\n");
+    let properties = secret_file(
+        "properties",
+        "security.protocol=SASL_SSL\nsasl.password=kafka-password\n\n",
+    );
+    let token = secret_file("token", "admin-token-from-a-file\r\n");
+    let out = coupon_http(
+        &["--print-config"],
+        &[
+            ("REDIS_URL_FILE", url.0.to_str().unwrap()),
+            (
+                "COUPON_KAFKA_PROPERTIES_FILE",
+                properties.0.to_str().unwrap(),
+            ),
+            ("COUPON_ADMIN_TOKEN_FILE", token.0.to_str().unwrap()),
+        ],
+    );
+    let printed = stdout(&out);
+    assert_eq!(
+        line(&printed, "redis_url"),
+        r#"redis_url = "redis://relay:<redacted>@127.0.0.1:6390"  # environment (REDIS_URL_FILE)"#
+    );
+    assert_eq!(
+        line(&printed, "kafka_properties"),
+        r#"kafka_properties = ["security.protocol=SASL_SSL", "sasl.password=<redacted>"]  # environment (COUPON_KAFKA_PROPERTIES_FILE)"#
+    );
+    assert_eq!(
+        line(&printed, "admin_token"),
+        r#"admin_token = "<redacted>"  # environment (COUPON_ADMIN_TOKEN_FILE)"#
+    );
+    for secret in ["url-password", "kafka-password", "admin-token-from-a-file"] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+
+    // In the settings file, `<key>_file`, relative to the settings file's folder; the
+    // environment's file still beats the settings file, and a flag beats both.
+    let name = url.0.file_name().unwrap().to_str().unwrap();
+    let file = SettingsFile::new("secret-keys", &format!("redis_url_file = {name:?}\n"));
+    let config = file.0.to_str().unwrap();
+    let printed = stdout(&coupon_http(&["--config", config, "--print-config"], &[]));
+    assert_eq!(
+        line(&printed, "redis_url"),
+        r#"redis_url = "redis://relay:<redacted>@127.0.0.1:6390"  # settings file"#
+    );
+    let other = secret_file("other-url", "redis://127.0.0.1:6391");
+    let printed = stdout(&coupon_http(
+        &["--config", config, "--print-config"],
+        &[("REDIS_URL_FILE", other.0.to_str().unwrap())],
+    ));
+    assert_eq!(
+        line(&printed, "redis_url"),
+        r#"redis_url = "redis://127.0.0.1:6391"  # environment (REDIS_URL_FILE)"#
+    );
+    let printed = stdout(&coupon_http(
+        &[
+            "--config",
+            config,
+            "--redis-url",
+            "redis://127.0.0.1:6392",
+            "--print-config",
+        ],
+        &[("REDIS_URL_FILE", other.0.to_str().unwrap())],
+    ));
+    assert_eq!(
+        line(&printed, "redis_url"),
+        r#"redis_url = "redis://127.0.0.1:6392"  # flag"#
+    );
+}
+
+#[test]
+fn a_secret_given_twice_or_from_a_missing_file_stops_the_start_naming_both() {
+    let url = secret_file("twice", "redis://127.0.0.1:6390");
+    let path = url.0.to_str().unwrap();
+    let refused = |out: Output, names: &[&str]| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        for name in names {
+            assert!(stderr.contains(name), "{name} not named: {stderr}");
+        }
+    };
+    refused(
+        coupon_http(
+            &["--print-config"],
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("REDIS_URL_FILE", path),
+            ],
+        ),
+        &["REDIS_URL and REDIS_URL_FILE"],
+    );
+    let both = SettingsFile::new(
+        "secret-twice",
+        &format!("redis_url = \"redis://127.0.0.1:6379\"\nredis_url_file = {path:?}\n"),
+    );
+    refused(
+        coupon_http(
+            &["--config", both.0.to_str().unwrap(), "--print-config"],
+            &[],
+        ),
+        &["`redis_url`", "`redis_url_file`"],
+    );
+    refused(
+        coupon_http(
+            &["--print-config"],
+            &[("COUPON_JWT_SECRET_FILE", "/nonexistent/jwt-secret")],
+        ),
+        &["COUPON_JWT_SECRET_FILE", "/nonexistent/jwt-secret"],
+    );
+    // Only a secret's setting may come from a file.
+    let not_secret = SettingsFile::new("not-secret", &format!("topic_file = {path:?}\n"));
+    refused(
+        coupon_http(
+            &["--config", not_secret.0.to_str().unwrap(), "--print-config"],
+            &[],
+        ),
+        &["unknown setting `topic_file`"],
+    );
+}

@@ -16,7 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Fires a flash sale at coupon-http: distinct users, some clicking several times, arriving
 /// concurrently; then checks the coupons in MySQL against the answers.
 ///
-/// Every flag falls back to the environment variable named beside it.
+/// Every flag falls back to the environment variable named beside it (a secret's also to
+/// <VARIABLE>_FILE, a file holding it), and that to the settings file (--config).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -98,7 +99,7 @@ fn positive_rate(value: &str) -> Result<f64, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = coupon_cli::parse::<Args>();
     match run(args).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
