@@ -34,7 +34,8 @@ pub struct Redis {
         long,
         global = true,
         env = "REDIS_CLUSTER_NODES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub redis_cluster_nodes: Vec<String>,
 }

@@ -205,6 +205,7 @@ fn a_secret_may_come_from_a_file_named_by_the_environment_or_the_settings_file()
         "security.protocol=SASL_SSL\nsasl.password=kafka-password\n\n",
     );
     let token = secret_file("token", "admin-token-from-a-file\r\n");
+    let nodes = secret_file("nodes", "10.0.0.1:7000\n10.0.0.2:7000\n");
     let out = coupon_http(
         &["--print-config"],
         &[
@@ -214,6 +215,7 @@ fn a_secret_may_come_from_a_file_named_by_the_environment_or_the_settings_file()
                 properties.0.to_str().unwrap(),
             ),
             ("COUPON_ADMIN_TOKEN_FILE", token.0.to_str().unwrap()),
+            ("REDIS_CLUSTER_NODES_FILE", nodes.0.to_str().unwrap()),
         ],
     );
     let printed = stdout(&out);
@@ -228,6 +230,10 @@ fn a_secret_may_come_from_a_file_named_by_the_environment_or_the_settings_file()
     assert_eq!(
         line(&printed, "admin_token"),
         r#"admin_token = "<redacted>"  # environment (COUPON_ADMIN_TOKEN_FILE)"#
+    );
+    assert_eq!(
+        line(&printed, "redis_cluster_nodes"),
+        r#"redis_cluster_nodes = ["10.0.0.1:7000", "10.0.0.2:7000"]  # environment (REDIS_CLUSTER_NODES_FILE)"#
     );
     for secret in ["url-password", "kafka-password", "admin-token-from-a-file"] {
         assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
