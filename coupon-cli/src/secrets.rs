@@ -12,7 +12,7 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command};
 
-use crate::settings::settings;
+use crate::settings::{as_flag, settings};
 
 /// What a variable or settings file key adds to a secret setting's name to name its file.
 pub(crate) const FILE_SUFFIX: &str = "_FILE";
@@ -59,16 +59,10 @@ pub(crate) fn env_files(command: &Command, matches: &ArgMatches) -> Result<EnvFi
             _ => {}
         }
         let value = read(command, Path::new(&path), &variable, arg)?;
-        found.flags.push(flag(arg, &value));
+        found.flags.push(as_flag(arg, &value));
         found.set.push((id.to_owned(), variable));
     }
     Ok(found)
-}
-
-/// The setting's value as a flag for clap.
-pub(crate) fn flag(arg: &Arg, value: &str) -> OsString {
-    let long = arg.get_long().expect("every setting has a long flag");
-    OsString::from(format!("--{long}={value}"))
 }
 
 /// The value of secret setting `arg` held by the file at `path`, which `whose` (a variable or a

@@ -224,19 +224,22 @@ fn file_layer(
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             );
         if !overridden {
-            let long = arg.get_long().expect("every setting has a long flag");
-            let flags = values
-                .iter()
-                .map(|v| OsString::from(format!("--{long}={v}")));
-            layer.flags.extend(flags);
+            layer.flags.extend(values.iter().map(|v| as_flag(&arg, v)));
             layer.settings.push(FileSetting {
                 id: id.to_owned(),
                 key: key.clone(),
-                long: long.to_owned(),
+                long: arg.get_long().unwrap_or_default().to_owned(),
             });
         }
     }
     Ok(layer)
+}
+
+/// A value of setting `arg` as the flag clap is given it as, from a layer under the command line
+/// (the settings file, a secret's file).
+pub(crate) fn as_flag(arg: &Arg, value: &str) -> OsString {
+    let long = arg.get_long().expect("every setting has a long flag");
+    OsString::from(format!("--{long}={value}"))
 }
 
 /// The setting the settings file at `path` names with `key`, and the values it gives it: those of
@@ -363,9 +366,8 @@ fn blame_file(command: &Command, err: clap::Error, layer: &Layer, path: &Path) -
     )
 }
 
-/// The effective settings as a settings file: every setting, with where its value came from;
-/// secrets (settings whose values `--help` hides) redacted; unset ones commented out.
-/// Where the settings that did not come from where clap says came from.
+/// Where the settings came from, where clap's own account (a flag) does not say: the settings
+/// file's layer and the secrets' files are given to clap as flags.
 struct Sources {
     /// The ids of the settings the settings file set.
     file: Vec<String>,
@@ -373,6 +375,8 @@ struct Sources {
     env_files: Vec<(String, String)>,
 }
 
+/// The effective settings as a settings file: every setting, with where its value came from;
+/// secrets (settings whose values `--help` hides) redacted; unset ones commented out.
 fn effective(command: &Command, matches: &ArgMatches, sources: &Sources) -> String {
     let mut out = format!(
         "# {} settings in effect: flags, then the environment, then the settings file, then the defaults\n",

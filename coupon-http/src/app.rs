@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use coupon_cli::{Waiting, patiently};
 use coupon_gate::RedisConnection;
-use coupon_relay::{Announcements, Relay};
+use coupon_relay::{Announcements, Relay, RelayConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
@@ -38,7 +38,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // One name for this process's relay, however often it is built.
-    config.relay_consumer = Some(config.relay().consumer);
+    if config.relay_consumer.as_deref().is_none_or(str::is_empty) {
+        config.relay_consumer = Some(RelayConfig::default_consumer());
+    }
     anyhow::ensure!(
         config.request_timeout > config.redis_timeout,
         "the request timeout ({:?}) must exceed the Redis timeout ({:?}): a request waiting on Redis would lose its connection",

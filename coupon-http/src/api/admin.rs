@@ -82,7 +82,7 @@ fn campaign_of(body: CreateBody) -> Result<Campaign, Rejection> {
     }
 }
 
-/// The answer to a create request that the gate answered `created`.
+/// The answer to a create request, from what the gate made of it.
 fn created_answer(campaign: &Campaign, created: Create) -> Response<Body> {
     let (code, status) = match created {
         Create::Created => (StatusCode::CREATED, "created"),
