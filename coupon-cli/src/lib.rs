@@ -39,6 +39,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod declared;
 mod groups;
 mod logging;
 mod parse;
@@ -48,6 +49,7 @@ mod settings;
 mod signal;
 mod table;
 
+pub use declared::{CONFIG_ENV, file_key};
 pub use groups::{
     DEFAULT_BROKERS, DEFAULT_DATABASE_URL, DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, DEFAULT_TOPIC,
     Database, Kafka, KeyPrefix, Redis, Topic,
@@ -55,8 +57,6 @@ pub use groups::{
 pub use logging::{LogTo, init_logging};
 pub use parse::kafka_property;
 pub use patience::{Waiting, patiently};
-pub use settings::{
-    CONFIG_ENV, Parsed, check_settings_file, defaults, file_key, parse, parse_from, redact,
-};
+pub use settings::{Parsed, check_settings_file, defaults, parse, parse_from, redact};
 pub use signal::shutdown_signal;
 pub use table::{WRITE_README_ENV, check_names, check_readme, check_settings, markdown_table};

@@ -12,7 +12,7 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command};
 
-use crate::settings::{as_flag, settings};
+use crate::declared::{as_flag, settings};
 
 /// What a variable or settings file key adds to a secret setting's name to name its file.
 pub(crate) const FILE_SUFFIX: &str = "_FILE";

@@ -20,12 +20,11 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
+use crate::declared::{CONFIG_ENV, as_flag, file_key, settings};
 use crate::secrets;
 
 /// The flag (and [`CONFIG_ENV`]) naming the settings file.
 pub const CONFIG_FLAG: &str = "config";
-/// The environment variable naming the settings file.
-pub const CONFIG_ENV: &str = "COUPON_CONFIG";
 /// The flag that prints the effective settings instead of running.
 const PRINT_FLAG: &str = "print-config";
 /// What a secret is printed as.
@@ -139,21 +138,6 @@ pub fn defaults<T: clap::Args + FromArgMatches>() -> T {
         .unwrap_or_else(|err| panic!("the declared defaults are refused: {err}"))
 }
 
-/// The settings file's key of a setting: its environment name in lower case, without `COUPON_`.
-pub fn file_key(env: &str) -> String {
-    let lower = env.to_ascii_lowercase();
-    lower.strip_prefix("coupon_").unwrap_or(&lower).to_owned()
-}
-
-/// The settings of `command`: every argument read from the environment, but the settings file's
-/// own name.
-pub(crate) fn settings(command: &Command) -> impl Iterator<Item = (&Arg, &str)> {
-    command.get_arguments().filter_map(|arg| {
-        let env = arg.get_env()?.to_str()?;
-        (env != CONFIG_ENV).then_some((arg, env))
-    })
-}
-
 fn with_file_flags(command: Command) -> Command {
     command
         .arg(
@@ -233,13 +217,6 @@ fn file_layer(
         }
     }
     Ok(layer)
-}
-
-/// A value of setting `arg` as the flag clap is given it as, from a layer under the command line
-/// (the settings file, a secret's file).
-pub(crate) fn as_flag(arg: &Arg, value: &str) -> OsString {
-    let long = arg.get_long().expect("every setting has a long flag");
-    OsString::from(format!("--{long}={value}"))
 }
 
 /// The setting the settings file at `path` names with `key`, and the values it gives it: those of
@@ -460,14 +437,6 @@ fn toml_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_keys_are_environment_names_without_the_prefix() {
-        assert_eq!(file_key("COUPON_HTTP_ADDR"), "http_addr");
-        assert_eq!(file_key("REDIS_URL"), "redis_url");
-        assert_eq!(file_key("COUPON_JWT_SECRET"), "jwt_secret");
-        assert_eq!(file_key("DATABASE_URL"), "database_url");
-    }
 
     #[test]
     fn printed_values_keep_no_secret() {

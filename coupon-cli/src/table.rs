@@ -7,7 +7,8 @@ use std::path::Path;
 
 use clap::{Command, CommandFactory, FromArgMatches};
 
-use crate::settings::{check_settings_file, file_key, settings};
+use crate::declared::{file_key, settings};
+use crate::settings::check_settings_file;
 
 /// The environment variable that makes [`check_readme`] write the table instead of failing.
 pub const WRITE_README_ENV: &str = "COUPON_WRITE_README";
