@@ -98,6 +98,12 @@ impl Keys {
         format!("{prefix}:draws")
     }
 
+    /// The hash recording where the outboxes under `prefix` are delivered: topic, and the
+    /// broker cluster's id when known.
+    pub(crate) fn destination(prefix: &str) -> String {
+        format!("{prefix}:destination")
+    }
+
     /// The set of all campaign ids under `prefix`, read by relays to find outboxes.
     pub(crate) fn registry(prefix: &str) -> String {
         format!("{prefix}:campaigns")

@@ -78,7 +78,7 @@ pub use connection::{RedisConnection, RedisTarget};
 pub use coupon_event::{CampaignId, EventKind, InvalidId, UserId};
 pub use error::Error;
 pub use gate::{DRAW_PART, Gate, check_key_prefix};
-pub use outbox::{Outbox, OutboxRecord};
+pub use outbox::{Destination, Outbox, OutboxRecord};
 pub use outcome::{Create, Draw, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};
 

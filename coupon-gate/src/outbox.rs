@@ -20,6 +20,10 @@ use crate::keys::Keys;
 use crate::shared::Shared;
 use crate::{CampaignId, Error, EventKind, OUTBOX_GROUP, UserId, script};
 
+mod destination;
+
+pub use destination::Destination;
+
 /// Most records in one outbox entry that the draw script writes, and the batcher's default
 /// batch ([`BatchConfig::max_batch`](crate::BatchConfig::max_batch)), so that an entry a relay
 /// reads holds at most this many records unless a service chose larger batches.

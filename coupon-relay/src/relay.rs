@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use coupon_gate::{CampaignId, Gate, Outbox};
+use coupon_gate::{CampaignId, Destination, Gate, Outbox};
 use futures_util::FutureExt;
 use futures_util::future::Fuse;
 use rdkafka::producer::{FutureProducer, Producer};
@@ -35,6 +35,7 @@ use rdkafka::util::Timeout;
 use redis::aio::ConnectionLike;
 use tracing::{error, info, warn};
 
+mod bound;
 mod delivery;
 
 use crate::announcements::Announcements;
@@ -144,17 +145,17 @@ where
     }
 
     /// Runs rounds until `shutdown` resolves, then finishes the round in progress, flushes the
-    /// producer and returns.
+    /// producer and returns. Delivers only while the key prefix's outboxes are bound to this
+    /// relay's topic (see [`Outbox::bind`]): bound elsewhere, it waits and is not running.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);
-        self.running.set(true);
-        info!(topic = %self.config.topic, consumer = %self.config.consumer, "relay started");
         for reason in ["delivery", "redis"] {
             metrics::counter!("coupon_relay_failures_total", "reason" => reason).increment(0);
         }
         metrics::counter!("coupon_relay_delivered_total").increment(0);
         metrics::counter!("coupon_relay_producer_replacements_total").increment(0);
+        let ours = self.destination().await;
         // Beside the rounds, which may wait on the broker for as long as a message may take.
         let watched = Watched::default();
         let backlogs = report_backlogs(
@@ -163,9 +164,28 @@ where
             watched.clone(),
             self.announcements.clone(),
         );
-        tokio::select! {
-            () = self.rounds(shutdown, &watched) => {}
-            never = backlogs => match never {},
+        tokio::pin!(backlogs);
+        loop {
+            let bound = tokio::select! {
+                bound = self.wait_bound(&ours, shutdown.as_mut()) => bound,
+                never = &mut backlogs => match never {},
+            };
+            if !bound {
+                break;
+            }
+            self.running.set(true);
+            info!(destination = %ours, consumer = %self.config.consumer, "relay started");
+            let ended = tokio::select! {
+                ended = self.rounds(shutdown.as_mut(), &watched, &ours) => ended,
+                never = &mut backlogs => match never {},
+            };
+            self.running.set(false);
+            match ended {
+                Ended::Shutdown => break,
+                Ended::BoundElsewhere => {
+                    warn!(ours = %ours, "the key prefix's outboxes were moved to another destination; the relay stops delivering");
+                }
+            }
         }
         if let Err(err) = self
             .producer
@@ -173,21 +193,29 @@ where
         {
             warn!(cause = %err, "relay could not flush the producer on shutdown");
         }
-        self.running.set(false);
         info!("relay stopped");
     }
 
-    /// Rounds until `shutdown` resolves: over the campaigns [`Relay::choose`] gives, resting
-    /// while nothing moves.
+    /// Rounds until `shutdown` resolves, or the prefix's outboxes are bound to a destination
+    /// other than `ours`: over the campaigns [`Relay::choose`] gives, resting while nothing
+    /// moves.
     async fn rounds(
         &mut self,
         mut shutdown: Pin<&mut Fuse<impl Future<Output = ()>>>,
         watched: &Watched,
-    ) {
+        ours: &Destination,
+    ) -> Ended {
         let mut targets = Targets::default();
         // Claim at once on start, to pick up what a crashed predecessor left behind.
         let mut next_claim = Instant::now();
+        let mut next_binding_check = Instant::now() + bound::BINDING_CHECK;
         while shutdown.as_mut().now_or_never().is_none() {
+            if Instant::now() >= next_binding_check {
+                next_binding_check = Instant::now() + bound::BINDING_CHECK;
+                if !self.still_bound(ours).await {
+                    return Ended::BoundElsewhere;
+                }
+            }
             let marked_only = self.choose(&mut targets).await;
             let campaigns: Vec<CampaignId> = if marked_only {
                 targets.marked.iter().cloned().collect()
@@ -213,6 +241,7 @@ where
                 (false, true) => REST,
                 (false, false) => IDLE_POLL,
             };
+            let pause = pause.min(next_binding_check.saturating_duration_since(Instant::now()));
             let announced = async {
                 match (&self.announcements, marked_only) {
                     (Some(announcements), true) => announcements.arrived().await,
@@ -225,6 +254,7 @@ where
                 () = shutdown.as_mut() => break,
             }
         }
+        Ended::Shutdown
     }
 
     /// Which campaigns to read this round, into `targets`; true when they are the marked ones
@@ -343,6 +373,12 @@ where
             }
         }
     }
+}
+
+/// Why [`Relay::rounds`] ended.
+enum Ended {
+    Shutdown,
+    BoundElsewhere,
 }
 
 /// The campaigns a relay reads.
