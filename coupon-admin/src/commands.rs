@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use coupon_gate::{Campaign, CampaignId, CampaignState, Gate, RedisConnection, RedisTarget};
+use coupon_gate::{
+    Campaign, CampaignId, CampaignState, Destination, Gate, RedisConnection, RedisTarget,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -23,22 +25,17 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Connects to the Redis of `config` (the database is connected on first use).
+    /// Connects to the Redis and the database of `config`.
     ///
     /// # Errors
     ///
-    /// Redis unreachable, an invalid key prefix or `DATABASE_URL`.
+    /// Redis or the database unreachable (the error names the settings in use), an invalid key
+    /// prefix or `DATABASE_URL`, a TLS file that cannot be read.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let redis = &config.redis;
-        let target = RedisTarget::from_config(&redis.redis_url, &redis.redis_cluster_nodes);
-        let conn = target
-            .connect(REDIS_TIMEOUT)
-            .await
-            .with_context(|| format!("cannot connect to redis at {target}"))?;
-        let gate = Gate::with_key_prefix(conn, config.key_prefix.key_prefix.clone())
-            .context("invalid key prefix")?;
-        let opts = mysql_async::Opts::from_url(&config.database.database_url)
-            .context("invalid DATABASE_URL")?;
+        let gate = connect_gate(&config).await?;
+        let database = &config.database;
+        let (conn, opts) = database.connect(database.opts()?).await?;
+        conn.disconnect().await.ok();
         Ok(Self {
             gate,
             pool: mysql_async::Pool::new(opts),
@@ -56,6 +53,62 @@ impl Stores {
         let kafka = config.kafka_client();
         sources::topic_events(&kafka, &config.topic.topic, id, config.topic_timeout).await
     }
+}
+
+/// The gate over the Redis and key prefix of `config`.
+async fn connect_gate(config: &Config) -> anyhow::Result<Gate<RedisConnection>> {
+    let redis = &config.redis;
+    let target = RedisTarget::from_config(&redis.redis_url, &redis.redis_cluster_nodes)
+        .with_tls(redis.tls()?);
+    let conn = target.connect(REDIS_TIMEOUT).await.with_context(|| {
+        format!(
+            "cannot connect to Redis at {target} ({})",
+            redis.settings_in_use()
+        )
+    })?;
+    Gate::with_key_prefix(conn, config.key_prefix.key_prefix.clone()).context("invalid key prefix")
+}
+
+/// Where `coupon-admin destination move` binds the key prefix's outboxes.
+#[derive(clap::Args, Debug)]
+pub struct Move {
+    /// The topic.
+    #[arg(long = "to")]
+    pub topic: String,
+    /// The broker cluster's id (Kafka's `cluster.id`); without it, the binding admits the
+    /// topic on any cluster until the first relay of it records its cluster's id.
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+/// Prints the destination the key prefix of `config` is bound to, after moving it to `to` when
+/// given. Exit 0.
+///
+/// # Errors
+///
+/// Redis unreachable.
+pub async fn destination(config: &Config, to: Option<&Move>) -> anyhow::Result<ExitCode> {
+    let outbox = connect_gate(config).await?.outbox();
+    let prefix = &config.key_prefix.key_prefix;
+    if let Some(to) = to {
+        let to = Destination {
+            topic: to.topic.clone(),
+            cluster: to.cluster.clone(),
+        };
+        let before = outbox.move_destination(&to).await?;
+        match before {
+            Some(before) => println!("key prefix {prefix}: moved from {before} to {to}"),
+            None => println!("key prefix {prefix}: bound to {to} (it was not bound)"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match outbox.destination().await? {
+        Some(bound) => println!("key prefix {prefix}: bound to {bound}"),
+        None => println!(
+            "key prefix {prefix}: not bound yet (the first relay that runs binds it to its topic)"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Compares the campaign in Redis, its outbox, the topic (unless `read_topic` is false) and

@@ -7,7 +7,9 @@
 //! a secret (a URL with a password, a Kafka property such as `sasl.password`) hide their values
 //! from `--help`, and so may also be given from a file (`REDIS_URL_FILE`, `redis_url_file`).
 
-use clap::Args;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
 
 use crate::parse::kafka_property;
 
@@ -38,6 +40,17 @@ pub struct Redis {
         hide_env_values = true
     )]
     pub redis_cluster_nodes: Vec<String>,
+    /// PEM file of the certificate authorities that verify Redis's certificate, for `rediss://`
+    /// URLs and nodes; unset: the system's roots.
+    #[arg(long, global = true, env = "COUPON_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate (chain), for a Redis that asks for one (mutual TLS,
+    /// `tls-auth-clients yes`); with COUPON_REDIS_CLIENT_KEY_FILE.
+    #[arg(long, global = true, env = "COUPON_REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of COUPON_REDIS_CLIENT_CERT_FILE.
+    #[arg(long, global = true, env = "COUPON_REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
 }
 
 /// The prefix of every Redis key, so that deployments can share one Redis.
@@ -77,6 +90,33 @@ pub struct Database {
     /// migrations at start.
     #[arg(long, global = true, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
+    /// TLS to MySQL, as the mysql client's --ssl-mode: disabled, preferred (TLS when the server
+    /// offers it, unverified), required (TLS, unverified), verify_ca (TLS, the certificate
+    /// verified), verify_identity (verify_ca, and the certificate names the host). Unset:
+    /// disabled for a server on loopback, verify_identity for any other.
+    #[arg(long, global = true, env = "COUPON_DATABASE_SSL_MODE", value_enum)]
+    pub database_ssl_mode: Option<SslMode>,
+    /// PEM file of the certificate authorities that verify MySQL's certificate (for verify_ca
+    /// and verify_identity); unset: the system's roots.
+    #[arg(long, global = true, env = "COUPON_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
+}
+
+/// How a connection to MySQL uses TLS: the values of the mysql client's `--ssl-mode`, in lower
+/// case.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+pub enum SslMode {
+    /// Plaintext.
+    Disabled,
+    /// TLS if the server offers it, its certificate not verified; plaintext otherwise.
+    Preferred,
+    /// TLS, its certificate not verified.
+    Required,
+    /// TLS, the certificate verified against the CA, whatever host it names.
+    VerifyCa,
+    /// TLS, the certificate verified and naming the host connected to.
+    VerifyIdentity,
 }
 
 impl Redis {
@@ -84,7 +124,7 @@ impl Redis {
     pub fn server(url: impl Into<String>) -> Self {
         Self {
             redis_url: url.into(),
-            redis_cluster_nodes: Vec::new(),
+            ..Self::default()
         }
     }
 

@@ -1,7 +1,8 @@
 //! What the binaries of coupon-gate (`coupon-http`, `coupon-sink`, `coupon-admin`, and the
 //! benches' tools) share at start, so that each `main` stays a few lines: their settings from
 //! flags, the environment and a settings file ([`parse`]), the settings several of them read,
-//! each declared once ([`Redis`], [`KeyPrefix`], [`Kafka`], [`Topic`], [`Database`]), parsers
+//! each declared once ([`Redis`], [`KeyPrefix`], [`Kafka`], [`Topic`], [`Database`]) with
+//! what TLS to Redis and MySQL reads from them ([`Redis::tls`], [`Database::opts`]), parsers
 //! for values their flags take, the checks their tests make of their settings tables
 //! ([`check_settings`]), logging ([`init_logging`]), waiting for a dependency ([`patiently`]),
 //! redaction of secrets ([`redact`]) and the signal that stops them.
@@ -48,11 +49,12 @@ mod secrets;
 mod settings;
 mod signal;
 mod table;
+mod tls;
 
 pub use declared::{CONFIG_ENV, file_key};
 pub use groups::{
     DEFAULT_BROKERS, DEFAULT_DATABASE_URL, DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, DEFAULT_TOPIC,
-    Database, Kafka, KeyPrefix, Redis, Topic,
+    Database, Kafka, KeyPrefix, Redis, SslMode, Topic,
 };
 pub use logging::{LogTo, init_logging};
 pub use parse::kafka_property;

@@ -52,8 +52,8 @@ fn setup(
     replicas: u32,
 ) -> (Batcher<RedisConnection>, Vec<CampaignId>) {
     let target = cluster.map_or_else(
-        || RedisTarget::Server(server.url()),
-        |cluster| RedisTarget::Cluster(cluster.nodes()),
+        || RedisTarget::server(server.url()),
+        |cluster| RedisTarget::cluster(cluster.nodes()),
     );
     rt.block_on(async {
         let conn = target

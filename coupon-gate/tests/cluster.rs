@@ -126,7 +126,7 @@ async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admissions_wait_for_the_replicas_of_their_master() {
     let cluster = RedisCluster::start();
-    let conn = RedisTarget::Cluster(cluster.nodes())
+    let conn = RedisTarget::cluster(cluster.nodes())
         .connect(Duration::from_secs(5))
         .await
         .unwrap();
@@ -174,7 +174,7 @@ async fn admissions_wait_for_the_replicas_of_their_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_takes_back_what_no_replica_confirmed() {
     let mut cluster = RedisCluster::start();
-    let mut conn = RedisTarget::Cluster(cluster.nodes())
+    let mut conn = RedisTarget::cluster(cluster.nodes())
         .connect(Duration::from_secs(5))
         .await
         .unwrap();

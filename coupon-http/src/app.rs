@@ -209,7 +209,9 @@ async fn prepare_relay(
         }
     };
     let topic = &config.topic.topic;
-    let what = format!("the broker to create or check topic {topic}");
+    let what = format!(
+        "the broker to create or check topic {topic} (KAFKA_BROKERS, COUPON_KAFKA_PROPERTIES)"
+    );
     patiently(stopped, || async {
         let ensured = relay.ensure_topic().await;
         ensured.map_err(|err| Waiting::on(what.as_str(), err))

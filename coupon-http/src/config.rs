@@ -165,9 +165,15 @@ pub struct Config {
 
 impl Config {
     /// The cluster of the Redis cluster nodes if any node is named, else the server at the
-    /// Redis URL.
-    pub fn redis_target(&self) -> RedisTarget {
-        RedisTarget::from_config(&self.redis.redis_url, &self.redis.redis_cluster_nodes)
+    /// Redis URL; over TLS with the certificates of the Redis TLS settings.
+    ///
+    /// # Errors
+    ///
+    /// A certificate file that cannot be read, or one given for a plaintext address.
+    pub fn redis_target(&self) -> anyhow::Result<RedisTarget> {
+        let target =
+            RedisTarget::from_config(&self.redis.redis_url, &self.redis.redis_cluster_nodes);
+        Ok(target.with_tls(self.redis.tls()?))
     }
 
     /// Applications per user; `None` for no limit.

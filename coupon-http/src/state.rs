@@ -76,10 +76,12 @@ pub(crate) async fn connect_redis(
     target: &RedisTarget,
     config: &Config,
 ) -> anyhow::Result<RedisConnection> {
-    target
-        .connect(config.redis_timeout)
-        .await
-        .with_context(|| format!("cannot connect to redis at {target}"))
+    target.connect(config.redis_timeout).await.with_context(|| {
+        format!(
+            "cannot connect to Redis at {target} ({})",
+            config.redis.settings_in_use()
+        )
+    })
 }
 
 impl AppState {
@@ -106,9 +108,12 @@ impl AppState {
         let prefix = &config.key_prefix.key_prefix;
         coupon_gate::check_key_prefix(prefix)
             .with_context(|| format!("COUPON_KEY_PREFIX {prefix:?}"))?;
-        let target = config.redis_target();
+        let target = config.redis_target()?;
         let nodes = target.node_clients().with_context(|| {
-            format!("invalid redis address {target} (REDIS_URL, REDIS_CLUSTER_NODES)")
+            format!(
+                "invalid Redis address {target} ({})",
+                config.redis.settings_in_use()
+            )
         })?;
         // Before anything records: the recorder must be in place for the handles to count.
         let exposition = if config.metrics {

@@ -103,7 +103,7 @@ fn sink(c: &mut Criterion) {
                     coupon_relay::ensure_topic(&brokers(), &topic, partitions, 1).await.expect("topic");
                     produce(&brokers(), &topic, &events).await;
                     let config = Config {
-                        database: coupon_cli::Database { database_url: db.url() },
+                        database: coupon_cli::Database { database_url: db.url(), ..Default::default() },
                         kafka: coupon_cli::Kafka { kafka_brokers: brokers(), kafka_properties: Vec::new() },
                         topic: coupon_cli::Topic { topic: topic.clone() },
                         group: format!("{topic}-sink"),

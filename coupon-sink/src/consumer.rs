@@ -304,6 +304,10 @@ fn client_config(config: &Config) -> ClientConfig {
     client
 }
 
+/// What a sink waits for while the broker does not answer, naming the settings that say how it
+/// is reached.
+const BROKER_SETTINGS: &str = "the broker (KAFKA_BROKERS, COUPON_KAFKA_PROPERTIES)";
+
 /// Waits until the broker answers and `topic` exists on it (the relay creates it), logging what
 /// it waits for, so that a sink started before its broker subscribes once the topic is there
 /// rather than after librdkafka's next periodic metadata refresh. `false` when stopped first.
@@ -325,8 +329,8 @@ async fn wait_for_topic(client: &ClientConfig, topic: &str, stop: watch::Receive
                 Ok(Ok(false)) => Err(Waiting::for_(format!(
                     "topic {topic} to be created (by a relay)"
                 ))),
-                Ok(Err(err)) => Err(Waiting::on("the broker", err)),
-                Err(err) => Err(Waiting::on("the broker", err)),
+                Ok(Err(err)) => Err(Waiting::on(BROKER_SETTINGS, err)),
+                Err(err) => Err(Waiting::on(BROKER_SETTINGS, err)),
             }
         }
     });

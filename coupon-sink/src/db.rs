@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::Context;
 use coupon_event::{Event, EventKind, InvalidEvent};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
+use mysql_async::{Opts, OptsBuilder, Pool, Transaction, TxOpts, Value};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use coupon_cli::{Waiting, patiently, redact};
+use coupon_cli::{Waiting, patiently};
 
 /// The migrations, in order; applied at start, each once.
 const MIGRATIONS: [(u32, &str, &str); 3] = [
@@ -42,39 +42,55 @@ const SESSION_INIT: [&str; 2] = [
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION'",
 ];
 
-/// A database URL, checked: where to connect, and the database to create and use.
+/// The database settings, checked: where to connect and how (TLS), and the database to create
+/// and use.
 pub struct Database {
+    settings: coupon_cli::Database,
     base: OptsBuilder,
     name: String,
-    /// The URL without its password, for messages.
-    shown: String,
 }
 
 impl Database {
-    /// Checks `url`: it must parse and name a database of letters, digits and `_`.
+    /// Checks `url`, with the default TLS for its host: see [`Database::new`].
     ///
     /// # Errors
     ///
-    /// A URL that does not parse, names no database, or one of another name.
+    /// As [`Database::new`].
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let opts = Opts::from_url(url)
-            .with_context(|| format!("invalid DATABASE_URL {:?}", redact(url)))?;
-        let name = opts.db_name().map(str::to_owned).context(
-            "DATABASE_URL must name a database, e.g. mysql://root@127.0.0.1:3306/coupon",
-        )?;
+        Self::new(&coupon_cli::Database {
+            database_url: url.to_owned(),
+            ..coupon_cli::Database::default()
+        })
+    }
+
+    /// Checks `settings`: the URL must parse and name a database of letters, digits and `_`,
+    /// and a CA file must be readable.
+    ///
+    /// # Errors
+    ///
+    /// A URL that does not parse, names no database, or one of another name; a CA file that
+    /// cannot be read.
+    pub fn new(settings: &coupon_cli::Database) -> anyhow::Result<Self> {
+        let opts = settings.opts()?;
+        let name = Opts::from(opts.clone())
+            .db_name()
+            .map(str::to_owned)
+            .context(
+                "DATABASE_URL must name a database, e.g. mysql://root@127.0.0.1:3306/coupon",
+            )?;
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             anyhow::bail!("database name {name:?} must be letters, digits and '_' only");
         }
         // Without CLIENT_FOUND_ROWS a row left as it was by `ON DUPLICATE KEY UPDATE` counts as
         // 0 affected, which `insert_admissions` relies on; a URL may not turn it on.
-        let base = OptsBuilder::from_opts(opts)
+        let base = opts
             .client_found_rows(false)
             .prefer_socket(false)
             .init(SESSION_INIT.to_vec());
         Ok(Self {
+            settings: settings.clone(),
             base,
             name,
-            shown: redact(url),
         })
     }
 
@@ -82,18 +98,20 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// A server that cannot be reached, or a migration that fails.
+    /// A server that cannot be reached (named with the settings in use), or a migration that
+    /// fails.
     pub async fn open(&self) -> anyhow::Result<Pool> {
-        let mut server = Conn::new(self.base.clone().db_name(None::<String>))
-            .await
-            .with_context(|| format!("cannot connect to MySQL at {}", self.shown))?;
+        let (mut server, base) = self
+            .settings
+            .connect(self.base.clone().db_name(None::<String>))
+            .await?;
         server
             .query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}`", self.name))
             .await
             .context("cannot create the database")?;
         server.disconnect().await.ok();
 
-        let pool = Pool::new(self.base.clone());
+        let pool = Pool::new(base.db_name(Some(self.name.clone())));
         migrate(&pool).await?;
         Ok(pool)
     }
@@ -111,7 +129,8 @@ impl Database {
     }
 }
 
-/// Connects to `url`, creating its database if it does not exist, and applies the migrations.
+/// Connects to `url` (with the default TLS for its host), creating its database if it does not
+/// exist, and applies the migrations.
 ///
 /// # Errors
 ///

@@ -18,7 +18,7 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let database = Database::parse(&config.database.database_url)?;
+    let database = Database::new(&config.database)?;
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -43,9 +43,7 @@ pub async fn run(
 ///
 /// A database that cannot be reached, or a replay that cannot record its results.
 pub async fn replay_failed(config: &Config, out: &mut impl std::io::Write) -> anyhow::Result<bool> {
-    let pool = Database::parse(&config.database.database_url)?
-        .open()
-        .await?;
+    let pool = Database::new(&config.database)?.open().await?;
     let done = replay::replay(&pool, out).await;
     pool.disconnect().await.ok();
     Ok(done?.still_failing == 0)

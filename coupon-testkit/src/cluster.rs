@@ -25,6 +25,9 @@ pub struct RedisCluster {
     extra: Vec<String>,
     /// How many masters it was created with.
     masters: usize,
+    /// With TLS: each node's TLS port, by the index of its port, and the arguments that give
+    /// every node its certificate (see [`RedisCluster::start_tls`]).
+    tls: Option<(Vec<u16>, Vec<String>)>,
 }
 
 impl RedisCluster {
@@ -37,6 +40,34 @@ impl RedisCluster {
     /// `redis-server` arguments (`--appendonly yes` for a node a test kills). Waits until every
     /// node reports `cluster_state:ok` and knows every other.
     pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> Self {
+        Self::create(masters, replicas, extra, None)
+    }
+
+    /// As [`RedisCluster::start_with`] without extra arguments, every node also serving TLS
+    /// on a port of its own (`tls-port`) with the certificate `pki.server`, its cluster bus and
+    /// replication over TLS too (`tls-cluster yes`, `tls-replication yes`), and asking TLS
+    /// clients for a certificate of the `pki`'s authority. A client that reaches a node over TLS
+    /// is sent to TLS ports by its redirections and slot map; [`RedisCluster::tls_nodes`] names
+    /// them. The plaintext ports stay, for the test kit's own checks.
+    pub fn start_tls(masters: usize, replicas: usize, pki: &crate::Pki) -> Self {
+        let args = vec![
+            "--tls-cluster".to_owned(),
+            "yes".to_owned(),
+            "--tls-replication".to_owned(),
+            "yes".to_owned(),
+            "--tls-cert-file".to_owned(),
+            pki.server.cert.display().to_string(),
+            "--tls-key-file".to_owned(),
+            pki.server.key.display().to_string(),
+            "--tls-ca-cert-file".to_owned(),
+            pki.ca.display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "yes".to_owned(),
+        ];
+        Self::create(masters, replicas, &[], Some(args))
+    }
+
+    fn create(masters: usize, replicas: usize, extra: &[&str], tls: Option<Vec<String>>) -> Self {
         let count = masters * (1 + replicas);
         let dir = std::env::temp_dir().join(format!(
             "coupon-gate-cluster-{}-{}",
@@ -51,11 +82,15 @@ impl RedisCluster {
             dir,
             extra,
             masters,
+            tls: tls.map(|args| (Vec::new(), args)),
         };
         for _ in 0..count {
-            let (port, bus, child) = cluster.start_node();
+            let (port, bus, tls_port, child) = cluster.start_node();
             cluster.ports.push(port);
             cluster.bus_ports.push(bus);
+            if let Some((tls_ports, _)) = &mut cluster.tls {
+                tls_ports.push(tls_port);
+            }
             cluster.children.push(Some(child));
         }
         let out = Command::new("redis-cli")
@@ -109,6 +144,19 @@ impl RedisCluster {
         self.ports
             .iter()
             .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` for every node of a [`RedisCluster::start_tls`] cluster.
+    ///
+    /// # Panics
+    ///
+    /// On a cluster without TLS.
+    pub fn tls_nodes(&self) -> Vec<String> {
+        let (ports, _) = self.tls.as_ref().expect("a cluster started with TLS");
+        ports
+            .iter()
+            .map(|port| format!("rediss://127.0.0.1:{port}"))
             .collect()
     }
 
@@ -206,10 +254,10 @@ impl RedisCluster {
     /// Starts a node on free ports and waits until it answers `PING`. A port found free can be
     /// taken before the node binds it (by another test, or as the source port of a connection),
     /// so a node that exits at start is started again on other ports, up to five times.
-    fn start_node(&self) -> (u16, u16, Child) {
+    fn start_node(&self) -> (u16, u16, u16, Child) {
         for _ in 0..5 {
-            let (port, bus) = (free_port(), free_port());
-            let mut child = spawn_node(&self.dir, port, bus, &self.extra);
+            let (port, bus, tls_port) = (free_port(), free_port(), free_port());
+            let mut child = spawn_node(&self.dir, port, bus, &self.node_args(tls_port));
             let deadline = Instant::now() + Duration::from_secs(20);
             let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
             loop {
@@ -218,7 +266,7 @@ impl RedisCluster {
                     .ok()
                     .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn).ok());
                 if pong.as_deref() == Some("PONG") {
-                    return (port, bus, child);
+                    return (port, bus, tls_port, child);
                 }
                 if child.try_wait().ok().flatten().is_some() {
                     break;
@@ -253,6 +301,16 @@ fn spawn_node(dir: &std::path::Path, port: u16, bus: u16, extra: &[String]) -> C
 }
 
 impl RedisCluster {
+    /// The extra arguments of a node, with its TLS port when the cluster serves TLS.
+    fn node_args(&self, tls_port: u16) -> Vec<String> {
+        let mut args = self.extra.clone();
+        if let Some((_, tls)) = &self.tls {
+            args.extend(["--tls-port".to_owned(), tls_port.to_string()]);
+            args.extend(tls.iter().cloned());
+        }
+        args
+    }
+
     fn index(&self, port: u16) -> usize {
         self.ports
             .iter()
@@ -275,7 +333,9 @@ impl RedisCluster {
     pub fn restart(&mut self, port: u16) {
         let i = self.index(port);
         assert!(self.children[i].is_none(), "node {port} is running");
-        self.children[i] = Some(spawn_node(&self.dir, port, self.bus_ports[i], &self.extra));
+        let tls_port = self.tls.as_ref().map_or(0, |(ports, _)| ports[i]);
+        let args = self.node_args(tls_port);
+        self.children[i] = Some(spawn_node(&self.dir, port, self.bus_ports[i], &args));
         self.wait_for(port, "to answer PING", |reply| reply == "PONG", &["PING"]);
     }
 

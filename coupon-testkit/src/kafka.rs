@@ -13,6 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::net::TcpStream;
 
+use crate::tls::Pair;
 use crate::{Proxy, eventually, free_port};
 
 /// The machine's Kafka-API broker (`KAFKA_BROKERS`, default 127.0.0.1:9092).
@@ -105,6 +106,8 @@ pub struct Broker {
     log: PathBuf,
     /// The running broker; `None` between [`Broker::kill`] and [`Broker::restart`].
     child: Option<Child>,
+    /// The certificate it serves TLS with, when it requires TLS and SCRAM authentication.
+    secured: Option<Pair>,
 }
 
 impl Broker {
@@ -136,6 +139,30 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker on a free port that serves TLS only, with the certificate `pair` (of
+    /// the test's [`Pki`](crate::Pki)), and requires SASL SCRAM-SHA-512: `user` with
+    /// `password` is created first, on the broker started without either, which is then
+    /// restarted with both.
+    pub async fn start_secured(pair: &Pair, user: &str, password: &str) -> Self {
+        let mut broker = Self::prepare(free_port(), None);
+        broker.restart().await;
+        let created = Command::new("nisshi")
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", broker.port))
+            .args([user, password])
+            .output()
+            .expect("nisshi on PATH");
+        assert!(
+            created.status.success(),
+            "nisshi user create: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        broker.secured = Some(pair.clone());
+        broker.restart().await;
+        broker
+    }
+
     fn prepare(port: u16, proxy: Option<Proxy>) -> Self {
         let dir = std::env::temp_dir().join(format!("coupon-broker-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("the broker's data directory");
@@ -151,6 +178,7 @@ impl Broker {
             dir,
             log,
             child: None,
+            secured: None,
         }
     }
 
@@ -221,9 +249,18 @@ impl Broker {
             .open(&self.log)
             .expect("the broker's log file");
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new("nisshi")
-            .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &listener])
+        let mut command = Command::new("nisshi");
+        command.current_dir(&self.dir);
+        command.args(["broker", "--listener-url", &listener]);
+        if let Some(pair) = &self.secured {
+            command
+                .arg("--cert")
+                .arg(&pair.cert)
+                .arg("--key")
+                .arg(&pair.key)
+                .arg("--authentication");
+        }
+        let child = command
             .args([
                 "--advertised-listener-url",
                 &format!("tcp://{}", self.brokers()),

@@ -2,13 +2,16 @@
 //!
 //! Keys, topics and databases of a test's own on the machine's servers, and servers a test
 //! starts itself (Redis, a Redis Cluster, a Kafka-API broker) where it must kill, flush or cut
-//! them; never the machine's shared ones.
+//! them, or serve TLS and ask for authentication ([`Pki`], [`TlsRedis`], [`TlsMariaDb`],
+//! [`Broker::start_secured`], [`RedisCluster::start_tls`]); never the machine's shared ones.
 
 mod cluster;
 mod kafka;
 mod mysql;
 mod net;
 mod redis;
+mod secure;
+mod tls;
 mod wait;
 
 pub use cluster::RedisCluster;
@@ -19,4 +22,6 @@ pub use redis::{
     RedisServer, Scratch, command_calls, connect, info_field, redis_url, scan, script_calls,
     snapshot, unlink_matching,
 };
+pub use secure::{TlsMariaDb, TlsRedis};
+pub use tls::{Pair, Pki};
 pub use wait::eventually;

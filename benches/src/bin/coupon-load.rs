@@ -222,14 +222,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if args.no_verify {
         return Ok(tally.errors() == 0);
     }
-    let pool = mysql_async::Pool::new(
-        mysql_async::Opts::from_url(&args.database.database_url).with_context(|| {
-            format!(
-                "bad --database-url {:?}",
-                coupon_cli::redact(&args.database.database_url)
-            )
-        })?,
-    );
+    let (conn, opts) = args.database.connect(args.database.opts()?).await?;
+    conn.disconnect().await.ok();
+    let pool = mysql_async::Pool::new(opts);
     let winners = tally
         .winners
         .iter()

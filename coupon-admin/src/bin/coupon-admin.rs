@@ -1,7 +1,8 @@
 //! `coupon-admin`: operator tools for one campaign. `audit` compares Redis, the topic and MySQL
 //! and names every discrepancy (exit 0: none, 1: some, 2: could not audit); `rebuild` restores
 //! the gate state in Redis from MySQL, the topic and the outbox after Redis lost it (exit 0:
-//! rebuilt, 1: refused, 2: failed).
+//! rebuilt, 1: refused, 2: failed); `destination` shows or moves the topic the key prefix's
+//! outboxes are delivered to.
 
 use std::process::ExitCode;
 
@@ -38,6 +39,21 @@ enum Command {
     /// from MySQL rows, the topic and the outbox. Refused while the campaign is open to
     /// traffic, unless --force.
     Rebuild(RebuildRequest),
+    /// Show the topic (and broker cluster) the key prefix's outboxes are bound to, or move the
+    /// binding: relays bound elsewhere stop delivering within a second, and relays of the new
+    /// destination start.
+    Destination {
+        #[command(subcommand)]
+        action: Option<DestinationAction>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DestinationAction {
+    /// Print the binding (the default).
+    Show,
+    /// Bind the key prefix's outboxes to another topic; what is still in them goes there.
+    Move(commands::Move),
 }
 
 #[tokio::main]
@@ -54,12 +70,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Command::Destination { action } = &args.command {
+        let to = match action {
+            None | Some(DestinationAction::Show) => None,
+            Some(DestinationAction::Move(to)) => Some(to),
+        };
+        return commands::destination(&args.config, to).await;
+    }
     let stores = Stores::connect(args.config).await?;
     let code = match args.command {
         Command::Audit { campaign, no_topic } => {
             commands::audit(&stores, &campaign, !no_topic).await
         }
         Command::Rebuild(request) => commands::rebuild(&stores, &request).await,
+        Command::Destination { .. } => unreachable!("answered above"),
     };
     stores.close().await;
     code

@@ -50,6 +50,7 @@ pub fn config(database_url: &str, topic: &str, group: &str) -> Config {
     Config {
         database: coupon_cli::Database {
             database_url: database_url.to_owned(),
+            ..Default::default()
         },
         kafka: coupon_cli::Kafka {
             kafka_brokers: brokers(),
