@@ -214,6 +214,7 @@ async fn prepare_relay(
     );
     patiently(stopped, || async {
         let ensured = relay.ensure_topic().await;
+        state.broker_refused(matches!(ensured, Err(coupon_relay::Error::Refused { .. })));
         ensured.map_err(|err| Waiting::on(what.as_str(), err))
     })
     .await?;

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub(crate) struct AppState {
     redis_timeout: Duration,
     /// Whether the relay runs, for `/ready`; set once the relay thread holds its relay.
     relay: OnceLock<Running>,
+    /// Set while the brokers refuse the relay's client (credentials, TLS), for `/ready`.
+    broker_refused: AtomicBool,
     telemetry: Telemetry,
 }
 
@@ -145,6 +148,7 @@ impl AppState {
             ),
             redis_timeout: config.redis_timeout,
             relay: OnceLock::new(),
+            broker_refused: AtomicBool::new(false),
             telemetry: Telemetry::new(exposition),
         })
     }
@@ -220,6 +224,24 @@ impl AppState {
 
     pub(crate) fn relay_running(&self) -> bool {
         self.relay.get().is_some_and(Running::get)
+    }
+
+    /// Records whether the brokers refuse the relay's client, as its start last found.
+    pub(crate) fn broker_refused(&self, refused: bool) {
+        self.broker_refused.store(refused, Ordering::Relaxed);
+    }
+
+    /// What misconfiguration keeps the relay from delivering, if any: `broker` while the brokers
+    /// refuse its credentials or TLS, `destination` while the key prefix is bound to another
+    /// topic. The log says which settings; this says only which kind, for `/ready`.
+    pub(crate) fn relay_refused(&self) -> Option<&'static str> {
+        if self.broker_refused.load(Ordering::Relaxed) {
+            Some("broker")
+        } else if self.relay.get().is_some_and(Running::bound_elsewhere) {
+            Some("destination")
+        } else {
+            None
+        }
     }
 
     pub(crate) fn admin_token(&self) -> Option<&str> {

@@ -55,7 +55,7 @@ pub(crate) async fn watch(
         let mut messages = match pubsub {
             Ok(pubsub) => pubsub.into_on_message(),
             Err(err) => {
-                warn!(cause = %err, node = ?client.get_connection_info().addr(), "cannot subscribe to campaign changes and outbox announcements; sold-out answers go to redis, and the relay reads every outbox");
+                warn!(cause = %err, node = %client.get_connection_info().addr(), "cannot subscribe to campaign changes and outbox announcements; sold-out answers go to redis, and the relay reads every outbox");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.wait_for(|stop| *stop) => return,
@@ -67,7 +67,7 @@ pub(crate) async fn watch(
         backoff = Duration::from_millis(100);
         listeners.cache.set_live(true);
         listeners.announcements.live();
-        info!(changes = %listeners.changes, outboxes = %listeners.outboxes, node = ?client.get_connection_info().addr(), "watching campaign changes and outbox announcements");
+        info!(changes = %listeners.changes, outboxes = %listeners.outboxes, node = %client.get_connection_info().addr(), "watching campaign changes and outbox announcements");
         loop {
             let message = tokio::select! {
                 message = messages.next() => message,

@@ -339,3 +339,64 @@ async fn an_idle_relay_reads_only_the_outboxes_with_work() {
     );
     app.drained("quiet-299").await;
 }
+
+/// One prefix, one topic: a second process on the same key prefix but another topic (a staging
+/// deployment pointed at production's Redis by mistake) delivers nothing, answers `/ready` 503
+/// with `refused: destination`, and what it admits reaches the first process's topic, whose
+/// relay holds the binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_of_another_topic_on_the_same_prefix_is_unready_and_delivers_nothing() {
+    let first = TestApp::start(config()).await;
+    let listener = coupon_http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let other_topic = format!("{}_staging", first.topic);
+    let mut second_config = config();
+    second_config.addr = addr;
+    second_config.key_prefix.key_prefix = first.prefix.clone();
+    second_config.topic.topic = other_topic.clone();
+    second_config.relay_consumer = Some("staging".to_owned());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(coupon_http::serve(second_config, listener, async {
+        let _ = stopped.await;
+    }));
+    eventually(
+        Duration::from_secs(30),
+        "the second to refuse its destination",
+        || async {
+            let (code, ready) = call(addr, Method::GET, "/ready", &[], "").await;
+            code == StatusCode::SERVICE_UNAVAILABLE
+                && ready["refused"] == "destination"
+                && ready["redis"] == true
+        },
+    )
+    .await;
+    let (code, _) = first.call(Method::GET, "/ready", &[], "").await;
+    assert_eq!(code, StatusCode::OK, "the first stays ready");
+
+    // What the second admits is delivered by the first's relay, to the first's topic.
+    let mut admitted = 0;
+    for user in 1..=30 {
+        let (code, _) = call(
+            addr,
+            Method::POST,
+            "/api/coupons/apply",
+            &[("content-type", "application/json")],
+            json!({ "userId": user }).to_string(),
+        )
+        .await;
+        admitted += usize::from(code == StatusCode::OK);
+    }
+    assert_eq!(admitted, 30);
+    let messages = read_topic(&brokers(), &first.topic, 30, Duration::from_secs(30)).await;
+    assert_eq!(messages.len(), 30);
+    first.drained("default").await;
+    let (brokers, staging) = (brokers(), other_topic.clone());
+    let on_staging =
+        tokio::task::spawn_blocking(move || coupon_testkit::topic_records(&brokers, &staging))
+            .await
+            .unwrap();
+    assert_eq!(on_staging, 0, "nothing reached the other topic");
+
+    stop.send(()).unwrap();
+    second.await.unwrap().unwrap();
+}

@@ -8,6 +8,7 @@ use rdkafka::producer::FutureProducer;
 
 use crate::Error;
 use crate::producer::producer_config;
+use crate::refusals::Refusals;
 
 /// How often the list of campaigns is read again, to find new outboxes (and to report their
 /// backlogs).
@@ -96,7 +97,7 @@ impl RelayConfig {
     ///
     /// [`Error::Config`]: a producer configuration librdkafka refuses.
     pub fn check(&self) -> Result<(), Error> {
-        self.producer().map(drop)
+        self.producer(&Refusals::default()).map(drop)
     }
 
     /// What the relay's idempotent producer is created from: the brokers, the properties and
@@ -106,8 +107,10 @@ impl RelayConfig {
         producer_config(&self.brokers, &self.kafka_properties, self.message_timeout)
     }
 
-    /// The relay's idempotent producer.
-    pub(crate) fn producer(&self) -> Result<FutureProducer, Error> {
-        self.producer_config().create().map_err(Error::Config)
+    /// The relay's idempotent producer, counting the brokers' refusals in `refusals`.
+    pub(crate) fn producer(&self, refusals: &Refusals) -> Result<FutureProducer<Refusals>, Error> {
+        self.producer_config()
+            .create_with_context(refusals.clone())
+            .map_err(Error::Config)
     }
 }

@@ -1,5 +1,5 @@
-//! What can keep the relay from starting: a configuration librdkafka refuses, or a topic the
-//! brokers cannot or will not create. Once it runs, the relay has no errors to return: what
+//! What can keep the relay from starting: a configuration librdkafka refuses, brokers that refuse
+//! its credentials or TLS, or a topic the brokers cannot or will not create. Once it runs, the relay has no errors to return: what
 //! fails to deliver stays in the outbox and is tried again.
 
 use std::fmt;
@@ -19,6 +19,15 @@ pub enum Error {
         /// What the client saw.
         source: KafkaError,
     },
+    /// The brokers refused the relay's client: its credentials (SASL) or its TLS handshake (a
+    /// certificate that does not verify, a plaintext client of a TLS listener). A
+    /// misconfiguration: it stays until the properties or the brokers are put right.
+    Refused {
+        /// The bootstrap servers asked.
+        brokers: String,
+        /// What librdkafka said.
+        reason: String,
+    },
     /// The brokers refused to create the topic.
     TopicRefused {
         /// The topic.
@@ -35,6 +44,9 @@ impl fmt::Display for Error {
             Self::Unreachable { brokers, source } => {
                 write!(f, "cannot reach Kafka at {brokers}: {source}")
             }
+            Self::Refused { brokers, reason } => {
+                write!(f, "Kafka at {brokers} refused the relay's client: {reason}")
+            }
             Self::TopicRefused { topic, code } => write!(f, "cannot create topic {topic}: {code}"),
         }
     }
@@ -44,7 +56,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Config(err) | Self::Unreachable { source: err, .. } => Some(err),
-            Self::TopicRefused { .. } => None,
+            Self::TopicRefused { .. } | Self::Refused { .. } => None,
         }
     }
 }

@@ -32,6 +32,7 @@ mod backlog;
 mod config;
 mod error;
 mod producer;
+mod refusals;
 mod relay;
 mod topic;
 

@@ -42,6 +42,7 @@ use crate::announcements::Announcements;
 use crate::backlog::{Watched, report_backlogs};
 use crate::config::CAMPAIGN_REFRESH;
 use crate::producer::Handover;
+use crate::refusals::Refusals;
 use crate::topic::create_topic;
 use crate::{Error, RelayConfig};
 
@@ -56,18 +57,36 @@ const SWEEP: Duration = Duration::from_secs(30);
 /// How long the relay waits after Redis failed before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Whether a relay's loop runs; cheap to clone, for readiness checks.
+/// Whether a relay's loop runs, and whether it is refused; cheap to clone, for readiness checks.
 #[derive(Clone, Debug, Default)]
-pub struct Running(Arc<AtomicBool>);
+pub struct Running(Arc<Status>);
+
+#[derive(Debug, Default)]
+struct Status {
+    running: AtomicBool,
+    /// Set while the key prefix's outboxes are bound to another destination.
+    bound_elsewhere: AtomicBool,
+}
 
 impl Running {
-    /// True from the relay's first round until it stops.
+    /// True from the relay's first round until it stops (or finds its prefix bound elsewhere).
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.running.load(Ordering::Relaxed)
+    }
+
+    /// True while the relay delivers nothing because its key prefix's outboxes are bound to
+    /// another destination (see [`Outbox::bind`]): a misconfiguration, which only an operator
+    /// mends.
+    pub fn bound_elsewhere(&self) -> bool {
+        self.0.bound_elsewhere.load(Ordering::Relaxed)
     }
 
     fn set(&self, running: bool) {
-        self.0.store(running, Ordering::Relaxed);
+        self.0.running.store(running, Ordering::Relaxed);
+    }
+
+    fn set_bound_elsewhere(&self, elsewhere: bool) {
+        self.0.bound_elsewhere.store(elsewhere, Ordering::Relaxed);
     }
 }
 
@@ -78,7 +97,9 @@ pub struct Relay<C> {
     /// Where the outboxes are read and acknowledged.
     outbox: Outbox<C>,
     /// The idempotent producer; shared by every send of a round.
-    producer: FutureProducer,
+    producer: FutureProducer<Refusals>,
+    /// The brokers' refusals of the producer's credentials or TLS.
+    refusals: Refusals,
     /// What one handover to the producer may hold before the relay awaits it (see
     /// [`Handover`]).
     handover: Handover,
@@ -102,11 +123,13 @@ where
     /// [`Error::Config`]: a producer configuration librdkafka refuses.
     pub fn new(gate: &Gate<C>, config: RelayConfig) -> Result<Self, Error> {
         let client = config.producer_config();
-        let producer = client.create().map_err(Error::Config)?;
+        let refusals = Refusals::default();
+        let producer = config.producer(&refusals)?;
         Ok(Self {
             gate: gate.clone(),
             outbox: gate.outbox(),
             producer,
+            refusals,
             handover: Handover::of(&client),
             config,
             running: Running::default(),
@@ -127,16 +150,24 @@ where
     ///
     /// # Errors
     ///
-    /// The broker is unreachable or refuses the topic.
+    /// The broker is unreachable or refuses the topic; [`Error::Refused`] as soon as the
+    /// brokers refuse the relay's producer (its SASL credentials or its TLS handshake).
     pub async fn ensure_topic(&self) -> Result<(), Error> {
-        create_topic(
-            &self.config.brokers,
-            &self.config.kafka_properties,
-            &self.config.topic,
-            self.config.partitions,
-            self.config.replication,
-        )
-        .await
+        let refusals = &self.refusals;
+        let before = refusals.count();
+        tokio::select! {
+            created = create_topic(
+                &self.config.brokers,
+                &self.config.kafka_properties,
+                &self.config.topic,
+                self.config.partitions,
+                self.config.replication,
+            ) => created,
+            reason = refusals.after(before) => Err(Error::Refused {
+                brokers: self.config.brokers.clone(),
+                reason,
+            }),
+        }
     }
 
     /// A handle that tells whether this relay's loop runs.
@@ -363,7 +394,7 @@ where
             |(code, why)| format!("{code}: {why}"),
         );
         error!(%reason, "the Kafka producer cannot deliver any more; creating a new one");
-        match self.config.producer() {
+        match self.config.producer(&self.refusals) {
             Ok(fresh) => {
                 self.producer = fresh;
                 metrics::counter!("coupon_relay_producer_replacements_total").increment(1);

@@ -8,20 +8,24 @@ use crate::response::{Body, Rejection, json};
 use crate::state::AppState;
 
 /// `GET /ready`: 200 while Redis answers, since admissions need Redis and nothing else (they
-/// wait in the outbox while the broker is away); 503 otherwise. `relay` says whether the relay
-/// delivers: false while it waits for Redis or the broker at start.
+/// wait in the outbox while the broker is away); 503 otherwise, and while a misconfiguration
+/// keeps the relay from ever delivering (`refused`: `broker` when the brokers refuse its
+/// credentials or TLS, `destination` when the key prefix is bound to another topic). `relay`
+/// says whether the relay delivers: false while it waits for Redis or the broker at start.
 pub(super) async fn ready(state: &AppState) -> Response<Body> {
     let redis = state.ping_redis().await;
     let relay = state.relay_running();
-    let (status, word) = if redis {
+    let refused = state.relay_refused();
+    let (status, word) = if redis && refused.is_none() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
-    json(
-        status,
-        &json!({ "status": word, "redis": redis, "relay": relay }),
-    )
+    let mut body = json!({ "status": word, "redis": redis, "relay": relay });
+    if let Some(refused) = refused {
+        body["refused"] = json!(refused);
+    }
+    json(status, &body)
 }
 
 /// `GET /metrics`: the Prometheus text format, unless metrics are off or served elsewhere.

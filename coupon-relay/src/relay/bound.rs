@@ -59,10 +59,12 @@ where
             match self.outbox.bind(ours).await {
                 Ok(bound) if bound.admits(ours) => {
                     metrics::gauge!("coupon_relay_bound_elsewhere").set(0.0);
+                    self.running.set_bound_elsewhere(false);
                     return true;
                 }
                 Ok(bound) => {
                     metrics::gauge!("coupon_relay_bound_elsewhere").set(1.0);
+                    self.running.set_bound_elsewhere(true);
                     if said.is_none_or(|at| at.elapsed() >= REPEAT) {
                         said = Some(Instant::now());
                         error!(
