@@ -145,10 +145,25 @@ impl Broker {
     /// restarted with both.
     pub async fn start_secured(pair: &Pair, user: &str, password: &str) -> Self {
         let mut broker = Self::prepare(free_port(), None);
-        broker.restart().await;
+        broker.secured = Some(pair.clone());
+        broker.add_user(user, password).await;
+        broker
+    }
+
+    /// Creates SCRAM-SHA-512 `user` with `password` on a [`Broker::start_secured`] broker:
+    /// restarted without TLS and authentication for `nisshi user create`, then with both again
+    /// (as a broker's operator would put a missing user right). Its clients lose their
+    /// connections meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// On a broker started without [`Broker::start_secured`], or when the user is refused.
+    pub async fn add_user(&mut self, user: &str, password: &str) {
+        let secured = self.secured.take().expect("a broker started secured");
+        self.restart().await;
         let created = Command::new("nisshi")
             .args(["user", "create", "--broker"])
-            .arg(format!("tcp://127.0.0.1:{}", broker.port))
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
             .args([user, password])
             .output()
             .expect("nisshi on PATH");
@@ -158,9 +173,8 @@ impl Broker {
             String::from_utf8_lossy(&created.stdout),
             String::from_utf8_lossy(&created.stderr)
         );
-        broker.secured = Some(pair.clone());
-        broker.restart().await;
-        broker
+        self.secured = Some(secured);
+        self.restart().await;
     }
 
     fn prepare(port: u16, proxy: Option<Proxy>) -> Self {

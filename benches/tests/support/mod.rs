@@ -62,13 +62,13 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// The log file of a child process started by [`spawn`], in the temp directory.
-fn log_path(name: &str, tag: &str) -> PathBuf {
+pub fn log_path(name: &str, tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{name}-{tag}.log"))
 }
 
 /// A child process whose output goes to its [`log_path`], named in the test's output so that a
 /// failure can be read up.
-fn spawn(name: &str, tag: &str, envs: &[(&str, String)]) -> Process {
+pub fn spawn(name: &str, tag: &str, envs: &[(&str, String)]) -> Process {
     let log = log_path(name, tag);
     eprintln!("{name} log: {}", log.display());
     let file = std::fs::File::create(&log).expect("log file");
