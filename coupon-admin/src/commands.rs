@@ -33,9 +33,15 @@ impl Stores {
     /// prefix or `DATABASE_URL`, a TLS file that cannot be read.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let gate = connect_gate(&config).await?;
+        // The server, not the database: one the sink has not created yet reads as empty.
         let database = &config.database;
-        let (conn, opts) = database.connect(database.opts()?).await?;
+        let opts = database.opts()?;
+        let name = mysql_async::Opts::from(opts.clone())
+            .db_name()
+            .map(str::to_owned);
+        let (conn, opts) = database.connect(opts.db_name(None::<String>)).await?;
         conn.disconnect().await.ok();
+        let opts = opts.db_name(name);
         Ok(Self {
             gate,
             pool: mysql_async::Pool::new(opts),
@@ -58,8 +64,9 @@ impl Stores {
 /// The gate over the Redis and key prefix of `config`.
 async fn connect_gate(config: &Config) -> anyhow::Result<Gate<RedisConnection>> {
     let redis = &config.redis;
+    let tls = redis.tls()?;
     let target = RedisTarget::from_config(&redis.redis_url, &redis.redis_cluster_nodes)
-        .with_tls(redis.tls()?);
+        .with_tls(tls.ca, tls.client);
     let conn = target.connect(REDIS_TIMEOUT).await.with_context(|| {
         format!(
             "cannot connect to Redis at {target} ({})",

@@ -62,3 +62,4 @@ pub use patience::{Waiting, patiently};
 pub use settings::{Parsed, check_settings_file, defaults, parse, parse_from, redact};
 pub use signal::shutdown_signal;
 pub use table::{WRITE_README_ENV, check_names, check_readme, check_settings, markdown_table};
+pub use tls::RedisTls;

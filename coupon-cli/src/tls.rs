@@ -12,12 +12,33 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use clap::ValueEnum as _;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
-use redis::{ClientTlsConfig, TlsCertificates};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::groups::{Database, Redis, SslMode};
 use crate::settings::redact;
+
+/// The PEM files of the Redis TLS settings, read: what a `RedisTarget` of coupon-gate takes
+/// (`with_tls(tls.ca, tls.client)`).
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// The certificate authorities that verify Redis (`COUPON_REDIS_CA_FILE`); `None`: the
+    /// system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// This client's certificate chain and private key (`COUPON_REDIS_CLIENT_CERT_FILE`,
+    /// `COUPON_REDIS_CLIENT_KEY_FILE`), for mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Never prints the certificates, nor above all the key.
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.as_ref().map(|_| "<PEM>"))
+            .field("client", &self.client.as_ref().map(|_| "<PEM>"))
+            .finish()
+    }
+}
 
 impl Redis {
     /// Whether the URL or any cluster node is `rediss://`.
@@ -36,7 +57,7 @@ impl Redis {
     }
 
     /// The certificates of the files named by `COUPON_REDIS_CA_FILE`,
-    /// `COUPON_REDIS_CLIENT_CERT_FILE` and `COUPON_REDIS_CLIENT_KEY_FILE`; `None` when none is
+    /// `COUPON_REDIS_CLIENT_CERT_FILE` and `COUPON_REDIS_CLIENT_KEY_FILE`; none when none is
     /// set (a `rediss://` address then verifies Redis against the system's roots).
     ///
     /// # Errors
@@ -44,13 +65,13 @@ impl Redis {
     /// A file that cannot be read or holds no PEM certificate or key, a certificate without its
     /// key (or a key without its certificate), or a file given for an address that is not
     /// `rediss://`; each names its setting.
-    pub fn tls(&self) -> anyhow::Result<Option<TlsCertificates>> {
-        let client_tls = match (&self.redis_client_cert_file, &self.redis_client_key_file) {
+    pub fn tls(&self) -> anyhow::Result<RedisTls> {
+        let client = match (&self.redis_client_cert_file, &self.redis_client_key_file) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(ClientTlsConfig {
-                client_cert: certificates(cert, "COUPON_REDIS_CLIENT_CERT_FILE")?,
-                client_key: private_key(key, "COUPON_REDIS_CLIENT_KEY_FILE")?,
-            }),
+            (Some(cert), Some(key)) => Some((
+                certificates(cert, "COUPON_REDIS_CLIENT_CERT_FILE")?,
+                private_key(key, "COUPON_REDIS_CLIENT_KEY_FILE")?,
+            )),
             (Some(_), None) => bail!(
                 "COUPON_REDIS_CLIENT_CERT_FILE is set without COUPON_REDIS_CLIENT_KEY_FILE: \
                  a client certificate needs its key"
@@ -60,12 +81,12 @@ impl Redis {
                  a client key needs its certificate"
             ),
         };
-        let root_cert = match &self.redis_ca_file {
+        let ca = match &self.redis_ca_file {
             Some(path) => Some(certificates(path, "COUPON_REDIS_CA_FILE")?),
             None => None,
         };
-        if client_tls.is_none() && root_cert.is_none() {
-            return Ok(None);
+        if client.is_none() && ca.is_none() {
+            return Ok(RedisTls::default());
         }
         if !self.uses_tls() {
             bail!(
@@ -74,10 +95,7 @@ impl Redis {
                 self.address_settings()
             );
         }
-        Ok(Some(TlsCertificates {
-            client_tls,
-            root_cert,
-        }))
+        Ok(RedisTls { ca, client })
     }
 
     /// The settings that say how Redis is reached, for a log line about reaching it: e.g.
@@ -335,7 +353,7 @@ mod tests {
             "{err}"
         );
 
-        assert!(Redis::server("rediss://h:1").tls().unwrap().is_none());
+        assert!(Redis::server("rediss://h:1").tls().unwrap().ca.is_none());
         assert!(Redis::server("rediss://h:1").uses_tls());
         assert!(!Redis::server("redis://h:1").uses_tls());
         assert!(Redis::cluster(vec!["rediss://h:1".into()]).uses_tls());

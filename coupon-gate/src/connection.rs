@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::{ClientTlsConfig, Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
 use crate::Error;
 
@@ -73,15 +73,19 @@ impl RedisTarget {
         }
     }
 
-    /// The same Redis, reached over TLS with `certificates`: the roots that verify it (else the
-    /// system's) and this client's certificate, if it must show one. Every address must be
-    /// `rediss://`; without certificates, a `rediss://` address verifies against the system's
-    /// roots.
-    pub fn with_tls(self, certificates: Option<TlsCertificates>) -> Self {
-        Self {
-            tls: certificates,
-            ..self
-        }
+    /// The same Redis, reached over TLS with these PEM certificates: `ca`, the authorities
+    /// that verify it (`None`: the system's roots), and `client`, this client's certificate
+    /// chain and private key if it must show one. Every address must then be `rediss://`.
+    /// Without either, a `rediss://` address verifies Redis against the system's roots.
+    pub fn with_tls(self, ca: Option<Vec<u8>>, client: Option<(Vec<u8>, Vec<u8>)>) -> Self {
+        let tls = (ca.is_some() || client.is_some()).then(|| TlsCertificates {
+            root_cert: ca,
+            client_tls: client.map(|(client_cert, client_key)| ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        });
+        Self { tls, ..self }
     }
 
     /// Whether this is a cluster.

@@ -173,7 +173,8 @@ impl Config {
     pub fn redis_target(&self) -> anyhow::Result<RedisTarget> {
         let target =
             RedisTarget::from_config(&self.redis.redis_url, &self.redis.redis_cluster_nodes);
-        Ok(target.with_tls(self.redis.tls()?))
+        let tls = self.redis.tls()?;
+        Ok(target.with_tls(tls.ca, tls.client))
     }
 
     /// Applications per user; `None` for no limit.

@@ -239,7 +239,7 @@ async fn cluster_nodes_take_precedence_and_a_plain_server_among_them_is_refused(
     let message = format!("{err:#}");
     assert!(
         message.contains(&format!(
-            "cannot connect to redis at the cluster of redis://{node}"
+            "cannot connect to Redis at the cluster of redis://{node}"
         )) && message.contains("cluster support disabled"),
         "{message}"
     );

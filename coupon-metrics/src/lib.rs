@@ -142,6 +142,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Kafka producers replaced after the broker refused them",
     ),
     (
+        "coupon_relay_bound_elsewhere",
+        Kind::Gauge,
+        "1 while the key prefix's outboxes are bound to another topic, so this relay delivers nothing",
+    ),
+    (
         "coupon_sink_rows_written_total",
         Kind::Counter,
         "Coupon rows inserted into MySQL",
