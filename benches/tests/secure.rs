@@ -243,6 +243,20 @@ async fn the_pipeline_is_exact_over_tls_and_sasl() {
     let (code, said) = admin(&["destination"]);
     assert_eq!(code, Some(0));
     assert!(said.contains(&format!("bound to topic {topic}")), "{said}");
+    // Moved elsewhere, the relay stops and coupon-http is unready; moved back, ready again.
+    let (code, said) = admin(&["destination", "move", "--to", "somewhere_else"]);
+    assert_eq!(code, Some(0));
+    assert!(said.contains("to topic somewhere_else"), "{said}");
+    eventually(
+        Duration::from_secs(20),
+        "coupon-http to refuse its destination",
+        || async { unready(&server).await },
+    )
+    .await;
+    log_says("coupon-http", &topic, &["bound to another destination"]).await;
+    let (code, _) = admin(&["destination", "move", "--to", &topic]);
+    assert_eq!(code, Some(0));
+    server.wait_ready(Duration::from_secs(20)).await.unwrap();
 
     // No secret in any log.
     for (name, tag) in [("coupon-http", topic.as_str()), ("coupon-sink", &topic)] {
@@ -321,7 +335,7 @@ async fn a_wrong_redis_certificate_or_a_plaintext_url_keeps_coupon_http_unready_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_sasl_password_keeps_the_relay_refused_and_named_until_the_user_exists() {
+async fn a_wrong_sasl_password_or_ca_keeps_the_relay_refused_and_named_until_put_right() {
     let pki = Pki::new();
     let mut broker = Broker::start_secured(&pki.server, "someone-else", "whatever").await;
     let properties = write(
@@ -349,6 +363,26 @@ async fn a_wrong_sasl_password_keeps_the_relay_refused_and_named_until_the_user_
         unready(&server).await,
         "unready while the broker refuses the relay"
     );
+
+    // A CA that did not sign the broker's certificate: refused at the handshake, named.
+    let wrong_ca = write(
+        pki.dir(),
+        "kafka-wrong-ca.properties",
+        &kafka_properties(&pki.other_ca, KAFKA_PASSWORD),
+    );
+    let wrong_tag = format!("{topic}-wrong-ca");
+    let env: Vec<_> = kafka_env(&broker, &wrong_ca)
+        .into_iter()
+        .chain([("REDIS_URL", coupon_testkit::redis_url())])
+        .collect();
+    let (_wrong, wrong_server, _) = start_http(&wrong_tag, &format!("{topic}_ca"), &env);
+    log_says(
+        "coupon-http",
+        &wrong_tag,
+        &["refused the relay's client", "certificate verify failed"],
+    )
+    .await;
+    assert!(unready(&wrong_server).await);
 
     // The user is created with that password: the relay starts by itself.
     broker.add_user(KAFKA_USER, KAFKA_PASSWORD).await;

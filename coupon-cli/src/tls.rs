@@ -15,7 +15,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::groups::{Database, Redis, SslMode};
+use crate::groups::{Database, Kafka, Redis, SslMode};
 use crate::settings::redact;
 
 /// The PEM files of the Redis TLS settings, read: what a `RedisTarget` of coupon-gate takes
@@ -124,6 +124,93 @@ impl Redis {
     }
 }
 
+/// Whether `host` (a name or an address, IPv6 in brackets or not) is this machine.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of `host:port` (or `[v6]:port`, or a bare host).
+fn host_of(address: &str) -> &str {
+    let address = address.trim();
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+        _ => address,
+    }
+}
+
+impl Redis {
+    /// A warning when Redis is reached in plaintext (`redis://`) at a host that is not this
+    /// machine: a password, and every user id, then cross the network readable.
+    pub fn plaintext_warning(&self) -> Option<String> {
+        let nodes: Vec<&str> = if self
+            .redis_cluster_nodes
+            .iter()
+            .any(|n| !n.trim().is_empty())
+        {
+            self.redis_cluster_nodes.iter().map(|n| n.trim()).collect()
+        } else {
+            vec![self.redis_url.trim()]
+        };
+        let remote: Vec<&str> = nodes
+            .into_iter()
+            .filter(|node| !node.starts_with("rediss://"))
+            .map(|node| {
+                let rest = node.split_once("://").map_or(node, |(_, rest)| rest);
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                host_of(rest.split('/').next().unwrap_or(rest))
+            })
+            .filter(|host| !is_loopback(host))
+            .collect();
+        (!remote.is_empty()).then(|| {
+            format!(
+                "{} reaches Redis at {} in plaintext (redis://): use rediss:// off this machine \
+                 (README, Running against production services)",
+                self.address_settings(),
+                remote.join(", ")
+            )
+        })
+    }
+}
+
+impl Kafka {
+    /// A warning when the brokers are reached in plaintext (no `security.protocol`, or
+    /// `PLAINTEXT`/`SASL_PLAINTEXT`) at hosts that are not this machine.
+    pub fn plaintext_warning(&self) -> Option<String> {
+        let protocol = self
+            .kafka_properties
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "security.protocol")
+            .map_or("PLAINTEXT", |(_, value)| value.as_str());
+        if !protocol.eq_ignore_ascii_case("PLAINTEXT")
+            && !protocol.eq_ignore_ascii_case("SASL_PLAINTEXT")
+        {
+            return None;
+        }
+        let remote: Vec<&str> = self
+            .kafka_brokers
+            .split(',')
+            .map(host_of)
+            .filter(|host| !host.is_empty() && !is_loopback(host))
+            .collect();
+        (!remote.is_empty()).then(|| {
+            format!(
+                "KAFKA_BROKERS reaches {} with security.protocol={protocol}: admissions cross \
+                 the network readable; set security.protocol=SSL or SASL_SSL in \
+                 COUPON_KAFKA_PROPERTIES (README, Running against production services)",
+                remote.join(", ")
+            )
+        })
+    }
+}
+
 impl Database {
     /// The SSL mode in effect: `COUPON_DATABASE_SSL_MODE`, or when unset `disabled` for a
     /// server on loopback (`localhost`, `127.0.0.0/8`, `::1`) and `verify_identity` for any other.
@@ -136,13 +223,7 @@ impl Database {
             return Ok(mode);
         }
         let opts = self.url_opts()?;
-        let host = opts.ip_or_hostname();
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_matches(['[', ']'])
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        Ok(if loopback {
+        Ok(if is_loopback(opts.ip_or_hostname()) {
             SslMode::Disabled
         } else {
             SslMode::VerifyIdentity
@@ -323,6 +404,62 @@ mod tests {
                 .ssl_mode()
                 .unwrap(),
             SslMode::Required
+        );
+    }
+
+    #[test]
+    fn plaintext_off_this_machine_is_warned_of() {
+        assert_eq!(
+            Redis::server("redis://127.0.0.1:6379/9").plaintext_warning(),
+            None
+        );
+        assert_eq!(
+            Redis::server("redis://:pw@[::1]:6379").plaintext_warning(),
+            None
+        );
+        assert_eq!(
+            Redis::server("rediss://cache.example.com:6379").plaintext_warning(),
+            None
+        );
+        let warned = Redis::server("redis://app:p@ss@cache.example.com:6379")
+            .plaintext_warning()
+            .unwrap();
+        assert!(
+            warned.contains("REDIS_URL reaches Redis at cache.example.com in plaintext"),
+            "{warned}"
+        );
+        assert!(!warned.contains("p@ss"), "{warned}");
+        let cluster = Redis::cluster(vec![
+            "10.0.0.1:7000".into(),
+            "rediss://10.0.0.2:7000".into(),
+        ]);
+        let warned = cluster.plaintext_warning().unwrap();
+        assert!(
+            warned.contains("REDIS_CLUSTER_NODES reaches Redis at 10.0.0.1 in"),
+            "{warned}"
+        );
+
+        let kafka = |brokers: &str, properties: &[(&str, &str)]| Kafka {
+            kafka_brokers: brokers.to_owned(),
+            kafka_properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        assert_eq!(
+            kafka("127.0.0.1:9092,localhost:9093", &[]).plaintext_warning(),
+            None
+        );
+        assert_eq!(
+            kafka("b-1.example.com:9096", &[("security.protocol", "SASL_SSL")]).plaintext_warning(),
+            None
+        );
+        let warned = kafka("127.0.0.1:9092,b-1.example.com:9092", &[])
+            .plaintext_warning()
+            .unwrap();
+        assert!(
+            warned.contains("reaches b-1.example.com with security.protocol=PLAINTEXT"),
+            "{warned}"
         );
     }
 

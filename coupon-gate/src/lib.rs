@@ -55,8 +55,9 @@
 //! queued users chosen uniformly at random, each admitted exactly as a first-come admission.
 //!
 //! The gate takes any async connection; [`RedisTarget`] connects to one server or to a Redis
-//! Cluster alike (every key of a campaign shares one hash tag, so its scripts run on the master
-//! of its slot), and [`Gate::with_replica_acks`] answers admissions only once replicas hold
+//! Cluster alike, over TLS where the addresses are `rediss://` ([`RedisTarget::with_tls`] for a
+//! private CA or a client certificate; every key of a campaign shares one hash tag, so its
+//! scripts run on the master of its slot), and [`Gate::with_replica_acks`] answers admissions only once replicas hold
 //! them, so that a failover cannot take one back.
 
 mod batch;

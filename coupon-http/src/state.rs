@@ -108,6 +108,14 @@ impl AppState {
                 None
             }
         };
+        for warning in [
+            config.redis.plaintext_warning(),
+            config.kafka.plaintext_warning(),
+        ] {
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+        }
         let prefix = &config.key_prefix.key_prefix;
         coupon_gate::check_key_prefix(prefix)
             .with_context(|| format!("COUPON_KEY_PREFIX {prefix:?}"))?;

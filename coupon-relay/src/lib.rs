@@ -7,6 +7,13 @@
 //! a crashed relay held are taken over by another. Run one beside every process that admits,
 //! or any number of them: they share the outboxes through one consumer group.
 //!
+//! The relays of one key prefix deliver to one topic: the first records its topic and broker
+//! cluster in Redis ([`Outbox::bind`](coupon_gate::Outbox::bind)), and a relay configured
+//! otherwise delivers nothing and says so ([`Running::bound_elsewhere`]) until an operator moves
+//! the binding. A broker that refuses the relay's credentials or TLS handshake fails
+//! [`Relay::ensure_topic`] at once with [`Error::Refused`]. TLS and SASL are librdkafka's
+//! properties ([`RelayConfig::kafka_properties`]).
+//!
 //! Consumers read the topic with [`Event::decode`] (from coupon-event, re-exported here), the
 //! same definition the relay writes with.
 //!

@@ -16,7 +16,8 @@
 //! installs a recorder): `coupon_relay_delivered_total`, `coupon_relay_failures_total{reason}`
 //! (`delivery`: a record the broker did not confirm; `redis`: a round that could not read or
 //! acknowledge its outbox), `coupon_relay_delivery_seconds` (from admission to the broker's
-//! confirmation), `coupon_relay_producer_replacements_total`, and once a second
+//! confirmation), `coupon_relay_producer_replacements_total`, `coupon_relay_bound_elsewhere` (1
+//! while the key prefix is bound to another destination, see [`Outbox::bind`]), and once a second
 //! `coupon_outbox_backlog{campaign}` (events of the campaign not yet confirmed by the broker,
 //! read by a relay or not; see [`Outbox::backlog`]).
 

@@ -19,6 +19,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let database = Database::new(&config.database)?;
+    if let Some(warning) = config.kafka.plaintext_warning() {
+        tracing::warn!("{warning}");
+    }
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
