@@ -108,13 +108,12 @@ impl AppState {
                 None
             }
         };
-        for warning in [
+        let warnings = [
             config.redis.plaintext_warning(),
             config.kafka.plaintext_warning(),
-        ] {
-            if let Some(warning) = warning {
-                tracing::warn!("{warning}");
-            }
+        ];
+        for warning in warnings.into_iter().flatten() {
+            tracing::warn!("{warning}");
         }
         let prefix = &config.key_prefix.key_prefix;
         coupon_gate::check_key_prefix(prefix)
