@@ -494,3 +494,57 @@ async fn coupon_http_admits_exactly_over_a_tls_cluster() {
     );
     assert!(!log.contains("BEGIN"), "no certificate in the log");
 }
+
+/// `security.protocol=SSL` without SASL, against a broker that serves TLS only: coupon-http's
+/// relay delivers, and the sink writes every admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_delivers_over_ssl_without_sasl() {
+    let pki = Pki::new();
+    let broker = Broker::start_tls(&pki.server).await;
+    let properties = write(
+        pki.dir(),
+        "kafka.properties",
+        &format!(
+            "security.protocol=SSL\nssl.ca.location={}",
+            pki.ca.display()
+        ),
+    );
+    let topic = topic_name();
+    let kafka_env = kafka_env(&broker, &properties);
+    let env: Vec<_> = kafka_env
+        .iter()
+        .cloned()
+        .chain([("REDIS_URL", coupon_testkit::redis_url())])
+        .collect();
+    let (_http, server, addr) = start_http(&topic, &topic, &env);
+    server.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let db = coupon_testkit::ScratchDb::new();
+    let mut sink_env = kafka_env.clone();
+    sink_env.extend([
+        ("DATABASE_URL", db.url()),
+        ("COUPON_TOPIC", topic.clone()),
+        ("COUPON_SINK_GROUP", format!("{topic}-sink")),
+    ]);
+    let _sink = spawn("coupon-sink", &topic, &sink_env);
+    let campaign = "over-ssl";
+    server
+        .create_campaign(campaign, 20, Some(ADMIN_TOKEN))
+        .await
+        .unwrap();
+    let target = Target::local(addr, campaign).with_identity(Identity::Body);
+    let tally = sale::run(
+        &target,
+        Crowd::once_each(30).clicks(),
+        4,
+        &ProgressBar::hidden(),
+    )
+    .await;
+    assert_eq!(tally.count("success"), 20, "{tally:?}");
+    let pool = mysql_async::Pool::new(db.url().as_str());
+    let (stored, took) = check::wait_for_rows(&pool, campaign, 20, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(took.is_some(), "MySQL holds {} of 20 coupons", stored.rows);
+    assert!(check::verdict(20, 30, &tally, &stored).passed());
+    pool.disconnect().await.unwrap();
+}

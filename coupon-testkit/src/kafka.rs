@@ -106,8 +106,10 @@ pub struct Broker {
     log: PathBuf,
     /// The running broker; `None` between [`Broker::kill`] and [`Broker::restart`].
     child: Option<Child>,
-    /// The certificate it serves TLS with, when it requires TLS and SCRAM authentication.
+    /// The certificate it serves TLS with, when it serves TLS only.
     secured: Option<Pair>,
+    /// Whether it requires SASL SCRAM authentication.
+    authentication: bool,
 }
 
 impl Broker {
@@ -146,7 +148,17 @@ impl Broker {
     pub async fn start_secured(pair: &Pair, user: &str, password: &str) -> Self {
         let mut broker = Self::prepare(free_port(), None);
         broker.secured = Some(pair.clone());
+        broker.authentication = true;
         broker.add_user(user, password).await;
+        broker
+    }
+
+    /// Starts a broker on a free port that serves TLS only, with the certificate `pair`, and
+    /// asks for no authentication (`security.protocol=SSL`).
+    pub async fn start_tls(pair: &Pair) -> Self {
+        let mut broker = Self::prepare(free_port(), None);
+        broker.secured = Some(pair.clone());
+        broker.restart().await;
         broker
     }
 
@@ -193,6 +205,7 @@ impl Broker {
             log,
             child: None,
             secured: None,
+            authentication: false,
         }
     }
 
@@ -271,8 +284,10 @@ impl Broker {
                 .arg("--cert")
                 .arg(&pair.cert)
                 .arg("--key")
-                .arg(&pair.key)
-                .arg("--authentication");
+                .arg(&pair.key);
+            if self.authentication {
+                command.arg("--authentication");
+            }
         }
         let child = command
             .args([

@@ -21,7 +21,7 @@ elseif ARGV[2] ~= '' and redis.call('HGET', key, 'topic') == ARGV[1]
     and not redis.call('HGET', key, 'cluster') then
   redis.call('HSET', key, 'cluster', ARGV[2])
 end
-return redis.call('HMGET', key, 'topic', 'cluster')
+return {redis.call('HGET', key, 'topic'), redis.call('HGET', key, 'cluster')}
 ";
 
 /// A topic, and the id of the broker cluster that holds it when known.
@@ -86,13 +86,15 @@ where
     /// A Redis failure.
     pub async fn destination(&self) -> Result<Option<Destination>, Error> {
         let key = Keys::destination(&self.shared.prefix);
-        let (topic, cluster): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        // HGETALL rather than HMGET, which the admission script's calls are counted by.
+        let mut fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
             .arg(key)
-            .arg("topic")
-            .arg("cluster")
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(topic.map(|topic| Destination { topic, cluster }))
+        Ok(fields.remove("topic").map(|topic| Destination {
+            topic,
+            cluster: fields.remove("cluster"),
+        }))
     }
 
     /// Binds the prefix's outboxes to `to` whatever they were bound to, and answers the binding
