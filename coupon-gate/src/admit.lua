@@ -4,7 +4,8 @@
 --                               next (highest seq ever handed out), issued (users holding a
 --                               seq), digits (see KEYS[2]), outbox (events in the outbox not
 --                               yet acknowledged: added here and by release.lua, taken off by
---                               ack.lua)
+--                               ack.lua), floor (the earliest stamp of the next admission; see
+--                               `stamp` in prelude.lua)
 -- KEYS[2]  users                base name of the user buckets: user id -> seq lives in the hash
 --                               KEYS[2]:<the user id's last `digits` decimal digits> (KEYS[2]:0
 --                               when digits is 0; `bucket_of` in prelude.lua). Small buckets stay
@@ -54,7 +55,7 @@ local function all(code, value)
 end
 
 local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next', 'issued', 'digits',
-  'queue_opens')
+  'queue_opens', 'floor')
 if not meta[1] then
   return all(UNKNOWN_CAMPAIGN, 0)
 end
@@ -63,6 +64,10 @@ local now = now_ms()
 local opens = tonumber(meta[2])
 local closes = tonumber(meta[3])
 local queue_opens = tonumber(meta[7] or 0)
+-- The end of the window first: a campaign closed early (close.lua) may close before it opens.
+if closes > 0 and now >= closes then
+  return all(CLOSED, 0)
+end
 if opens > 0 and now < opens then
   if queue_opens == 0 or now < queue_opens then
     return all(NOT_OPEN, 0)
@@ -75,9 +80,6 @@ if opens > 0 and now < opens then
     redis.call('ZADD', KEYS[5], 'NX', string.format('%d', ticket), ARGV[i + 1])
   end
   return all(QUEUED, opens)
-end
-if closes > 0 and now >= closes then
-  return all(CLOSED, 0)
 end
 local quota = tonumber(meta[1])
 local issued = tonumber(meta[5])
@@ -138,6 +140,7 @@ if admitted > 0 then
   for j = 1, admitted do
     redis.call('HSET', adm_buckets[j], adm_users[j], adm_seqs[j])
   end
-  append_admissions(KEYS[1], KEYS[4], string.format('%d', now), adm_users, adm_seqs, admitted, n)
+  append_admissions(KEYS[1], KEYS[4], string.format('%d', stamp(now, meta[8])), adm_users, adm_seqs,
+    admitted, n)
 end
 return out

@@ -180,6 +180,57 @@ impl CampaignStatus {
     pub fn remaining(&self) -> u32 {
         self.quota.saturating_sub(self.issued)
     }
+
+    /// Where the campaign stands at `now` (read with the status, by the caller's clock; Redis
+    /// judges applications by its own).
+    pub fn stage(&self, now: SystemTime) -> Stage {
+        if self.closes_at.is_some_and(|closes| closes <= now) {
+            return Stage::Closed;
+        }
+        if self.opens_at.is_some_and(|opens| now < opens) {
+            let queueing = self.opening.queue_opens_at().is_some_and(|q| q <= now);
+            return if queueing {
+                Stage::Queueing
+            } else {
+                Stage::Scheduled
+            };
+        }
+        if self.remaining() == 0 {
+            Stage::SoldOut
+        } else {
+            Stage::Open
+        }
+    }
+}
+
+/// Where a campaign stands in its life ([`CampaignStatus::stage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Not open yet, and no pre-queue open either.
+    Scheduled,
+    /// A draw's pre-queue is open; the draw runs when the campaign opens.
+    Queueing,
+    /// Taking applications, with coupons left (or a draw that is running).
+    Open,
+    /// Within its window, every coupon taken.
+    SoldOut,
+    /// Its window has ended, by itself or closed early.
+    Closed,
+}
+
+impl Stage {
+    /// The name the HTTP API and coupon-admin use: `scheduled`, `queueing`, `open`,
+    /// `sold_out` or `closed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Queueing => "queueing",
+            Self::Open => "open",
+            Self::SoldOut => "sold_out",
+            Self::Closed => "closed",
+        }
+    }
 }
 
 /// A value that was refused when it was built.
@@ -309,5 +360,39 @@ mod tests {
             c.opens_at(),
             Some(UNIX_EPOCH + Duration::from_millis(1_500))
         );
+    }
+
+    #[test]
+    fn a_stage_follows_the_window_the_queue_and_the_quota() {
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let status = CampaignStatus {
+            quota: 2,
+            issued: 1,
+            opens_at: Some(at(100)),
+            closes_at: Some(at(200)),
+            opening: Opening::Draw {
+                queue_opens_at: at(50),
+            },
+            queued: 0,
+            drawn: false,
+        };
+        assert_eq!(status.stage(at(10)), Stage::Scheduled);
+        assert_eq!(status.stage(at(50)), Stage::Queueing);
+        assert_eq!(status.stage(at(100)), Stage::Open);
+        assert_eq!(status.stage(at(200)), Stage::Closed);
+        let race = CampaignStatus {
+            opening: Opening::Race,
+            ..status.clone()
+        };
+        assert_eq!(race.stage(at(50)), Stage::Scheduled);
+        let sold_out = CampaignStatus { issued: 2, ..race };
+        assert_eq!(sold_out.stage(at(150)), Stage::SoldOut);
+        assert_eq!(sold_out.stage(at(250)), Stage::Closed);
+        // Closed early, before it opened: closed, not scheduled.
+        let ended = CampaignStatus {
+            closes_at: Some(at(20)),
+            ..status
+        };
+        assert_eq!(ended.stage(at(30)), Stage::Closed);
     }
 }

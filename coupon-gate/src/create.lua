@@ -23,11 +23,13 @@
 --                       queue opens) after it began taking applications (a race: opened; a
 --                       draw: its queue opened), or moves a draw's opens once the draw began;
 --                       nothing written
+--   ENDED               the campaign was ended early (close.lua): it keeps its definition for
+--                       good; nothing written
 --
 -- Every check comes before the first write.
 
 local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'issued', 'queue_opens',
-  'draw_started')
+  'draw_started', 'ended')
 local issued = tonumber(meta[4] or 0)
 
 if not meta[1] then
@@ -42,6 +44,9 @@ if not meta[1] then
   return {CREATED, issued}
 end
 
+if meta[7] then
+  return {ENDED, issued}
+end
 local queue_opens = meta[5] or '0'
 if meta[1] == ARGV[1] and meta[2] == ARGV[2] and meta[3] == ARGV[3] and queue_opens == ARGV[8] then
   return {UNCHANGED, issued}

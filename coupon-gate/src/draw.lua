@@ -26,7 +26,7 @@
 -- nothing) and the campaign answers as a race.
 
 local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'next', 'issued', 'digits',
-  'queue_opens', 'drawn', 'draw_started')
+  'queue_opens', 'drawn', 'draw_started', 'floor')
 if not meta[1] or tonumber(meta[6] or 0) == 0 then
   return {NO_DRAW, 0, 0}
 end
@@ -74,8 +74,8 @@ end
 if winners > 0 then
   redis.call('HSET', KEYS[1], 'next', string.format('%d', commit_seqs()),
     'issued', string.format('%d', issued + winners))
-  append_admissions(KEYS[1], KEYS[4], string.format('%d', now), users, seqs, winners,
-    tonumber(ARGV[2]))
+  append_admissions(KEYS[1], KEYS[4], string.format('%d', stamp(now, meta[9])), users, seqs,
+    winners, tonumber(ARGV[2]))
 end
 
 if issued + winners >= quota or redis.call('EXISTS', KEYS[5]) == 0 then

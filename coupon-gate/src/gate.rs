@@ -19,7 +19,7 @@ use crate::tickets::Tickets;
 mod draw;
 
 use crate::{
-    Campaign, CampaignId, CampaignStatus, Create, DEFAULT_KEY_PREFIX, Error, InvalidInput,
+    Campaign, CampaignId, CampaignStatus, Close, Create, DEFAULT_KEY_PREFIX, Error, InvalidInput,
     OUTBOX_GROUP, Opening, Outbox, Outcome, Recovery, Release, UserId,
 };
 
@@ -237,7 +237,10 @@ where
             .arg(campaign.as_str());
         let (answer, seq): (i64, i64) = script::run(&call, &mut self.conn.clone()).await?;
         match answer {
-            code::RELEASED => Ok(Release::Released { seq: to_seq(seq)? }),
+            code::RELEASED => {
+                metrics::counter!("coupon_releases_total").increment(1);
+                Ok(Release::Released { seq: to_seq(seq)? })
+            }
             code::NOT_ADMITTED => Ok(Release::NotAdmitted),
             code::UNKNOWN_CAMPAIGN => Ok(Release::UnknownCampaign),
             other => Err(Error::protocol(format!("release returned code {other}"))),
@@ -274,6 +277,7 @@ where
             code::UNCHANGED => Create::Unchanged,
             code::UPDATED => Create::Updated,
             code::OPENING_LOCKED => return Ok(Create::OpeningLocked),
+            code::ENDED => return Ok(Create::Ended),
             code::QUOTA_BELOW_ISSUED => Create::QuotaBelowIssued {
                 issued: to_seq(issued)?,
             },
@@ -322,47 +326,90 @@ where
         let keys = self.keys(campaign);
         // One round trip, atomic: the queue is removed in the same step that marks the draw
         // ended and records how many had joined.
-        let (meta, waiting): (Vec<Option<u64>>, u64) = redis::pipe()
-            .atomic()
-            .cmd("HMGET")
-            .arg(&keys.meta)
-            .arg(
-                &[
-                    "quota",
-                    "opens",
-                    "closes",
-                    "issued",
-                    "queue_opens",
-                    "drawn",
-                    "queued",
-                ][..],
-            )
-            .cmd("ZCARD")
-            .arg(&keys.queue)
-            .query_async(&mut self.conn.clone())
+        let mut read = redis::pipe();
+        read.atomic();
+        status_read(&mut read, &keys);
+        let (meta, waiting): (Vec<Option<u64>>, u64) =
+            read.query_async(&mut self.conn.clone()).await?;
+        status_of(&meta, waiting)
+    }
+
+    /// A page of the campaigns created through this key prefix, in the order of their ids:
+    /// those after `after` (from the first when `None`), at most `limit`, each with its status.
+    /// Reads the registry (one `SMEMBERS`) and the page's statuses in one pipeline, no `KEYS`
+    /// and no work for campaigns outside the page; each status is read atomically, the page as
+    /// a whole is not a snapshot. A registered id whose campaign no longer exists is left out.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure.
+    pub async fn campaign_page(
+        &self,
+        after: Option<&CampaignId>,
+        limit: usize,
+    ) -> Result<Vec<(CampaignId, CampaignStatus)>, Error> {
+        let ids: Vec<CampaignId> = self
+            .campaigns()
+            .await?
+            .into_iter()
+            .filter(|id| after.is_none_or(|after| id > after))
+            .take(limit)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut read = redis::pipe();
+        for id in &ids {
+            status_read(&mut read, &self.keys(id));
+        }
+        // The pipeline's replies, flat, taken two by two.
+        let replies: Vec<(Vec<Option<u64>>, u64)> =
+            read.query_async(&mut self.conn.clone()).await?;
+        let mut page = Vec::with_capacity(ids.len());
+        for (id, (meta, waiting)) in ids.into_iter().zip(replies) {
+            if let Some(status) = status_of(&meta, waiting)? {
+                page.push((id, status));
+            }
+        }
+        Ok(page)
+    }
+
+    /// Ends `campaign` now: every later application is answered [`Outcome::Closed`], its
+    /// definition is kept for good ([`Create::Ended`]), and a draw that has not ended is
+    /// cancelled: its queue removed and the draw taken off the list [`Gate::pending_draws`]
+    /// reads; those it drew keep their coupons. Holders keep their coupons. Servers that
+    /// remember the campaign as sold out are told to forget it, so that they answer `Closed`.
+    /// Closing again changes nothing ([`Close::AlreadyClosed`]).
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure; calling again is safe.
+    pub async fn close(&self, campaign: &CampaignId) -> Result<Close, Error> {
+        let keys = self.keys(campaign);
+        let mut call = self.shared.scripts.close.key(&keys.meta);
+        call.key(&keys.queue)
+            .arg(self.changes_channel())
+            .arg(campaign.as_str());
+        let mut conn = self.conn.clone();
+        let (answer, closes): (i64, u64) = script::run(&call, &mut conn).await?;
+        let close = match answer {
+            code::CLOSED_NOW => Close::Closed {
+                at: from_millis(closes),
+            },
+            code::ALREADY_CLOSED => Close::AlreadyClosed {
+                at: from_millis(closes),
+            },
+            code::UNKNOWN_CAMPAIGN => return Ok(Close::UnknownCampaign),
+            other => return Err(Error::protocol(format!("close returned code {other}"))),
+        };
+        // Outside the script: the list is a key of the prefix, in another cluster slot. A close
+        // that stops before this leaves a listed draw that draw.lua finds ended and unlists.
+        redis::cmd("ZREM")
+            .arg(Keys::draws(&self.shared.prefix))
+            .arg(campaign.as_str())
+            .exec_async(&mut conn)
             .await?;
-        let [quota, opens, closes, issued, queue_opens, drawn, queued] = meta[..] else {
-            return Err(Error::protocol(
-                "HMGET of campaign meta did not answer 7 fields",
-            ));
-        };
-        let Some(quota) = quota else { return Ok(None) };
-        let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
-        let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
-        let opening = match bound(queue_opens) {
-            Some(queue_opens_at) => Opening::Draw { queue_opens_at },
-            None => Opening::Race,
-        };
-        let drawn = drawn == Some(1);
-        Ok(Some(CampaignStatus {
-            quota: to_seq(quota)?,
-            issued: to_seq(issued)?,
-            opens_at: bound(opens),
-            closes_at: bound(closes),
-            opening,
-            queued: if drawn { queued.unwrap_or(0) } else { waiting },
-            drawn,
-        }))
+        Ok(close)
     }
 
     /// The slot `user` holds in `campaign`, if admitted.
@@ -462,6 +509,52 @@ where
     fn keys(&self, campaign: &CampaignId) -> Keys {
         self.shared.keys(campaign)
     }
+}
+
+/// The commands that read a campaign's status: its meta fields and the size of its queue.
+fn status_read(pipe: &mut redis::Pipeline, keys: &Keys) {
+    pipe.cmd("HMGET")
+        .arg(&keys.meta)
+        .arg(&STATUS_FIELDS[..])
+        .cmd("ZCARD")
+        .arg(&keys.queue);
+}
+
+/// The meta fields a status is made of, in the order [`status_of`] reads them.
+const STATUS_FIELDS: [&str; 7] = [
+    "quota",
+    "opens",
+    "closes",
+    "issued",
+    "queue_opens",
+    "drawn",
+    "queued",
+];
+
+/// A campaign's status from what [`status_read`] answered; `None` when it does not exist.
+fn status_of(meta: &[Option<u64>], waiting: u64) -> Result<Option<CampaignStatus>, Error> {
+    let [quota, opens, closes, issued, queue_opens, drawn, queued] = meta[..] else {
+        return Err(Error::protocol(
+            "HMGET of campaign meta did not answer 7 fields",
+        ));
+    };
+    let Some(quota) = quota else { return Ok(None) };
+    let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
+    let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
+    let opening = match bound(queue_opens) {
+        Some(queue_opens_at) => Opening::Draw { queue_opens_at },
+        None => Opening::Race,
+    };
+    let drawn = drawn == Some(1);
+    Ok(Some(CampaignStatus {
+        quota: to_seq(quota)?,
+        issued: to_seq(issued)?,
+        opens_at: bound(opens),
+        closes_at: bound(closes),
+        opening,
+        queued: if drawn { queued.unwrap_or(0) } else { waiting },
+        drawn,
+    }))
 }
 
 /// How many digits name the user buckets of the campaign of `keys` (see [`Keys::user_bucket`]);

@@ -74,13 +74,13 @@ mod shared;
 mod tickets;
 
 pub use batch::{BatchConfig, Batcher};
-pub use campaign::{Campaign, CampaignStatus, InvalidInput, Opening};
+pub use campaign::{Campaign, CampaignStatus, InvalidInput, Opening, Stage};
 pub use connection::{RedisConnection, RedisTarget};
 pub use coupon_event::{CampaignId, EventKind, InvalidId, UserId};
 pub use error::Error;
 pub use gate::{DRAW_PART, Gate, check_key_prefix};
 pub use outbox::{Destination, Outbox, OutboxRecord};
-pub use outcome::{Create, Draw, Outcome, Release};
+pub use outcome::{Close, Create, Draw, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};
 
 /// The Redis of a local deployment, the default of every binary.

@@ -74,6 +74,29 @@ pub enum Create {
         /// Users holding a coupon now.
         issued: u32,
     },
+    /// The campaign was ended early ([`crate::Gate::close`]) and keeps its definition for good;
+    /// nothing changed.
+    Ended,
+}
+
+/// The answer to [`crate::Gate::close`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Close {
+    /// The campaign closed now, at this time by Redis's clock: every later application is
+    /// answered `Closed`, and a draw that had not ended is cancelled (its queue removed; those
+    /// it drew keep their coupons).
+    Closed {
+        /// When it closed.
+        at: std::time::SystemTime,
+    },
+    /// The campaign's window had already ended, by itself or by an earlier close; nothing
+    /// changed.
+    AlreadyClosed {
+        /// When it closed.
+        at: std::time::SystemTime,
+    },
+    /// No campaign has this id; nothing changed.
+    UnknownCampaign,
 }
 
 /// What [`crate::Gate::draw`] found or did.

@@ -5,14 +5,25 @@
 -- block and pins that they agree.
 local ADMITTED, DUPLICATE, SOLD_OUT, NOT_OPEN, CLOSED, UNKNOWN_CAMPAIGN, QUEUED, DRAW_PENDING = 1, 2, 3, 4, 5, 6, 7, 8
 local NOT_ADMITTED, RELEASED = 0, 1
-local CREATED, UNCHANGED, UPDATED, QUOTA_BELOW_ISSUED, OPENING_LOCKED = 1, 2, 3, 4, 5
+local CREATED, UNCHANGED, UPDATED, QUOTA_BELOW_ISSUED, OPENING_LOCKED, ENDED = 1, 2, 3, 4, 5, 6
 local NO_DRAW, DRAW_NOT_DUE, DRAW_GOES_ON, DRAW_DONE = 0, 1, 2, 3
+local CLOSED_NOW, ALREADY_CLOSED = 1, 2
 
 -- Milliseconds since the Unix epoch, by the Redis server's clock, so that every application
 -- node agrees on the time.
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The time an admission is stamped with in the outbox: Redis's clock, but never before the meta
+-- hash's `floor` (absent: no bound), which release.lua sets past the stamp of every release. So
+-- the admission that takes a released seq, or that admits a released user again, is stamped
+-- later than the release, which is stamped later than the admission it undoes: a store that
+-- receives a campaign's events out of order (they are keyed by user, over several partitions)
+-- tells the newer of two rows that claim one seq or one user by their stamps.
+local function stamp(now, floor)
+  return math.max(now, tonumber(floor or 0))
 end
 
 -- Announces that the outbox stream `outbox` (`<prefix>:{<campaign>}:outbox`) holds work again,

@@ -16,7 +16,8 @@
 --
 -- Every check comes before the first write.
 
-local digits = redis.call('HGET', KEYS[1], 'digits')
+local meta = redis.call('HMGET', KEYS[1], 'digits', 'floor')
+local digits = meta[1]
 if not digits then
   return {UNKNOWN_CAMPAIGN, 0}
 end
@@ -26,11 +27,14 @@ if not seq then
   return {NOT_ADMITTED, 0}
 end
 
-local now = now_ms()
+-- Stamped after every admission so far (the one undone included, even in this millisecond),
+-- and every later admission after it (see `stamp` in prelude.lua).
+local at = stamp(now_ms(), meta[2]) + 1
 redis.call('HDEL', users, ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'issued', -1)
+redis.call('HSET', KEYS[1], 'floor', string.format('%d', at + 1))
 redis.call('ZADD', KEYS[3], seq, seq)
-redis.call('XADD', KEYS[4], '*', 'release', string.format('%d %s:%d', now, ARGV[1], seq))
+redis.call('XADD', KEYS[4], '*', 'release', string.format('%d %s:%d', at, ARGV[1], seq))
 announce_outbox(KEYS[4], redis.call('HINCRBY', KEYS[1], 'outbox', 1), 1)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {RELEASED, tonumber(seq)}

@@ -20,6 +20,7 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) ack: Script,
     pub(crate) draw: Script,
+    pub(crate) close: Script,
     /// Not a decision: SCAN routed to a campaign's node (see `scan.lua`).
     pub(crate) scan: Script,
 }
@@ -32,6 +33,7 @@ impl Scripts {
             release: Script::new(with_prelude!("release.lua")),
             ack: Script::new(with_prelude!("ack.lua")),
             draw: Script::new(with_prelude!("draw.lua")),
+            close: Script::new(with_prelude!("close.lua")),
             scan: Script::new(include_str!("scan.lua")),
         }
     }
@@ -45,7 +47,7 @@ pub(crate) mod code {
     pub(crate) const SOLD_OUT: i64 = 3;
     pub(crate) const NOT_OPEN: i64 = 4;
     pub(crate) const CLOSED: i64 = 5;
-    /// Also answered by release.lua.
+    /// Also answered by release.lua and close.lua.
     pub(crate) const UNKNOWN_CAMPAIGN: i64 = 6;
     pub(crate) const QUEUED: i64 = 7;
     pub(crate) const DRAW_PENDING: i64 = 8;
@@ -58,11 +60,15 @@ pub(crate) mod code {
     pub(crate) const UPDATED: i64 = 3;
     pub(crate) const QUOTA_BELOW_ISSUED: i64 = 4;
     pub(crate) const OPENING_LOCKED: i64 = 5;
+    pub(crate) const ENDED: i64 = 6;
     // draw.lua.
     pub(crate) const NO_DRAW: i64 = 0;
     pub(crate) const DRAW_NOT_DUE: i64 = 1;
     pub(crate) const DRAW_GOES_ON: i64 = 2;
     pub(crate) const DRAW_DONE: i64 = 3;
+    // close.lua (and UNKNOWN_CAMPAIGN).
+    pub(crate) const CLOSED_NOW: i64 = 1;
+    pub(crate) const ALREADY_CLOSED: i64 = 2;
 }
 
 /// Runs a script call. On NOSCRIPT, redis-rs loads the script and sends the call once more; if
@@ -130,10 +136,13 @@ mod tests {
             ("QUEUED", code::QUEUED),
             ("DRAW_PENDING", code::DRAW_PENDING),
             ("OPENING_LOCKED", code::OPENING_LOCKED),
+            ("ENDED", code::ENDED),
             ("NO_DRAW", code::NO_DRAW),
             ("DRAW_NOT_DUE", code::DRAW_NOT_DUE),
             ("DRAW_GOES_ON", code::DRAW_GOES_ON),
             ("DRAW_DONE", code::DRAW_DONE),
+            ("CLOSED_NOW", code::CLOSED_NOW),
+            ("ALREADY_CLOSED", code::ALREADY_CLOSED),
         ];
         let lua = prelude_codes();
         assert_eq!(

@@ -96,6 +96,14 @@ fn created_answer(campaign: &Campaign, created: Create) -> Response<Body> {
                 &json!({ "status": "opening_locked", "message": message }),
             );
         }
+        Create::Ended => {
+            let message = "this campaign was ended early (POST /api/campaigns/{id}/close) and \
+                           keeps its definition for good";
+            return json(
+                StatusCode::CONFLICT,
+                &json!({ "status": "campaign_ended", "message": message }),
+            );
+        }
         Create::QuotaBelowIssued { issued } => {
             let message = format!("the quota cannot go below the {issued} coupons already issued");
             return json(
