@@ -5,8 +5,14 @@
 //! id = id`, sorted by key so that concurrent sinks lock rows in the same order; the rows are
 //! then read back, and only an existing row with the *same* (campaign, user, seq) counts as a
 //! harmless redelivery. Any other collision (the user holds another seq, or the seq is held by
-//! another user) is reported as a failed event, never hidden. Unlike `INSERT IGNORE`, this form
-//! keeps strict mode's errors for truncation and out-of-range values.
+//! another user) is settled by the gate's stamps (`admitted_at`): events are keyed by user, so
+//! the admission that took a released seq, or admitted a released user again, can arrive before
+//! the release, and the gate stamps it later than the release and the release later than the
+//! admission it undoes (coupon-gate's prelude.lua, `stamp`). The newer row wins; an admission
+//! older than every row in its way was released before them and is passed over. A collision the
+//! stamps cannot order (one stamp, or rows on both sides of it) is reported as a failed event,
+//! never hidden. Unlike `INSERT IGNORE`, this form keeps strict mode's errors for truncation and
+//! out-of-range values.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -335,47 +341,106 @@ async fn insert_admissions<'a>(
         });
     }
 
-    // Some (campaign, user) or (campaign, seq) existed: read every row either could be.
-    let existing = Existing::read(tx, run).await?;
+    // Some (campaign, user) or (campaign, seq) existed: read every row either could be, and
+    // settle each admission against them in the order the gate stamped them.
+    let mut existing = Existing::read(tx, run).await?;
     let mut inserted = Inserted {
         admitted: 0,
         new_rows,
         conflicts: Vec::new(),
     };
-    for &(item, e) in run.iter() {
+    let mut order: Vec<&(&'a Item, &'a Event)> = run.iter().collect();
+    order.sort_by_key(|(_, e)| e.at);
+    for &&(item, e) in &order {
         let campaign = e.campaign.as_str();
-        match existing.seq_of(campaign, e.user.as_str()) {
-            Some(seq) if seq == e.seq => inserted.admitted += 1,
-            Some(seq) => inserted.conflicts.push((
-                item,
-                format!(
-                    "user {} already holds seq {seq} of campaign {campaign}, not seq {}",
-                    e.user, e.seq
-                ),
-            )),
-            None => {
-                let holder = existing
-                    .holder_of(campaign, e.seq)
-                    .map_or_else(|| "another user".to_owned(), |user| format!("user {user}"));
-                inserted.conflicts.push((
-                    item,
-                    format!(
-                        "seq {} of campaign {campaign} is held by {holder}, not user {}",
-                        e.seq, e.user
-                    ),
-                ));
+        let stamp = stamp_of(e.at);
+        let by_user = existing.row_of_user(campaign, e.user.as_str());
+        if by_user.as_ref().is_some_and(|row| row.seq == e.seq) {
+            // Itself: inserted now, or there already (a redelivery).
+            inserted.admitted += 1;
+            continue;
+        }
+        let by_seq = existing.row_of_seq(campaign, e.seq);
+        let clashing: Vec<Row> = by_user.into_iter().chain(by_seq).collect();
+        if clashing.iter().all(|row| row.stamp < stamp) {
+            // Every row in the way is older: its release, stamped between it and this
+            // admission, is on its way on another partition (events are keyed by user).
+            for row in &clashing {
+                tx.exec_drop(
+                    "DELETE FROM coupon WHERE campaign_id = ? AND user_id = ? AND seq = ?",
+                    (campaign, row.user.as_str(), row.seq),
+                )
+                .await?;
+                existing.remove(campaign, row);
             }
+            tx.exec_drop(
+                "INSERT INTO coupon (campaign_id, user_id, seq, admitted_at) VALUES (?, ?, ?, ?)",
+                (campaign, e.user.as_str(), e.seq, datetime(e.at)),
+            )
+            .await?;
+            existing.insert(
+                campaign,
+                Row {
+                    user: e.user.as_str().to_owned(),
+                    seq: e.seq,
+                    stamp,
+                },
+            );
+            inserted.admitted += 1;
+            inserted.new_rows += 1;
+        } else if clashing.iter().all(|row| row.stamp > stamp) {
+            // This admission is older than the rows in the way: it was released before they
+            // were admitted, and its release removes nothing when it comes.
+            tracing::debug!(campaign, user = %e.user, seq = e.seq, "admission superseded by a later one");
+            inserted.admitted += 1;
+        } else {
+            let reason = match clashing.iter().find(|row| row.user == e.user.as_str()) {
+                Some(row) => format!(
+                    "user {} already holds seq {} of campaign {campaign}, not seq {}",
+                    e.user, row.seq, e.seq
+                ),
+                None => format!(
+                    "seq {} of campaign {campaign} is held by user {}, not user {}",
+                    e.seq, clashing[0].user, e.user
+                ),
+            };
+            inserted.conflicts.push((item, reason));
         }
     }
     Ok(inserted)
 }
 
+/// A coupon row as the conflict check reads it.
+#[derive(Clone, Debug)]
+struct Row {
+    user: String,
+    seq: u32,
+    /// `admitted_at` as [`stamp_of`] writes it.
+    stamp: String,
+}
+
+/// A stamp as text that sorts as the time does: `YYYYMMDDhhmmssffffff`, UTC, as MariaDB's
+/// `DATE_FORMAT(admitted_at, '%Y%m%d%H%i%s%f')` writes a `DATETIME(3)`.
+fn stamp_of(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}{:06}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        u32::from(at.millisecond()) * 1000
+    )
+}
+
 /// The rows that share a (campaign, user) or a (campaign, seq) with a run of admissions.
 struct Existing {
-    /// (campaign, user) -> seq.
-    by_user: HashMap<(String, String), u32>,
-    /// (campaign, seq) -> user.
-    by_seq: HashMap<(String, u32), String>,
+    /// (campaign, user) -> row.
+    by_user: HashMap<(String, String), Row>,
+    /// (campaign, seq) -> row.
+    by_seq: HashMap<(String, u32), Row>,
 }
 
 impl Existing {
@@ -402,10 +467,11 @@ impl Existing {
             params.extend(users.iter().map(|&u| Value::from(u)));
             params.extend(seqs.iter().map(|&s| Value::from(s)));
         }
-        let rows: Vec<(String, String, u32)> = tx
+        let rows: Vec<(String, String, u32, String)> = tx
             .exec(
                 format!(
-                    "SELECT campaign_id, user_id, seq FROM coupon WHERE {}",
+                    "SELECT campaign_id, user_id, seq, DATE_FORMAT(admitted_at, '%Y%m%d%H%i%s%f') \
+                     FROM coupon WHERE {}",
                     clauses.join(" OR ")
                 ),
                 params,
@@ -415,25 +481,32 @@ impl Existing {
             by_user: HashMap::with_capacity(rows.len()),
             by_seq: HashMap::with_capacity(rows.len()),
         };
-        for (campaign, user, seq) in rows {
-            existing
-                .by_user
-                .insert((campaign.clone(), user.clone()), seq);
-            existing.by_seq.insert((campaign, seq), user);
+        for (campaign, user, seq, stamp) in rows {
+            existing.insert(&campaign, Row { user, seq, stamp });
         }
         Ok(existing)
     }
 
-    fn seq_of(&self, campaign: &str, user: &str) -> Option<u32> {
+    fn insert(&mut self, campaign: &str, row: Row) {
         self.by_user
-            .get(&(campaign.to_owned(), user.to_owned()))
-            .copied()
+            .insert((campaign.to_owned(), row.user.clone()), row.clone());
+        self.by_seq.insert((campaign.to_owned(), row.seq), row);
     }
 
-    fn holder_of(&self, campaign: &str, seq: u32) -> Option<&str> {
-        self.by_seq
-            .get(&(campaign.to_owned(), seq))
-            .map(String::as_str)
+    fn remove(&mut self, campaign: &str, row: &Row) {
+        self.by_user
+            .remove(&(campaign.to_owned(), row.user.clone()));
+        self.by_seq.remove(&(campaign.to_owned(), row.seq));
+    }
+
+    fn row_of_user(&self, campaign: &str, user: &str) -> Option<Row> {
+        self.by_user
+            .get(&(campaign.to_owned(), user.to_owned()))
+            .cloned()
+    }
+
+    fn row_of_seq(&self, campaign: &str, seq: u32) -> Option<Row> {
+        self.by_seq.get(&(campaign.to_owned(), seq)).cloned()
     }
 }
 

@@ -15,9 +15,11 @@ use support::{
 async fn replay_writes_a_fixed_event_and_marks_it_resolved() {
     let db = ScratchDb::new();
     let topic = fresh_topic(&brokers()).await;
-    // User 9 holds seq 1 by mistake (say, a row copied in by hand), so user 1's admission fails.
+    // User 9 holds seq 1 by mistake (say, a row copied in by hand), stamped as user 1's
+    // admission is: no order of the gate's events explains two holders of one seq at one
+    // stamp, so user 1's admission fails.
     let sink = Sink::start(config(&db.url(), &topic, "sink")).await;
-    db.execute("INSERT INTO coupon (campaign_id, user_id, seq, admitted_at) VALUES ('camp', '9', 1, '2026-01-01 00:00:00')").await;
+    db.execute("INSERT INTO coupon (campaign_id, user_id, seq, admitted_at) VALUES ('camp', '9', 1, '2026-11-24 06:00:00.123')").await;
     let poison = ("camp:x".to_owned(), b"{broken".to_vec());
     produce(
         &brokers(),
