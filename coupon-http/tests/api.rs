@@ -513,7 +513,7 @@ async fn bad_admin_requests_are_refused_without_touching_redis() {
     }
     refused(
         &app,
-        Method::GET,
+        Method::PUT,
         path,
         &admin,
         "",

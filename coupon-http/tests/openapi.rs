@@ -40,6 +40,7 @@ fn type_matches(schema: &Value, value: &Value, at: &str) -> bool {
         Some("string") => value.is_string(),
         Some("integer") => value.is_i64() || value.is_u64(),
         Some("boolean") => value.is_boolean(),
+        Some("array") => value.is_array(),
         Some(other) => panic!("{at}: schema type {other} not handled by this test"),
         None => true,
     }
@@ -54,7 +55,7 @@ fn integer(value: &Value) -> Option<i128> {
 }
 
 /// Whether `value` conforms to `schema`, as far as this spec uses OpenAPI 3.0's keywords:
-/// `type`, `nullable`, `oneOf` (exactly one alternative conforms), `enum`, `required`,
+/// `type`, `nullable`, `oneOf` (exactly one alternative conforms), `enum`, `required`, `items`,
 /// `properties` (every object closed: a field not listed does not conform), `minimum`,
 /// `maximum`, `pattern` and `format: date-time`. The error says where and why not.
 fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
@@ -110,6 +111,11 @@ fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(),
                 .is_err()
         {
             return Err(format!("{at}: {text:?} is not an RFC 3339 date-time"));
+        }
+    }
+    if let Some(items) = value.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            conforms(spec, &schema["items"], item, &format!("{at}[{i}]"))?;
         }
     }
     if let Some(required) = schema["required"].as_array() {
@@ -402,6 +408,99 @@ async fn every_answer_on_a_tour_is_documented() {
             "/api/campaigns/default/me".into(),
             vec![],
             String::new(),
+        ),
+        // A campaign's life: the list, a coupon taken back (then again: no holder), a close
+        // (then again), the definition sent again, and the admin calls without the token.
+        (
+            Method::GET,
+            "/api/campaigns",
+            "/api/campaigns?limit=2".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns",
+            "/api/campaigns?limit=0".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns",
+            "/api/campaigns".into(),
+            vec![],
+            String::new(),
+        ),
+        (
+            Method::DELETE,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/default/users/1".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::DELETE,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/default/users/1".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::DELETE,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/nowhere/users/1".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::DELETE,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/default/users/1".into(),
+            vec![],
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/lottery/close".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/lottery/close".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/nowhere/close".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/lottery/close".into(),
+            vec![("authorization", "Bearer no")],
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns",
+            "/api/campaigns".into(),
+            admin.to_vec(),
+            r#"{"id":"lottery","quota":2}"#.into(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/apply",
+            "/api/campaigns/lottery/apply".into(),
+            vec![json_type],
+            r#"{"userId":1}"#.into(),
         ),
     ];
     let codes = walk(&app, &spec, tour).await;

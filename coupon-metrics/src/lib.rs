@@ -102,6 +102,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Connections the server closed: evicted for a new client at the cap, or timed out",
     ),
     (
+        "coupon_releases_total",
+        Kind::Counter,
+        "Coupons taken back through this process: their seqs went back to the pool",
+    ),
+    (
         "coupon_queue_size",
         Kind::Gauge,
         "Users waiting in a draw campaign's pre-queue, by campaign (0 once drawn; set once a second)",

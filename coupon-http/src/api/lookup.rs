@@ -95,7 +95,7 @@ async fn lookup(
     }
 }
 
-fn status_json(id: &CampaignId, status: &CampaignStatus) -> Value {
+pub(super) fn status_json(id: &CampaignId, status: &CampaignStatus) -> Value {
     json!({
         "status": "success",
         "id": id.as_str(),
@@ -111,7 +111,7 @@ fn status_json(id: &CampaignId, status: &CampaignStatus) -> Value {
     })
 }
 
-fn unknown_campaign(id: &CampaignId) -> Response<Body> {
+pub(super) fn unknown_campaign(id: &CampaignId) -> Response<Body> {
     json(
         StatusCode::NOT_FOUND,
         &json!({ "status": "unknown_campaign", "message": "no campaign has this id", "campaignId": id.as_str() }),

@@ -25,6 +25,7 @@ mod admin;
 mod apply;
 mod caller;
 mod input;
+mod lifecycle;
 mod lookup;
 mod operational;
 
@@ -52,6 +53,7 @@ enum Route<'a> {
     Me(&'a str),
     UserAdmission(&'a str, &'a str),
     Campaigns,
+    Close(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -72,6 +74,7 @@ impl<'a> Route<'a> {
             ["api", "campaigns", id] => Self::Campaign(id),
             ["api", "campaigns", id, "apply"] => Self::Apply(id),
             ["api", "campaigns", id, "me"] => Self::Me(id),
+            ["api", "campaigns", id, "close"] => Self::Close(id),
             ["api", "campaigns", id, "users", user] => Self::UserAdmission(id, user),
             _ => return None,
         })
@@ -81,21 +84,19 @@ impl<'a> Route<'a> {
     /// sends the head of the `GET` answer).
     fn allow(&self) -> &'static str {
         match self {
-            Self::Health
-            | Self::Ready
-            | Self::Metrics
-            | Self::Campaign(_)
-            | Self::Me(_)
-            | Self::UserAdmission(..) => "GET, HEAD",
-            Self::ApplyDefault | Self::Apply(_) | Self::Campaigns => "POST",
+            Self::Health | Self::Ready | Self::Metrics | Self::Campaign(_) | Self::Me(_) => {
+                "GET, HEAD"
+            }
+            Self::UserAdmission(..) => "GET, HEAD, DELETE",
+            Self::Campaigns => "GET, HEAD, POST",
+            Self::ApplyDefault | Self::Apply(_) | Self::Close(_) => "POST",
         }
     }
 
     fn allows(&self, method: &Method) -> bool {
-        match self.allow() {
-            "POST" => method == Method::POST,
-            _ => method == Method::GET || method == Method::HEAD,
-        }
+        self.allow()
+            .split(", ")
+            .any(|allowed| allowed == method.as_str())
     }
 }
 
@@ -131,8 +132,15 @@ pub(crate) async fn handle(
         Route::Apply(id) => Ok(apply::apply(scope, id, &head, body).await),
         Route::Campaign(id) => lookup::campaign_status(state, id).await,
         Route::Me(id) => lookup::me(scope, id, &head).await,
+        Route::UserAdmission(id, user) if head.method == Method::DELETE => {
+            lifecycle::release(state, id, user, &head).await
+        }
         Route::UserAdmission(id, user) => lookup::user_admission(state, id, user, &head).await,
-        Route::Campaigns => admin::create_campaign(state, &head, body).await,
+        Route::Campaigns if head.method == Method::POST => {
+            admin::create_campaign(state, &head, body).await
+        }
+        Route::Campaigns => lifecycle::list_campaigns(state, &head).await,
+        Route::Close(id) => lifecycle::close(state, id, &head).await,
     };
     Ok(answer.unwrap_or_else(Rejection::into_response))
 }
@@ -173,6 +181,10 @@ mod tests {
         assert!(matches!(
             Route::recognise("/api/campaigns/x/users/7"),
             Some(Route::UserAdmission("x", "7"))
+        ));
+        assert!(matches!(
+            Route::recognise("/api/campaigns/x/close"),
+            Some(Route::Close("x"))
         ));
         for unknown in [
             "",

@@ -1,0 +1,291 @@
+//! The admin calls of a campaign's life: the page of campaigns with their stages, taking a
+//! coupon back (`DELETE /api/campaigns/{id}/users/{userId}`) and ending a campaign early
+//! (`POST /api/campaigns/{id}/close`), each refused without the admin token and for bad input,
+//! changing nothing then; and the sold-out memory giving way to both.
+
+mod support;
+
+use std::time::Duration;
+
+use coupon_http::Config;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{
+    ADMIN_TOKEN, RedisServer, TestApp, brokers, config, read_topic, status, until_answered_locally,
+};
+
+const AUTH: &str = concat!("Bearer ", "test-admin-token");
+
+async fn admin(app: &TestApp, method: Method, path: &str) -> (StatusCode, Value) {
+    assert_eq!(AUTH, format!("Bearer {ADMIN_TOKEN}"));
+    app.call(method, path, &[("authorization", AUTH)], "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupon_taken_back_goes_to_the_next_applicant_and_to_the_topic() {
+    let app = TestApp::start(config()).await;
+    app.create(json!({"id": "refund", "quota": 2})).await;
+    for user in [1, 2] {
+        assert_eq!(
+            status(&app.apply(Some("refund"), user).await),
+            (StatusCode::OK, "success")
+        );
+    }
+    app.drained("refund").await;
+    let before = app.snapshot().await;
+
+    // Refused, nothing changed.
+    for (headers, code) in [
+        (&[][..], StatusCode::UNAUTHORIZED),
+        (
+            &[("authorization", "Bearer wrong")][..],
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let answer = app
+            .call(Method::DELETE, "/api/campaigns/refund/users/1", headers, "")
+            .await;
+        assert_eq!(status(&answer), (code, "error"), "{}", answer.1);
+    }
+    for (path, code, expected) in [
+        (
+            "/api/campaigns/refund/users/0",
+            StatusCode::BAD_REQUEST,
+            "error",
+        ),
+        (
+            "/api/campaigns/Bad!/users/1",
+            StatusCode::BAD_REQUEST,
+            "error",
+        ),
+        (
+            "/api/campaigns/nope/users/1",
+            StatusCode::NOT_FOUND,
+            "unknown_campaign",
+        ),
+        (
+            "/api/campaigns/refund/users/3",
+            StatusCode::NOT_FOUND,
+            "not_a_holder",
+        ),
+    ] {
+        let answer = admin(&app, Method::DELETE, path).await;
+        assert_eq!(status(&answer), (code, expected), "{path}: {}", answer.1);
+    }
+    assert_eq!(app.snapshot().await, before, "refusals change nothing");
+
+    let answer = admin(&app, Method::DELETE, "/api/campaigns/refund/users/1").await;
+    assert_eq!(
+        status(&answer),
+        (StatusCode::OK, "released"),
+        "{}",
+        answer.1
+    );
+    assert_eq!(answer.1["seq"], 1);
+    assert_eq!(answer.1["userId"], 1);
+    let again = admin(&app, Method::DELETE, "/api/campaigns/refund/users/1").await;
+    assert_eq!(
+        status(&again),
+        (StatusCode::NOT_FOUND, "not_a_holder"),
+        "a second release changes nothing"
+    );
+    let lookup = app
+        .call(Method::GET, "/api/campaigns/refund/users/1", &[], "")
+        .await;
+    assert_eq!(lookup.1["admitted"], false);
+
+    // The freed seq goes to the next applicant; the released user applies as a new one.
+    let next = app.apply(Some("refund"), 3).await;
+    assert_eq!(status(&next), (StatusCode::OK, "success"));
+    assert_eq!(next.1["seq"], 1);
+    assert_eq!(
+        status(&app.apply(Some("refund"), 1).await),
+        (StatusCode::GONE, "sold_out")
+    );
+
+    // The release reached the topic once, between the admissions.
+    app.drained("refund").await;
+    let events: Vec<Value> = read_topic(&brokers(), &app.topic, 1, Duration::from_secs(20))
+        .await
+        .into_iter()
+        .map(|(_, payload)| serde_json::from_slice(&payload).unwrap())
+        .collect();
+    let released: Vec<_> = events.iter().filter(|e| e["event"] == "released").collect();
+    assert_eq!(released.len(), 1, "{events:?}");
+    assert_eq!(
+        (released[0]["userId"].as_str(), released[0]["seq"].as_u64()),
+        (Some("1"), Some(1))
+    );
+    assert_eq!(
+        events.len(),
+        4,
+        "three admissions and one release: {events:?}"
+    );
+}
+
+fn remembering(redis_url: String) -> Config {
+    Config {
+        redis: coupon_cli::Redis::server(redis_url),
+        sold_out_ttl: Duration::from_secs(60),
+        ..config()
+    }
+}
+
+/// A process that answers a campaign sold out from memory hears of a release and of a close at
+/// once (the time to live is a minute here): the freed seq is found, and a closed campaign is
+/// answered closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sold_out_memory_gives_way_to_a_release_and_a_close() {
+    let redis = RedisServer::start();
+    let app = TestApp::start(remembering(redis.url())).await;
+    app.create(json!({"id": "flash", "quota": 1})).await;
+    assert_eq!(
+        status(&app.apply(Some("flash"), 1).await),
+        (StatusCode::OK, "success")
+    );
+    let mut user = 1;
+    until_answered_locally(app.addr, &redis.url(), "flash", &mut user).await;
+    let answer = admin(&app, Method::DELETE, "/api/campaigns/flash/users/1").await;
+    assert_eq!(status(&answer), (StatusCode::OK, "released"));
+    support::eventually(Duration::from_secs(10), "the freed seq found", || {
+        user += 1;
+        let app = &app;
+        let user = 10_000 + user;
+        async move {
+            let answer = app.apply(Some("flash"), user).await;
+            status(&answer) == (StatusCode::OK, "success")
+        }
+    })
+    .await;
+
+    until_answered_locally(app.addr, &redis.url(), "flash", &mut user).await;
+    let answer = admin(&app, Method::POST, "/api/campaigns/flash/close").await;
+    assert_eq!(status(&answer), (StatusCode::OK, "closed"), "{}", answer.1);
+    support::eventually(Duration::from_secs(10), "closed told", || {
+        user += 1;
+        let app = &app;
+        let user = 20_000 + user;
+        async move {
+            let answer = app.apply(Some("flash"), user).await;
+            status(&answer) == (StatusCode::FORBIDDEN, "closed")
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_campaign_answers_closed_and_keeps_its_definition() {
+    let app = TestApp::start(config()).await;
+    let definition = json!({"id": "early", "quota": 5});
+    app.create(definition.clone()).await;
+    assert_eq!(
+        status(&app.apply(Some("early"), 1).await),
+        (StatusCode::OK, "success")
+    );
+    app.drained("early").await;
+    let before = app.snapshot().await;
+    for (auth, code) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("Bearer no"), StatusCode::FORBIDDEN),
+    ] {
+        let headers: Vec<_> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let answer = app
+            .call(Method::POST, "/api/campaigns/early/close", &headers, "")
+            .await;
+        assert_eq!(status(&answer), (code, "error"));
+    }
+    let unknown = admin(&app, Method::POST, "/api/campaigns/nope/close").await;
+    assert_eq!(
+        status(&unknown),
+        (StatusCode::NOT_FOUND, "unknown_campaign")
+    );
+    let wrong = admin(&app, Method::GET, "/api/campaigns/early/close").await;
+    assert_eq!(wrong.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(app.snapshot().await, before, "refusals change nothing");
+
+    let closed = admin(&app, Method::POST, "/api/campaigns/early/close").await;
+    assert_eq!(status(&closed), (StatusCode::OK, "closed"), "{}", closed.1);
+    assert_eq!(closed.1["alreadyClosed"], false);
+    assert_eq!(
+        status(&app.apply(Some("early"), 2).await),
+        (StatusCode::FORBIDDEN, "closed")
+    );
+    let again = admin(&app, Method::POST, "/api/campaigns/early/close").await;
+    assert_eq!(again.1["alreadyClosed"], true);
+    assert_eq!(again.1["closesAt"], closed.1["closesAt"]);
+    let recreated = app.create(definition).await;
+    assert_eq!(
+        status(&recreated),
+        (StatusCode::CONFLICT, "campaign_ended"),
+        "the definition sent again does not reopen it"
+    );
+    let lookup = app
+        .call(Method::GET, "/api/campaigns/early/users/1", &[], "")
+        .await;
+    assert_eq!(lookup.1["seq"], 1, "its holder keeps the coupon");
+    let status_now = app.call(Method::GET, "/api/campaigns/early", &[], "").await;
+    assert_eq!(status_now.1["closesAt"], closed.1["closesAt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_pages_through_campaigns_with_their_states() {
+    let app = TestApp::start(config()).await;
+    app.create(json!({"id": "a-open", "quota": 3})).await;
+    app.create(json!({"id": "b-sold", "quota": 1})).await;
+    app.apply(Some("b-sold"), 1).await;
+    app.create(json!({"id": "c-later", "quota": 3, "opensAt": "2999-01-01T00:00:00Z"}))
+        .await;
+    app.create(json!({"id": "d-ended", "quota": 3})).await;
+    admin(&app, Method::POST, "/api/campaigns/d-ended/close").await;
+
+    let (code, all) = admin(&app, Method::GET, "/api/campaigns").await;
+    assert_eq!(code, StatusCode::OK, "{all}");
+    let states: Vec<(String, String)> = all["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("a-open", "open"),
+        ("b-sold", "sold_out"),
+        ("c-later", "scheduled"),
+        ("d-ended", "closed"),
+        ("default", "open"), // the campaign every server creates at start
+    ];
+    assert_eq!(
+        states,
+        expected.map(|(id, state)| (id.to_owned(), state.to_owned()))
+    );
+    assert_eq!(all["next"], Value::Null);
+    assert_eq!(all["campaigns"][1]["issued"], 1);
+
+    // Pages of three: the first names where the second starts.
+    let (_, first) = admin(&app, Method::GET, "/api/campaigns?limit=3").await;
+    assert_eq!(first["campaigns"].as_array().unwrap().len(), 3);
+    assert_eq!(first["next"], "c-later");
+    let (_, second) = admin(&app, Method::GET, "/api/campaigns?limit=3&after=c-later").await;
+    assert_eq!(second["campaigns"][0]["id"], "d-ended");
+    assert_eq!(second["campaigns"].as_array().unwrap().len(), 2);
+    assert_eq!(second["next"], Value::Null);
+
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?after=Bad!",
+        "?page=2",
+        "?limit=2&limit=3",
+    ] {
+        let answer = admin(&app, Method::GET, &format!("/api/campaigns{bad}")).await;
+        assert_eq!(status(&answer), (StatusCode::BAD_REQUEST, "error"), "{bad}");
+    }
+    let anonymous = app.call(Method::GET, "/api/campaigns", &[], "").await;
+    assert_eq!(status(&anonymous), (StatusCode::UNAUTHORIZED, "error"));
+    let wrong = admin(&app, Method::DELETE, "/api/campaigns").await;
+    assert_eq!(wrong.0, StatusCode::METHOD_NOT_ALLOWED);
+}
