@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use coupon_gate::{
-    Campaign, CampaignId, CampaignState, Destination, Gate, RedisConnection, RedisTarget,
+    Campaign, CampaignId, CampaignState, Close, Destination, Gate, RedisConnection, RedisTarget,
+    Release, UserId,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -116,6 +117,118 @@ pub async fn destination(config: &Config, to: Option<&Move>) -> anyhow::Result<E
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints every campaign of the key prefix of `config` as a table, in the order of their ids,
+/// read a page of a thousand at a time. Exit 0.
+///
+/// # Errors
+///
+/// Redis unreachable.
+pub async fn list(config: &Config) -> anyhow::Result<ExitCode> {
+    const PAGE: usize = 1000;
+    let gate = connect_gate(config).await?;
+    let now = SystemTime::now();
+    println!(
+        "{:<24} {:<10} {:>10} {:>10}  {:<20} {:<20} {:<7} {:>8}",
+        "CAMPAIGN", "STATE", "QUOTA", "ISSUED", "OPENS", "CLOSES", "OPENING", "QUEUED"
+    );
+    let (mut after, mut count) = (None, 0);
+    loop {
+        let page = gate.campaign_page(after.as_ref(), PAGE).await?;
+        for (id, status) in &page {
+            println!(
+                "{:<24} {:<10} {:>10} {:>10}  {:<20} {:<20} {:<7} {:>8}",
+                id.as_str(),
+                status.stage(now).name(),
+                status.quota,
+                status.issued,
+                time_text(status.opens_at),
+                time_text(status.closes_at),
+                status.opening.name(),
+                status.queued,
+            );
+        }
+        count += page.len();
+        if page.len() < PAGE {
+            break;
+        }
+        after = page.last().map(|(id, _)| id.clone());
+    }
+    println!(
+        "{count} campaigns under key prefix {}",
+        config.key_prefix.key_prefix
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bound of a window for the table: RFC 3339 to the second, `-` for none.
+fn time_text(at: Option<SystemTime>) -> String {
+    at.and_then(|at| {
+        let at = OffsetDateTime::from(at).replace_nanosecond(0).ok()?;
+        at.format(&Rfc3339).ok()
+    })
+    .unwrap_or_else(|| "-".to_owned())
+}
+
+/// Takes `user`'s coupon of `campaign` back: the seq goes back to the pool and the release
+/// flows through the outbox to the topic and MySQL. Exit 0 when released, 1 when there was
+/// nothing to release (no such campaign, or the user holds nothing); nothing changed then.
+///
+/// # Errors
+///
+/// Redis unreachable; the release may or may not have happened, and running it again is safe.
+pub async fn release(config: &Config, id: &CampaignId, user: &UserId) -> anyhow::Result<ExitCode> {
+    let gate = connect_gate(config).await?;
+    match gate.release(id, user).await? {
+        Release::Released { seq } => {
+            println!(
+                "campaign {id}: user {user} gave back seq {seq}; the next applicant may get it"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Release::NotAdmitted => {
+            println!("campaign {id}: user {user} holds no coupon; nothing changed");
+            Ok(ExitCode::from(1))
+        }
+        Release::UnknownCampaign => {
+            println!(
+                "no campaign {id} under key prefix {}",
+                config.key_prefix.key_prefix
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Ends `campaign` now: later applications are told closed, and a draw not run is cancelled.
+/// Exit 0 when closed (now or before), 1 when there is no such campaign.
+///
+/// # Errors
+///
+/// Redis unreachable; running it again is safe.
+pub async fn close(config: &Config, id: &CampaignId) -> anyhow::Result<ExitCode> {
+    let gate = connect_gate(config).await?;
+    match gate.close(id).await? {
+        Close::Closed { at } => {
+            println!("campaign {id}: closed at {}", time_text(Some(at)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Close::AlreadyClosed { at } => {
+            println!(
+                "campaign {id}: had already closed at {}; nothing changed",
+                time_text(Some(at))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Close::UnknownCampaign => {
+            println!(
+                "no campaign {id} under key prefix {}",
+                config.key_prefix.key_prefix
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Compares the campaign in Redis, its outbox, the topic (unless `read_topic` is false) and

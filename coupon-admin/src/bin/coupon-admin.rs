@@ -10,9 +10,9 @@ use clap::{Parser, Subcommand};
 use coupon_admin::Config;
 use coupon_admin::commands::{self, RebuildRequest, Stores};
 use coupon_cli::LogTo;
-use coupon_gate::CampaignId;
+use coupon_gate::{CampaignId, UserId};
 
-/// Operator tools for one campaign of coupon-gate. Every flag falls back to the environment
+/// Operator tools for the campaigns of coupon-gate. Every flag falls back to the environment
 /// variable named beside it, the same ones coupon-http and coupon-sink read, and that to the
 /// settings file (--config), whose keys are the flags' names with _ for -.
 #[derive(Parser, Debug)]
@@ -46,6 +46,25 @@ enum Command {
         #[command(subcommand)]
         action: Option<DestinationAction>,
     },
+    /// List every campaign of the key prefix with its state, quota, issued coupons and window.
+    List,
+    /// Take a user's coupon back (a refund, a fraud): the seq goes back to the pool, and the
+    /// release reaches the topic and MySQL. Exit 1 when the user holds nothing.
+    Release {
+        /// The campaign.
+        #[arg(long)]
+        campaign: CampaignId,
+        /// The user.
+        #[arg(long)]
+        user: UserId,
+    },
+    /// End the campaign now: later applications are told closed, holders keep their coupons,
+    /// a draw not run is cancelled, and the definition is kept for good.
+    Close {
+        /// The campaign.
+        #[arg(long)]
+        campaign: CampaignId,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,13 +96,27 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         return commands::destination(&args.config, to).await;
     }
+    // The commands that need Redis alone.
+    match &args.command {
+        Command::List => return commands::list(&args.config).await,
+        Command::Release { campaign, user } => {
+            return commands::release(&args.config, campaign, user).await;
+        }
+        Command::Close { campaign } => return commands::close(&args.config, campaign).await,
+        _ => {}
+    }
     let stores = Stores::connect(args.config).await?;
     let code = match args.command {
         Command::Audit { campaign, no_topic } => {
             commands::audit(&stores, &campaign, !no_topic).await
         }
         Command::Rebuild(request) => commands::rebuild(&stores, &request).await,
-        Command::Destination { .. } => unreachable!("answered above"),
+        Command::Destination { .. }
+        | Command::List
+        | Command::Release { .. }
+        | Command::Close { .. } => {
+            unreachable!("answered above")
+        }
     };
     stores.close().await;
     code
