@@ -1,5 +1,5 @@
-//! The few calls around a sale: wait until a `coupon-http` is ready, create a campaign, and
-//! read its quota.
+//! The few calls around a sale: wait until a `coupon-http` is ready, create a campaign, read
+//! its quota, look up and take back a user's coupon.
 
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,33 @@ impl Server {
             "user {user} of {id}: {code} {answer}"
         );
         Ok(answer["seq"].as_u64())
+    }
+
+    /// Takes `user`'s coupon of campaign `id` back (`DELETE /api/campaigns/{id}/users/{user}`,
+    /// an admin call): the seq it held, or `None` when the user held none (nothing changed).
+    ///
+    /// # Errors
+    ///
+    /// No such campaign, a refused token, or the server failed.
+    pub async fn release(
+        &self,
+        id: &str,
+        user: u64,
+        token: Option<&str>,
+    ) -> anyhow::Result<Option<u64>> {
+        let (code, answer) = self
+            .call(
+                Method::DELETE,
+                &format!("/api/campaigns/{id}/users/{user}"),
+                None,
+                token,
+            )
+            .await?;
+        match (code, answer["status"].as_str()) {
+            (StatusCode::OK, Some("released")) => Ok(answer["seq"].as_u64()),
+            (StatusCode::NOT_FOUND, Some("not_a_holder")) => Ok(None),
+            _ => anyhow::bail!("releasing user {user} of {id}: {code} {answer}"),
+        }
     }
 
     async fn call(

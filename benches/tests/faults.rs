@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use coupon_bench::sale::{Crowd, Tally};
@@ -836,4 +836,111 @@ async fn cluster_slot_migrated_mid_burst() {
     assert!(moved > 3, "the campaign's keys moved: {moved}");
     judge("cluster-reshard", &pipeline, &campaign, &tally, false).await;
     audit_finds_nothing(&pipeline, &campaign);
+}
+
+/// 14. Coupons taken back mid-burst: an operator releases 200 holders while the crowd applies
+///     (`DELETE /api/campaigns/{id}/users/{userId}`), then a second wave of new users takes what
+///     is left. At the end Redis holds exactly the quota's holders, MySQL exactly the same users
+///     with the same seqs (every release removed its row once, every freed seq went to one new
+///     holder), every user told `success` either holds a coupon or was released, nobody holds one
+///     without having been told so, and the audit finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coupons_taken_back_mid_burst() {
+    const RELEASES: usize = 200;
+    let pipeline = Pipeline::start(1).await;
+    let campaign = pipeline.campaign("release-mid-burst", QUOTA).await;
+    let server = pipeline.http[0].server.clone();
+    let bar = ProgressBar::hidden();
+    let (mut tally, released) = tokio::join!(
+        pipeline.fire_with(0, &campaign, crowd(14), 32, &bar),
+        async {
+            strike_when(&bar, STRIKE_AT).await;
+            let mut released = BTreeMap::new();
+            for user in 1..=USERS {
+                if released.len() == RELEASES {
+                    break;
+                }
+                let answer = server.release(&campaign, user, Some(support::ADMIN_TOKEN));
+                if let Some(seq) = answer.await.expect("release") {
+                    released.insert(user, seq);
+                }
+            }
+            released
+        },
+    );
+    assert_eq!(released.len(), RELEASES, "the crowd held enough coupons");
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+    let second = pipeline
+        .fire(0, &campaign, (USERS + 1..=USERS + 2_000).collect(), 32)
+        .await;
+    tally.merge(second);
+    settle(&pipeline, 0, &campaign, &mut tally).await;
+
+    let gate = coupon_gate::Gate::with_key_prefix(
+        coupon_testkit::connect(&pipeline.redis_url).await,
+        pipeline.scratch.prefix.clone(),
+    )
+    .unwrap();
+    let id = coupon_gate::CampaignId::new(campaign.as_str()).unwrap();
+    let holders: BTreeMap<u64, u64> = gate
+        .recovery()
+        .holders(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(user, seq)| (user.as_str().parse().unwrap(), u64::from(seq)))
+        .collect();
+    assert_eq!(holders.len(), QUOTA as usize, "the quota is filled again");
+    let seqs: BTreeSet<u64> = holders.values().copied().collect();
+    assert_eq!(
+        seqs,
+        (1..=u64::from(QUOTA)).collect(),
+        "every seq held once"
+    );
+    let told: BTreeSet<u64> = tally
+        .winners
+        .iter()
+        .chain(&tally.duplicates)
+        .copied()
+        .collect();
+    for user in holders.keys() {
+        assert!(
+            told.contains(user),
+            "user {user} holds a coupon nobody told it of"
+        );
+    }
+    for user in &tally.winners {
+        assert!(
+            holders.contains_key(user) || released.contains_key(user),
+            "user {user} was told success, holds nothing and was not released"
+        );
+    }
+    let winners: BTreeSet<u64> = tally.winners.iter().copied().collect();
+    let rewon = released.keys().filter(|u| holders.contains_key(u)).count();
+    assert_eq!(
+        winners.len() + rewon,
+        tally.winners.len(),
+        "only a released user is told success twice"
+    );
+
+    // MySQL: the same users with the same seqs, once every release has removed its row.
+    let stored = pipeline.wait_for_rows(&campaign, u64::from(QUOTA)).await;
+    assert_eq!(stored.failed_events, 0);
+    eventually(
+        Duration::from_secs(60),
+        "MySQL to hold Redis's holders",
+        || async { pipeline.coupon_rows(&campaign).await == holders },
+    )
+    .await;
+    assert_eq!(
+        pipeline.rows(&campaign).await,
+        u64::from(QUOTA),
+        "no user has two rows"
+    );
+    audit_finds_nothing(&pipeline, &campaign);
+    println!(
+        "fault release-mid-burst: rows={} released={RELEASES} released-then-rewon={rewon} success={} PASS",
+        holders.len(),
+        tally.winners.len()
+    );
 }

@@ -396,6 +396,18 @@ impl Pipeline {
             .rows
     }
 
+    /// Coupon rows of `campaign` in MySQL now, as user -> seq (the crowds are numeric users; a
+    /// user with two rows would show once here, which `check::stored`'s count tells apart).
+    pub async fn coupon_rows(&self, campaign: &str) -> std::collections::BTreeMap<u64, u64> {
+        let id = coupon_gate::CampaignId::new(campaign).expect("a campaign id");
+        coupon_admin::sources::coupon_rows(&self.pool, &id)
+            .await
+            .expect("read the coupons")
+            .into_iter()
+            .map(|(user, seq)| (user.as_number().expect("a numeric user"), u64::from(seq)))
+            .collect()
+    }
+
     /// Runs `coupon-admin` with `args` against this pipeline's stores; returns its exit code and
     /// standard output.
     pub fn admin(&self, args: &[&str]) -> (i32, String) {
