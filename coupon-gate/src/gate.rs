@@ -336,7 +336,7 @@ where
 
     /// A page of the campaigns created through this key prefix, in the order of their ids:
     /// those after `after` (from the first when `None`), at most `limit`, each with its status.
-    /// Reads the registry (one `SMEMBERS`) and the page's statuses in one pipeline, no `KEYS`
+    /// Reads the registry (one `SMEMBERS`) and the page's statuses, all sent at once, no `KEYS`
     /// and no work for campaigns outside the page; each status is read atomically, the page as
     /// a whole is not a snapshot. A registered id whose campaign no longer exists is left out.
     ///
@@ -358,20 +358,15 @@ where
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut read = redis::pipe();
-        for id in &ids {
-            status_read(&mut read, &self.keys(id));
-        }
-        // The pipeline's replies, flat, taken two by two.
-        let replies: Vec<(Vec<Option<u64>>, u64)> =
-            read.query_async(&mut self.conn.clone()).await?;
-        let mut page = Vec::with_capacity(ids.len());
-        for (id, (meta, waiting)) in ids.into_iter().zip(replies) {
-            if let Some(status) = status_of(&meta, waiting)? {
-                page.push((id, status));
-            }
-        }
-        Ok(page)
+        // Each status on its own, all at once: the connection pipelines them, and a cluster
+        // refuses one pipeline over several slots.
+        let statuses =
+            futures_util::future::try_join_all(ids.iter().map(|id| self.status(id))).await?;
+        Ok(ids
+            .into_iter()
+            .zip(statuses)
+            .filter_map(|(id, status)| Some((id, status?)))
+            .collect())
     }
 
     /// Ends `campaign` now: every later application is answered [`Outcome::Closed`], its

@@ -276,3 +276,62 @@ async fn outbox_announcements_from_every_master_reach_one_subscriber() {
     }
     assert_eq!(heard, campaigns);
 }
+
+/// The page of campaigns over a cluster: one registry read, and the statuses of campaigns that
+/// live on every master (one pipeline over several slots is refused: `CROSSSLOT`); a close and a
+/// release on campaigns of different masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_of_campaigns_reads_every_master_and_close_and_release_work_there() {
+    let cluster = RedisCluster::start();
+    let conn = RedisTarget::from_config("redis://unused:1", &cluster.nodes())
+        .connect(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let gate = Gate::new(conn);
+    let ids: Vec<_> = cluster
+        .campaigns_on_every_master("life", 1)
+        .iter()
+        .map(|(id, _)| campaign(id))
+        .collect();
+    assert!(ids.len() >= 3, "one campaign per master: {ids:?}");
+    for (i, id) in ids.iter().enumerate() {
+        gate.create(&Campaign::new(
+            id.clone(),
+            NonZeroU32::new(u32::try_from(i).unwrap() + 2).unwrap(),
+        ))
+        .await
+        .unwrap();
+        assert!(gate.apply(id, &user(1)).await.unwrap().is_admitted());
+    }
+    assert!(matches!(
+        gate.close(&ids[0]).await.unwrap(),
+        coupon_gate::Close::Closed { .. }
+    ));
+    assert_eq!(
+        gate.release(&ids[1], &user(1)).await.unwrap(),
+        coupon_gate::Release::Released { seq: 1 }
+    );
+
+    let page = gate.campaign_page(None, 1000).await.unwrap();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(
+        page.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        sorted
+    );
+    let now = std::time::SystemTime::now();
+    for (id, status) in &page {
+        let i = ids.iter().position(|x| x == id).unwrap();
+        assert_eq!(status.quota, u32::try_from(i).unwrap() + 2, "{id}");
+        let expected = match i {
+            0 => (1, coupon_gate::Stage::Closed),
+            1 => (0, coupon_gate::Stage::Open),
+            _ => (1, coupon_gate::Stage::Open),
+        };
+        assert_eq!((status.issued, status.stage(now)), expected, "{id}");
+    }
+    assert_eq!(
+        gate.apply(&ids[0], &user(2)).await.unwrap(),
+        Outcome::Closed
+    );
+}
