@@ -7,11 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use coupon_http::Config;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{
-    ADMIN_TOKEN, RedisServer, TestApp, brokers, config, read_topic, status, until_answered_locally,
+    ADMIN_TOKEN, RedisServer, TestApp, brokers, config, read_topic, remembering, status,
+    until_answered_locally,
 };
 
 const AUTH: &str = concat!("Bearer ", "test-admin-token");
@@ -121,14 +121,6 @@ async fn a_coupon_taken_back_goes_to_the_next_applicant_and_to_the_topic() {
         4,
         "three admissions and one release: {events:?}"
     );
-}
-
-fn remembering(redis_url: String) -> Config {
-    Config {
-        redis: coupon_cli::Redis::server(redis_url),
-        sold_out_ttl: Duration::from_secs(60),
-        ..config()
-    }
 }
 
 /// A process that answers a campaign sold out from memory hears of a release and of a close at

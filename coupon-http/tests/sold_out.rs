@@ -7,26 +7,18 @@ mod support;
 
 use std::time::Duration;
 
-use coupon_http::Config;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use support::{
-    RedisServer, TestApp, admissions_decided, config, eventually, status, until_answered_locally,
+    RedisServer, TestApp, admissions_decided, eventually, remembering, status,
+    until_answered_locally,
 };
-
-fn options(redis_url: String) -> Config {
-    Config {
-        redis: coupon_cli::Redis::server(redis_url),
-        sold_out_ttl: Duration::from_secs(60),
-        ..config()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_known_sold_out_the_crowd_is_answered_without_redis() {
     // An own Redis, so that no other test's calls move the counter.
     let redis = RedisServer::start();
-    let app = TestApp::start(options(redis.url())).await;
+    let app = TestApp::start(remembering(redis.url())).await;
     app.create(json!({"id": "flash", "quota": 1})).await;
     assert_eq!(
         status(&app.apply(Some("flash"), 1).await),
@@ -65,8 +57,8 @@ async fn once_known_sold_out_the_crowd_is_answered_without_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_slot_and_a_raised_quota_are_offered_again_on_every_server() {
     let redis = RedisServer::start();
-    let first = TestApp::start(options(redis.url())).await;
-    let second = first.sibling(options(redis.url())).await;
+    let first = TestApp::start(remembering(redis.url())).await;
+    let second = first.sibling(remembering(redis.url())).await;
     first.create(json!({"id": "flash", "quota": 1})).await;
     assert_eq!(
         status(&first.apply(Some("flash"), 1).await),
@@ -151,8 +143,8 @@ async fn holders_told_duplicate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holders_hear_duplicate_with_their_seq_after_sell_out() {
     let redis = RedisServer::start();
-    let first = TestApp::start(options(redis.url())).await;
-    let second = first.sibling(options(redis.url())).await;
+    let first = TestApp::start(remembering(redis.url())).await;
+    let second = first.sibling(remembering(redis.url())).await;
     first.create(json!({"id": "flash", "quota": 20})).await;
     let mut seqs = std::collections::BTreeMap::new();
     for u in 1..=80 {

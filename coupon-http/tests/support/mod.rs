@@ -53,6 +53,16 @@ pub fn config() -> Config {
     config
 }
 
+/// [`config`] on the Redis at `redis_url`, with a sold-out memory that lives a minute: only the
+/// change messages can explain a server changing its answer within a test's deadlines.
+pub fn remembering(redis_url: String) -> Config {
+    Config {
+        redis: coupon_cli::Redis::server(redis_url),
+        sold_out_ttl: Duration::from_secs(60),
+        ..config()
+    }
+}
+
 /// A quota, for `Config::default_quota`.
 pub fn quota(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).expect("a quota is not zero")
