@@ -35,7 +35,8 @@ if tonumber(meta[2] or 0) > 0 and meta[3] ~= '1' then
     redis.call('HSET', KEYS[1], 'queued', redis.call('ZCARD', KEYS[2]))
   end
   redis.call('HSET', KEYS[1], 'drawn', '1')
-  redis.call('DEL', KEYS[2])
+  -- Freed in the background, as draw.lua does: a queue of a million users would stall Redis.
+  redis.call('UNLINK', KEYS[2])
 end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {CLOSED_NOW, now}

@@ -326,12 +326,47 @@ where
         let keys = self.keys(campaign);
         // One round trip, atomic: the queue is removed in the same step that marks the draw
         // ended and records how many had joined.
-        let mut read = redis::pipe();
-        read.atomic();
-        status_read(&mut read, &keys);
-        let (meta, waiting): (Vec<Option<u64>>, u64) =
-            read.query_async(&mut self.conn.clone()).await?;
-        status_of(&meta, waiting)
+        let (meta, waiting): (Vec<Option<u64>>, u64) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(&keys.meta)
+            .arg(
+                &[
+                    "quota",
+                    "opens",
+                    "closes",
+                    "issued",
+                    "queue_opens",
+                    "drawn",
+                    "queued",
+                ][..],
+            )
+            .cmd("ZCARD")
+            .arg(&keys.queue)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let [quota, opens, closes, issued, queue_opens, drawn, queued] = meta[..] else {
+            return Err(Error::protocol(
+                "HMGET of campaign meta did not answer 7 fields",
+            ));
+        };
+        let Some(quota) = quota else { return Ok(None) };
+        let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
+        let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
+        let opening = match bound(queue_opens) {
+            Some(queue_opens_at) => Opening::Draw { queue_opens_at },
+            None => Opening::Race,
+        };
+        let drawn = drawn == Some(1);
+        Ok(Some(CampaignStatus {
+            quota: to_seq(quota)?,
+            issued: to_seq(issued)?,
+            opens_at: bound(opens),
+            closes_at: bound(closes),
+            opening,
+            queued: if drawn { queued.unwrap_or(0) } else { waiting },
+            drawn,
+        }))
     }
 
     /// A page of the campaigns created through this key prefix, in the order of their ids:
@@ -504,52 +539,6 @@ where
     fn keys(&self, campaign: &CampaignId) -> Keys {
         self.shared.keys(campaign)
     }
-}
-
-/// The commands that read a campaign's status: its meta fields and the size of its queue.
-fn status_read(pipe: &mut redis::Pipeline, keys: &Keys) {
-    pipe.cmd("HMGET")
-        .arg(&keys.meta)
-        .arg(&STATUS_FIELDS[..])
-        .cmd("ZCARD")
-        .arg(&keys.queue);
-}
-
-/// The meta fields a status is made of, in the order [`status_of`] reads them.
-const STATUS_FIELDS: [&str; 7] = [
-    "quota",
-    "opens",
-    "closes",
-    "issued",
-    "queue_opens",
-    "drawn",
-    "queued",
-];
-
-/// A campaign's status from what [`status_read`] answered; `None` when it does not exist.
-fn status_of(meta: &[Option<u64>], waiting: u64) -> Result<Option<CampaignStatus>, Error> {
-    let [quota, opens, closes, issued, queue_opens, drawn, queued] = meta[..] else {
-        return Err(Error::protocol(
-            "HMGET of campaign meta did not answer 7 fields",
-        ));
-    };
-    let Some(quota) = quota else { return Ok(None) };
-    let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
-    let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
-    let opening = match bound(queue_opens) {
-        Some(queue_opens_at) => Opening::Draw { queue_opens_at },
-        None => Opening::Race,
-    };
-    let drawn = drawn == Some(1);
-    Ok(Some(CampaignStatus {
-        quota: to_seq(quota)?,
-        issued: to_seq(issued)?,
-        opens_at: bound(opens),
-        closes_at: bound(closes),
-        opening,
-        queued: if drawn { queued.unwrap_or(0) } else { waiting },
-        drawn,
-    }))
 }
 
 /// How many digits name the user buckets of the campaign of `keys` (see [`Keys::user_bucket`]);
