@@ -366,11 +366,7 @@ async fn insert_admissions<'a>(
             // Every row in the way is older: its release, stamped between it and this
             // admission, is on its way on another partition (events are keyed by user).
             for row in &clashing {
-                tx.exec_drop(
-                    "DELETE FROM coupon WHERE campaign_id = ? AND user_id = ? AND seq = ?",
-                    (campaign, row.user.as_str(), row.seq),
-                )
-                .await?;
+                delete_row(tx, campaign, &row.user, row.seq).await?;
                 existing.remove(campaign, row);
             }
             tx.exec_drop(
@@ -545,9 +541,19 @@ pub async fn record_failure(
 /// Removes exactly the row of a release's coupon; a row already gone is fine (a redelivered
 /// release).
 async fn release(tx: &mut Transaction<'_>, event: &Event) -> Result<(), mysql_async::Error> {
+    delete_row(tx, event.campaign.as_str(), event.user.as_str(), event.seq).await
+}
+
+/// Removes exactly the row of `user` holding `seq` of `campaign`, if it is there.
+async fn delete_row(
+    tx: &mut Transaction<'_>,
+    campaign: &str,
+    user: &str,
+    seq: u32,
+) -> Result<(), mysql_async::Error> {
     tx.exec_drop(
         "DELETE FROM coupon WHERE campaign_id = ? AND user_id = ? AND seq = ?",
-        (event.campaign.as_str(), event.user.as_str(), event.seq),
+        (campaign, user, seq),
     )
     .await
 }
