@@ -89,37 +89,33 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Command::Destination { action } = &args.command {
-        let to = match action {
-            None | Some(DestinationAction::Show) => None,
-            Some(DestinationAction::Move(to)) => Some(to),
-        };
-        return commands::destination(&args.config, to).await;
-    }
-    // The commands that need Redis alone.
-    match &args.command {
-        Command::List => return commands::list(&args.config).await,
-        Command::Release { campaign, user } => {
-            return commands::release(&args.config, campaign, user).await;
+    let config = &args.config;
+    match args.command {
+        // Redis alone.
+        Command::Destination { action } => {
+            let to = match &action {
+                None | Some(DestinationAction::Show) => None,
+                Some(DestinationAction::Move(to)) => Some(to),
+            };
+            commands::destination(config, to).await
         }
-        Command::Close { campaign } => return commands::close(&args.config, campaign).await,
-        _ => {}
-    }
-    let stores = Stores::connect(args.config).await?;
-    let code = match args.command {
+        Command::List => commands::list(config).await,
+        Command::Release { campaign, user } => commands::release(config, &campaign, &user).await,
+        Command::Close { campaign } => commands::close(config, &campaign).await,
+        // Every store.
         Command::Audit { campaign, no_topic } => {
-            commands::audit(&stores, &campaign, !no_topic).await
+            let stores = Stores::connect(args.config).await?;
+            let code = commands::audit(&stores, &campaign, !no_topic).await;
+            stores.close().await;
+            code
         }
-        Command::Rebuild(request) => commands::rebuild(&stores, &request).await,
-        Command::Destination { .. }
-        | Command::List
-        | Command::Release { .. }
-        | Command::Close { .. } => {
-            unreachable!("answered above")
+        Command::Rebuild(request) => {
+            let stores = Stores::connect(args.config).await?;
+            let code = commands::rebuild(&stores, &request).await;
+            stores.close().await;
+            code
         }
-    };
-    stores.close().await;
-    code
+    }
 }
 
 #[cfg(test)]
