@@ -8,19 +8,13 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use coupon_gate::{Campaign, Outcome, Release};
-use support::{Scratch, ScratchGate, campaign, next_payload, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, next_payload, redis_url, subscribe, user};
 
 #[tokio::test]
 async fn creation_quota_changes_and_releases_are_published_and_rejections_are_not() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
-    let mut pubsub = redis::Client::open(redis_url())
-        .unwrap()
-        .get_async_pubsub()
-        .await
-        .unwrap();
-    pubsub.subscribe(gate.changes_channel()).await.unwrap();
-    let mut messages = pubsub.into_on_message();
+    let mut messages = subscribe(&redis_url(), &gate.changes_channel()).await;
     let mut next = async || next_payload(&mut messages, Duration::from_secs(5)).await;
 
     let id = campaign("flash");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignState, Gate, Outcome, RedisTarget};
 use coupon_testkit::RedisCluster;
-use support::{campaign, next_payload, user};
+use support::{campaign, next_payload, subscribe, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
@@ -250,13 +250,7 @@ async fn outbox_announcements_from_every_master_reach_one_subscriber() {
         .await
         .unwrap();
     let gate = Gate::new(conn);
-    let mut pubsub = redis::Client::open(cluster.nodes()[0].as_str())
-        .unwrap()
-        .get_async_pubsub()
-        .await
-        .unwrap();
-    pubsub.subscribe(gate.outbox_channel()).await.unwrap();
-    let mut messages = pubsub.into_on_message();
+    let mut messages = subscribe(cluster.nodes()[0].as_str(), &gate.outbox_channel()).await;
 
     let campaigns: BTreeSet<String> = cluster
         .campaigns_on_every_master("announced", 1)

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use coupon_gate::{Campaign, CampaignId, Close, Create, Draw, Outcome, Stage};
-use support::{Scratch, ScratchGate, campaign, next_payload, redis_url, user};
+use support::{Scratch, ScratchGate, campaign, next_payload, redis_url, subscribe, user};
 
 fn quota(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -18,13 +18,7 @@ fn quota(n: u32) -> NonZeroU32 {
 async fn a_closed_campaign_answers_closed_keeps_its_holders_and_cannot_be_reopened() {
     let scratch = Scratch::new(&redis_url());
     let gate = scratch.gate().await;
-    let mut pubsub = redis::Client::open(redis_url())
-        .unwrap()
-        .get_async_pubsub()
-        .await
-        .unwrap();
-    pubsub.subscribe(gate.changes_channel()).await.unwrap();
-    let mut messages = pubsub.into_on_message();
+    let mut messages = subscribe(&redis_url(), &gate.changes_channel()).await;
 
     let id = campaign("ends");
     let definition = Campaign::new(id.clone(), quota(3));

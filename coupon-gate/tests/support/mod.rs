@@ -43,3 +43,14 @@ pub async fn next_payload(
         .expect("the subscription is open");
     message.get_payload::<String>().unwrap()
 }
+
+/// The messages of `channel` on the Redis at `url`, subscribed when this returns.
+pub async fn subscribe(url: &str, channel: &str) -> impl Stream<Item = redis::Msg> + Unpin + use<> {
+    let mut pubsub = redis::Client::open(url)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(channel).await.unwrap();
+    pubsub.into_on_message()
+}
