@@ -514,21 +514,37 @@ async fn every_answer_on_a_tour_is_documented() {
 
     // 500 for a campaign whose keys something else overwrote: Redis refuses the gate's command.
     app.break_campaign("broken").await;
-    for (method, template, path, body) in [
+    for (method, template, path, body, headers) in [
         (
             Method::POST,
             "/api/campaigns/{id}/apply",
             "/api/campaigns/broken/apply",
             r#"{"userId":1}"#,
+            &[json_type][..],
         ),
         (
             Method::GET,
             "/api/campaigns/{id}",
             "/api/campaigns/broken",
             "",
+            &[json_type][..],
+        ),
+        (
+            Method::DELETE,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/broken/users/1",
+            "",
+            &admin[..],
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/broken/close",
+            "",
+            &admin[..],
         ),
     ] {
-        let (code, answer) = app.call(method.clone(), path, &[json_type], body).await;
+        let (code, answer) = app.call(method.clone(), path, headers, body).await;
         assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {answer}");
         check(&spec, &method, template, code, &answer);
     }
@@ -552,6 +568,24 @@ async fn every_answer_on_a_tour_is_documented() {
         .await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     check(&spec, &Method::POST, "/api/coupons/apply", code, &answer);
+    // The admin calls of a campaign's life too.
+    for (method, template, path) in [
+        (Method::GET, "/api/campaigns", "/api/campaigns"),
+        (
+            Method::DELETE,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/default/users/1",
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/default/close",
+        ),
+    ] {
+        let (code, answer) = down.call(method.clone(), path, &admin, "").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{path}: {answer}");
+        check(&spec, &method, template, code, &answer);
+    }
     let (code, answer) = down.call(Method::GET, "/ready", &[], "").await;
     assert_eq!(
         (code, &answer["status"]),
