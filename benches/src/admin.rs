@@ -188,6 +188,33 @@ impl Server {
         }
     }
 
+    /// Ends campaign `id` now (`POST /api/campaigns/{id}/close`, an admin call).
+    ///
+    /// # Errors
+    ///
+    /// No such campaign, a refused token, or the server failed.
+    pub async fn close(&self, id: &str, token: Option<&str>) -> anyhow::Result<()> {
+        let path = format!("/api/campaigns/{id}/close");
+        let (code, answer) = self.call(Method::POST, &path, None, token).await?;
+        anyhow::ensure!(code == StatusCode::OK, "closing {id}: {code} {answer}");
+        Ok(())
+    }
+
+    /// Asks to archive campaign `id` (`POST /api/campaigns/{id}/archive`, an admin call): the
+    /// status and the answer, whatever they are (200 `archived`, 409 `not_settled`, ...).
+    ///
+    /// # Errors
+    ///
+    /// The server could not be reached.
+    pub async fn archive(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let path = format!("/api/campaigns/{id}/archive");
+        self.call(Method::POST, &path, None, token).await
+    }
+
     async fn call(
         &self,
         method: Method,

@@ -1,7 +1,7 @@
 //! The flash-sale harness of coupon-gate: [`sale`] fires a crowd of users at a running
 //! `coupon-http` and tallies the answers, [`admin`] makes the campaign and waits for the server,
 //! [`check`] compares the answers with the coupon rows in MySQL, [`scrape`] reads the
-//! binaries' Prometheus metrics. The `coupon-load` binary and the end-to-end tests are built on
+//! binaries' Prometheus metrics, [`memory`] Redis's memory. The `coupon-load` binary and the end-to-end tests are built on
 //! these; what a benchmark wrote to Redis is removed with `coupon_testkit::unlink_matching`.
 //!
 //! ```no_run
@@ -19,5 +19,6 @@
 
 pub mod admin;
 pub mod check;
+pub mod memory;
 pub mod sale;
 pub mod scrape;

@@ -944,3 +944,196 @@ async fn coupons_taken_back_mid_burst() {
         tally.winners.len()
     );
 }
+
+/// Keys of `campaign` under the pipeline's prefix (one `KEYS` on the test's scratch prefix).
+async fn campaign_keys(pipeline: &Pipeline, campaign: &str) -> Vec<String> {
+    let mut conn = coupon_testkit::connect(&pipeline.redis_url).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{{campaign}}}:*", pipeline.scratch.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// 15. Archive racing late applications, and a `coupon-admin archive` SIGKILLed midway. A burst
+///     fills a campaign whose quota names a million user buckets (so the archive's sweep takes a
+///     while); it is closed, and while new users keep applying it is archived through the API as
+///     soon as MySQL holds its holders: every late application is answered `closed` or
+///     `archived`, never `success`. A second such campaign is archived by `coupon-admin
+///     archive`, SIGKILLed as soon as the tombstone appears; a second run finishes it. After
+///     both, only the tombstones remain in Redis, MySQL keeps every coupon, and the audit finds
+///     nothing; then `rebuild --restore` brings the second back, closed, with every holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_racing_late_applications_and_killed_midway() {
+    // 10^8 coupons: user buckets named by the last 6 digits, 1.1 million names to sweep.
+    const BIG: u32 = 100_000_000;
+    const HOLDERS: u64 = 2_000;
+    let pipeline = Pipeline::start(1).await;
+    let server = pipeline.http[0].server.clone();
+    let token = Some(support::ADMIN_TOKEN);
+    let mut ids = Vec::new();
+    for name in ["archive-race", "archive-killed"] {
+        let campaign = pipeline.campaign(name, BIG).await;
+        let mut tally = pipeline
+            .fire(0, &campaign, (1..=HOLDERS).collect(), 32)
+            .await;
+        settle(&pipeline, 0, &campaign, &mut tally).await;
+        assert_eq!(
+            tally.winners.len() as u64,
+            HOLDERS,
+            "{campaign}: everyone admitted"
+        );
+        ids.push(campaign);
+    }
+
+    // The race: late applicants, after the close, against the archive (which waits until the
+    // sink has written every holder).
+    let race = &ids[0];
+    server.close(race, token).await.expect("close");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (late, archived) = tokio::join!(
+        async {
+            let mut late = Tally::empty();
+            let mut next = HOLDERS + 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let users: Vec<u64> = (next..next + 200).collect();
+                next += 200;
+                late.merge(pipeline.fire(0, race, users, 8).await);
+            }
+            // And once more after the archive.
+            late.merge(
+                pipeline
+                    .fire(0, race, (next..next + 200).collect(), 8)
+                    .await,
+            );
+            late
+        },
+        async {
+            let mut refusals = BTreeMap::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let answer = loop {
+                let (code, answer) = server.archive(race, token).await.expect("archive");
+                if code == hyper::StatusCode::OK {
+                    break answer;
+                }
+                assert_eq!(code, hyper::StatusCode::CONFLICT, "{answer}");
+                *refusals
+                    .entry(answer["reason"].as_str().unwrap_or("?").to_owned())
+                    .or_insert(0u32) += 1;
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not settled in 60 s: {refusals:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (answer, refusals)
+        },
+    );
+    let (answer, refusals) = archived;
+    assert_eq!(answer["issued"], HOLDERS, "{answer}");
+    assert!(
+        late.winners.is_empty(),
+        "a late applicant was admitted: {:?}",
+        late.answers
+    );
+    let closed = late.count("closed");
+    let gone = late.count("archived");
+    assert_eq!(
+        closed + gone,
+        late.requests(),
+        "late applicants are told closed or archived: {:?}",
+        late.answers
+    );
+    assert!(gone >= 200, "those after the archive are told archived");
+
+    // The kill: as soon as the tombstone is there, mid-sweep.
+    let killed = &ids[1];
+    server.close(killed, token).await.expect("close");
+    let _ = pipeline.wait_for_rows(killed, HOLDERS).await;
+    let meta = format!("{}:{{{killed}}}:meta", pipeline.scratch.prefix);
+    let mut conn = coupon_testkit::connect(&pipeline.redis_url).await;
+    let mut child = pipeline
+        .admin_command(&["archive", "--campaign", killed])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start coupon-admin archive");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let tombstone: bool = redis::cmd("HEXISTS")
+            .arg(&meta)
+            .arg("archived")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if tombstone {
+            sigkill(child.id());
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("coupon-admin archive ended ({status}) before the tombstone was seen");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no tombstone in 60 s"
+        );
+    }
+    let _ = child.wait();
+    let sweep: Option<u32> = redis::cmd("HGET")
+        .arg(&meta)
+        .arg("sweep")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let buckets_left = campaign_keys(&pipeline, killed).await.len() - 1;
+    let (code, out) = pipeline.admin(&["archive", "--campaign", killed]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already archived"), "{out}");
+
+    for campaign in &ids {
+        assert_eq!(
+            campaign_keys(&pipeline, campaign).await,
+            [format!("{}:{{{campaign}}}:meta", pipeline.scratch.prefix)],
+            "only the tombstone of {campaign} remains"
+        );
+        assert_eq!(
+            pipeline.rows(campaign).await,
+            HOLDERS,
+            "MySQL keeps the coupons"
+        );
+        audit_finds_nothing(&pipeline, campaign);
+    }
+    let (_, list) = pipeline.admin(&["list"]);
+    for campaign in &ids {
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(campaign.as_str()) && l.contains(" archived ")),
+            "{list}"
+        );
+    }
+    // Brought back: refused without --restore, then rebuilt from MySQL and the topic, closed.
+    let (code, out) = pipeline.admin(&["rebuild", "--campaign", killed]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pass --restore"), "{out}");
+    let (code, out) = pipeline.admin(&["rebuild", "--campaign", killed, "--restore"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("rebuilt: quota {BIG}, issued {HOLDERS}")),
+        "{out}"
+    );
+    let late = pipeline.fire(0, killed, vec![HOLDERS + 1_000_000], 1).await;
+    assert_eq!(
+        late.count("closed"),
+        1,
+        "restored closed: {:?}",
+        late.answers
+    );
+    audit_finds_nothing(&pipeline, killed);
+    println!(
+        "fault archive-race-and-kill: late closed={closed} archived={gone} refusals before settled={refusals:?} \
+         killed mid-sweep={} (user buckets left {buckets_left}) PASS",
+        sweep.is_some()
+    );
+}

@@ -14,6 +14,8 @@ use crate::rebuild;
 pub struct Inputs<'a> {
     /// The campaign's issued count in Redis; `None` when Redis does not know the campaign.
     pub issued: Option<u32>,
+    /// Holders when the campaign was archived, from its tombstone; `None` when it was not.
+    pub archived: Option<u32>,
     /// Users holding a seq in Redis, as (user, seq).
     pub holders: &'a [(UserId, u32)],
     /// Entries still in the outbox.
@@ -77,6 +79,13 @@ pub enum Finding {
     },
     /// Events of the campaign that the sink could not write.
     FailedEvents(u64),
+    /// The campaign was archived with `holders` holders, and MySQL has another number of rows.
+    ArchivedCount {
+        /// Holders when it was archived.
+        holders: u32,
+        /// Rows in MySQL.
+        rows: usize,
+    },
 }
 
 impl Finding {
@@ -123,6 +132,10 @@ impl fmt::Display for Finding {
                 f,
                 "FAILED EVENTS  {n} unresolved: fix their cause, then `coupon-sink replay`"
             ),
+            Self::ArchivedCount { holders, rows } => write!(
+                f,
+                "ARCHIVED COUNT archived with {holders} holders, MySQL has {rows} coupons"
+            ),
         }
     }
 }
@@ -139,8 +152,19 @@ pub fn audit(inputs: &Inputs<'_>) -> Vec<Finding> {
         Err(_) => inputs.rows.iter().cloned().collect(),
     };
     let mut findings = Vec::new();
-    if inputs.issued.is_none() && !mysql.is_empty() {
-        findings.push(Finding::UnknownInRedis { rows: mysql.len() });
+    match inputs.archived {
+        // Redis keeps only the count of an archived campaign: MySQL holds the coupons.
+        Some(holders) if holders as usize != mysql.len() => {
+            findings.push(Finding::ArchivedCount {
+                holders,
+                rows: mysql.len(),
+            });
+        }
+        Some(_) => {}
+        None if inputs.issued.is_none() && !mysql.is_empty() => {
+            findings.push(Finding::UnknownInRedis { rows: mysql.len() });
+        }
+        None => {}
     }
     let judge = Judge {
         downstream: &downstream,
@@ -234,6 +258,7 @@ mod tests {
     ) -> Inputs<'a> {
         Inputs {
             issued: Some(holders.len() as u32),
+            archived: None,
             holders,
             outbox: &[],
             topic: Some(topic),
@@ -319,5 +344,20 @@ mod tests {
         let mut lost = inputs(&[], &rows, &[]);
         lost.issued = None;
         assert_eq!(audit(&lost), [Finding::UnknownInRedis { rows: 1 }]);
+        let mut archived = inputs(&[], &rows, &[]);
+        archived.issued = None;
+        archived.archived = Some(1);
+        assert!(
+            audit(&archived).is_empty(),
+            "MySQL holds an archived campaign's coupons"
+        );
+        archived.archived = Some(2);
+        assert_eq!(
+            audit(&archived),
+            [Finding::ArchivedCount {
+                holders: 2,
+                rows: 1
+            }]
+        );
     }
 }

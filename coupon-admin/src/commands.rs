@@ -7,13 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use coupon_gate::{
-    Campaign, CampaignId, CampaignState, Close, Destination, Gate, RedisConnection, RedisTarget,
-    Release, UserId,
+    Campaign, CampaignId, CampaignState, Close, Destination, Gate, Listed, RedisConnection,
+    RedisTarget, Release, UserId,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::{Config, audit, rebuild, sources};
+use crate::{Config, archive, audit, rebuild, sources};
 
 /// How long connecting to Redis, and each of its answers, may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,18 +34,9 @@ impl Stores {
     /// prefix or `DATABASE_URL`, a TLS file that cannot be read.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let gate = connect_gate(&config).await?;
-        // The server, not the database: one the sink has not created yet reads as empty.
-        let database = &config.database;
-        let opts = database.opts()?;
-        let name = mysql_async::Opts::from(opts.clone())
-            .db_name()
-            .map(str::to_owned);
-        let (conn, opts) = database.connect(opts.db_name(None::<String>)).await?;
-        conn.disconnect().await.ok();
-        let opts = opts.db_name(name);
         Ok(Self {
             gate,
-            pool: mysql_async::Pool::new(opts),
+            pool: sources::database(&config.database).await?,
             config,
         })
     }
@@ -136,17 +127,31 @@ pub async fn list(config: &Config) -> anyhow::Result<ExitCode> {
     let (mut after, mut count) = (None, 0);
     loop {
         let page = gate.campaign_page(after.as_ref(), PAGE).await?;
-        for (id, status) in &page {
+        for (id, listed) in &page {
+            let row = match listed {
+                Listed::Live(s) => [
+                    s.quota.to_string(),
+                    s.issued.to_string(),
+                    time_text(s.opens_at),
+                    time_text(s.closes_at),
+                    s.opening.name().to_owned(),
+                    s.queued.to_string(),
+                ],
+                // The tombstone keeps neither the start nor the opening.
+                Listed::Archived(t) => [
+                    t.quota.to_string(),
+                    t.holders.to_string(),
+                    "-".to_owned(),
+                    time_text(Some(t.closed_at)),
+                    "-".to_owned(),
+                    "-".to_owned(),
+                ],
+            };
+            let [quota, issued, opens, closes, opening, queued] = row;
             println!(
-                "{:<24} {:<10} {:>10} {:>10}  {:<20} {:<20} {:<7} {:>8}",
+                "{:<24} {:<10} {quota:>10} {issued:>10}  {opens:<20} {closes:<20} {opening:<7} {queued:>8}",
                 id.as_str(),
-                status.stage(now).name(),
-                status.quota,
-                status.issued,
-                time_text(status.opens_at),
-                time_text(status.closes_at),
-                status.opening.name(),
-                status.queued,
+                listed.stage(now).name(),
             );
         }
         count += page.len();
@@ -198,6 +203,10 @@ pub async fn release(config: &Config, id: &CampaignId, user: &UserId) -> anyhow:
             );
             Ok(ExitCode::from(1))
         }
+        Release::Archived => {
+            println!("campaign {id} is archived; nothing changed");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
@@ -228,6 +237,43 @@ pub async fn close(config: &Config, id: &CampaignId) -> anyhow::Result<ExitCode>
             );
             Ok(ExitCode::from(1))
         }
+        Close::Archived => {
+            println!("campaign {id} is archived (it had closed); nothing changed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Archives `campaign` if it is settled: its state leaves Redis but for a tombstone. Exit 0 when
+/// archived (now or before), 1 when refused (the reason printed) or there is no such campaign.
+///
+/// # Errors
+///
+/// A store unreachable; running it again finishes whatever was cut short.
+pub async fn archive(stores: &Stores, id: &CampaignId) -> anyhow::Result<ExitCode> {
+    match archive::archive(&stores.gate, &stores.pool, id).await? {
+        archive::Run::Archived { tombstone, now } => {
+            let when = time_text(Some(tombstone.archived_at));
+            match now {
+                true => println!(
+                    "campaign {id}: archived at {when}; {} holders, all in MySQL",
+                    tombstone.holders
+                ),
+                false => println!("campaign {id}: already archived at {when}; nothing changed"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        archive::Run::Refused(why) => {
+            println!("refused: campaign {id} is not settled: {why}");
+            Ok(ExitCode::from(1))
+        }
+        archive::Run::UnknownCampaign => {
+            println!(
+                "no campaign {id} under key prefix {}",
+                stores.config.key_prefix.key_prefix
+            );
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
@@ -240,6 +286,10 @@ pub async fn close(config: &Config, id: &CampaignId) -> anyhow::Result<ExitCode>
 pub async fn audit(stores: &Stores, id: &CampaignId, read_topic: bool) -> anyhow::Result<ExitCode> {
     let gate = &stores.gate;
     let status = gate.status(id).await?;
+    let tombstone = match status {
+        Some(_) => None,
+        None => gate.tombstone(id).await?,
+    };
     let holders = gate.recovery().holders(id).await?;
     let outbox = gate.outbox().peek(id).await?;
     let topic = match read_topic {
@@ -257,7 +307,14 @@ pub async fn audit(stores: &Stores, id: &CampaignId, read_topic: bool) -> anyhow
             holders.len(),
             outbox.len()
         ),
-        None => println!("  redis   no such campaign"),
+        None => match &tombstone {
+            Some(t) => println!(
+                "  redis   archived at {} with {} holders (MySQL holds its coupons)",
+                time_text(Some(t.archived_at)),
+                t.holders
+            ),
+            None => println!("  redis   no such campaign"),
+        },
     }
     match &topic {
         Some(events) => println!(
@@ -273,6 +330,7 @@ pub async fn audit(stores: &Stores, id: &CampaignId, read_topic: bool) -> anyhow
     );
     let findings = audit::audit(&audit::Inputs {
         issued: status.map(|s| s.issued),
+        archived: tombstone.map(|t| t.holders),
         holders: &holders,
         outbox: &outbox,
         topic: topic.as_deref(),
@@ -314,6 +372,10 @@ pub struct RebuildRequest {
     /// Work out and print the state, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Bring an archived campaign back into Redis from MySQL and the topic (its quota and end
+    /// default to the tombstone's). Without it, rebuilding an archived campaign is refused.
+    #[arg(long)]
+    pub restore: bool,
 }
 
 /// A time given as RFC 3339.
@@ -381,6 +443,26 @@ async fn definition(
 ) -> anyhow::Result<Result<Campaign, String>> {
     let id = &request.id;
     let status = gate.status(id).await?;
+    let tombstone = match status {
+        Some(_) => None,
+        None => gate.tombstone(id).await?,
+    };
+    match &tombstone {
+        Some(t) if !request.restore => {
+            return Ok(Err(format!(
+                "campaign {id} is archived (at {}, with {} holders, which MySQL holds); pass \
+                 --restore to bring it back into Redis",
+                time_text(Some(t.archived_at)),
+                t.holders
+            )));
+        }
+        None if request.restore => {
+            return Ok(Err(format!(
+                "campaign {id} is not archived: --restore is for archived campaigns"
+            )));
+        }
+        _ => {}
+    }
     if let Some(s) = &status {
         let now = SystemTime::now();
         let open = s.opens_at.is_none_or(|t| t <= now) && s.closes_at.is_none_or(|t| now < t);
@@ -393,17 +475,19 @@ async fn definition(
             )));
         }
     }
-    let Some(quota) = request
-        .quota
-        .or_else(|| status.as_ref().and_then(|s| NonZeroU32::new(s.quota)))
-    else {
+    let Some(quota) = request.quota.or_else(|| {
+        let known = status.as_ref().map(|s| s.quota);
+        NonZeroU32::new(known.or(tombstone.map(|t| t.quota))?)
+    }) else {
         return Ok(Err(format!(
             "Redis does not know campaign {id}; give its --quota"
         )));
     };
-    let (opens, closes) = match (&status, (request.opens_at, request.closes_at)) {
-        (Some(s), (None, None)) => (s.opens_at, s.closes_at),
-        (_, window) => window,
+    let (opens, closes) = match (&status, &tombstone, (request.opens_at, request.closes_at)) {
+        (Some(s), _, (None, None)) => (s.opens_at, s.closes_at),
+        // Restored closed, as it was archived.
+        (_, Some(t), (opens, None)) => (opens, Some(t.closed_at)),
+        (_, _, window) => window,
     };
     Ok(Ok(
         Campaign::new(id.clone(), quota).with_window(opens, closes)?

@@ -7,6 +7,7 @@
 //! over the stores a [`Config`] (the binary's settings table) names; the `coupon-admin` binary
 //! only parses its command line and calls them.
 
+pub mod archive;
 pub mod audit;
 pub mod commands;
 mod config;

@@ -12,6 +12,23 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// A pool of connections to the database coupon-sink writes to, after connecting once to its
+/// server (not the database: one the sink has not created yet reads as empty).
+///
+/// # Errors
+///
+/// The server unreachable or refusing (the error names the settings in use), an invalid
+/// `DATABASE_URL`, a CA file that cannot be read.
+pub async fn database(database: &coupon_cli::Database) -> anyhow::Result<Pool> {
+    let opts = database.opts()?;
+    let name = mysql_async::Opts::from(opts.clone())
+        .db_name()
+        .map(str::to_owned);
+    let (conn, opts) = database.connect(opts.db_name(None::<String>)).await?;
+    conn.disconnect().await.ok();
+    Ok(Pool::new(opts.db_name(name)))
+}
+
 /// The campaign's coupon rows in MySQL, as (user, seq), sorted by user. A database the sink has
 /// not set up yet has none.
 ///

@@ -34,6 +34,7 @@
 --   NOT_OPEN          value = 0
 --   CLOSED            value = 0
 --   UNKNOWN_CAMPAIGN  value = 0
+--   ARCHIVED          value = 0: the campaign was archived (archive.lua)
 --   QUEUED            value = opens (ms), when the draw runs: the user is in the pre-queue
 --   DRAW_PENDING      value = 0: the draw is due and has not ended; nothing written. The
 --                     caller runs the draw (draw.lua) and applies again
@@ -57,6 +58,9 @@ end
 local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'next', 'issued', 'digits',
   'queue_opens', 'floor')
 if not meta[1] then
+  if archived(KEYS[1]) then
+    return all(ARCHIVED, 0)
+  end
   return all(UNKNOWN_CAMPAIGN, 0)
 end
 

@@ -203,6 +203,25 @@ impl CampaignStatus {
     }
 }
 
+/// A campaign as a list of campaigns shows it ([`crate::Gate::campaign_page`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// Its state is in Redis.
+    Live(CampaignStatus),
+    /// It was archived: this is what stays.
+    Archived(crate::Tombstone),
+}
+
+impl Listed {
+    /// Where it stands at `now` ([`CampaignStatus::stage`], or [`Stage::Archived`]).
+    pub fn stage(&self, now: SystemTime) -> Stage {
+        match self {
+            Self::Live(status) => status.stage(now),
+            Self::Archived(_) => Stage::Archived,
+        }
+    }
+}
+
 /// Where a campaign stands in its life ([`CampaignStatus::stage`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -217,11 +236,13 @@ pub enum Stage {
     SoldOut,
     /// Its window has ended, by itself or closed early.
     Closed,
+    /// Closed and settled, its state removed from Redis but for a tombstone.
+    Archived,
 }
 
 impl Stage {
     /// The name the HTTP API and coupon-admin use: `scheduled`, `queueing`, `open`,
-    /// `sold_out` or `closed`.
+    /// `sold_out`, `closed` or `archived`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
@@ -229,6 +250,7 @@ impl Stage {
             Self::Open => "open",
             Self::SoldOut => "sold_out",
             Self::Closed => "closed",
+            Self::Archived => "archived",
         }
     }
 }

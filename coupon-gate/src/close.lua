@@ -13,12 +13,16 @@
 --   ALREADY_CLOSED    the window had ended at closes (by itself or by an earlier close);
 --                     nothing written
 --   UNKNOWN_CAMPAIGN  nothing written
+--   ARCHIVED          the campaign was archived (archive.lua); nothing written
 --
 -- Every check comes before the first write. Holders keep their coupons: closing stops
 -- admissions, it takes nothing back.
 
 local meta = redis.call('HMGET', KEYS[1], 'closes', 'queue_opens', 'drawn', 'draw_started')
 if not meta[1] then
+  if archived(KEYS[1]) then
+    return {ARCHIVED, 0}
+  end
   return {UNKNOWN_CAMPAIGN, 0}
 end
 local now = now_ms()

@@ -25,6 +25,8 @@
 --                       nothing written
 --   ENDED               the campaign was ended early (close.lua): it keeps its definition for
 --                       good; nothing written
+--   ARCHIVED            the campaign was archived (archive.lua): its id is not reused; nothing
+--                       written
 --
 -- Every check comes before the first write.
 
@@ -33,6 +35,9 @@ local meta = redis.call('HMGET', KEYS[1], 'quota', 'opens', 'closes', 'issued', 
 local issued = tonumber(meta[4] or 0)
 
 if not meta[1] then
+  if archived(KEYS[1]) then
+    return {ARCHIVED, issued}
+  end
   -- The stream may outlive an earlier campaign of the same id; its group is then reused.
   local ok = redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[4], '0', 'MKSTREAM')
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP', 1, true) then

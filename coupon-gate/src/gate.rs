@@ -16,11 +16,14 @@ use crate::keys::Keys;
 use crate::script::{self, Scripts, code};
 use crate::shared::Shared;
 use crate::tickets::Tickets;
+mod archive;
 mod draw;
+
+pub use archive::{Archive, Seal, Tombstone};
 
 use crate::{
     Campaign, CampaignId, CampaignStatus, Close, Create, DEFAULT_KEY_PREFIX, Error, InvalidInput,
-    OUTBOX_GROUP, Opening, Outbox, Outcome, Recovery, Release, UserId,
+    Listed, OUTBOX_GROUP, Opening, Outbox, Outcome, Recovery, Release, Stage, UserId,
 };
 
 /// Random bytes per user handed to the admit script: a user's ticket when it first joins a
@@ -243,6 +246,7 @@ where
             }
             code::NOT_ADMITTED => Ok(Release::NotAdmitted),
             code::UNKNOWN_CAMPAIGN => Ok(Release::UnknownCampaign),
+            code::ARCHIVED => Ok(Release::Archived),
             other => Err(Error::protocol(format!("release returned code {other}"))),
         }
     }
@@ -278,6 +282,7 @@ where
             code::UPDATED => Create::Updated,
             code::OPENING_LOCKED => return Ok(Create::OpeningLocked),
             code::ENDED => return Ok(Create::Ended),
+            code::ARCHIVED => return Ok(Create::Archived),
             code::QUOTA_BELOW_ISSUED => Create::QuotaBelowIssued {
                 issued: to_seq(issued)?,
             },
@@ -369,11 +374,12 @@ where
         }))
     }
 
-    /// A page of the campaigns created through this key prefix, in the order of their ids:
-    /// those after `after` (from the first when `None`), at most `limit`, each with its status.
-    /// Reads the registry (one `SMEMBERS`) and the page's statuses, all sent at once, no `KEYS`
-    /// and no work for campaigns outside the page; each status is read atomically, the page as
-    /// a whole is not a snapshot. A registered id whose campaign no longer exists is left out.
+    /// A page of the campaigns created through this key prefix, archived ones included, in the
+    /// order of their ids: those after `after` (from the first when `None`), at most `limit`,
+    /// each with its status or tombstone. Reads the two lists of ids (one `SMEMBERS` each) and
+    /// the page's statuses, all sent at once, no `KEYS` and no work for campaigns outside the
+    /// page; each status is read atomically, the page as a whole is not a snapshot. A listed id
+    /// whose campaign no longer exists is left out.
     ///
     /// # Errors
     ///
@@ -382,26 +388,81 @@ where
         &self,
         after: Option<&CampaignId>,
         limit: usize,
-    ) -> Result<Vec<(CampaignId, CampaignStatus)>, Error> {
-        let ids: Vec<CampaignId> = self
-            .campaigns()
-            .await?
+    ) -> Result<Vec<(CampaignId, Listed)>, Error> {
+        let (mut ids, archived) =
+            futures_util::future::try_join(self.campaigns(), self.archived_campaigns()).await?;
+        ids.extend(archived);
+        ids.sort();
+        ids.dedup();
+        let ids: Vec<CampaignId> = ids
             .into_iter()
             .filter(|id| after.is_none_or(|after| id > after))
             .take(limit)
             .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         // Each status on its own, all at once: the connection pipelines them, and a cluster
         // refuses one pipeline over several slots.
-        let statuses =
-            futures_util::future::try_join_all(ids.iter().map(|id| self.status(id))).await?;
+        let listed =
+            futures_util::future::try_join_all(ids.iter().map(|id| self.listed(id))).await?;
         Ok(ids
             .into_iter()
-            .zip(statuses)
-            .filter_map(|(id, status)| Some((id, status?)))
+            .zip(listed)
+            .filter_map(|(id, listed)| Some((id, listed?)))
             .collect())
+    }
+
+    /// Where `campaign` stands at `now` ([`CampaignStatus::stage`]), read with one `HGETALL`
+    /// of its meta (cheaper than [`Gate::status`], for a census of every campaign; and not the
+    /// `HMGET` the admit script opens with, which tests count); `None` when it does not exist,
+    /// or is archived.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure.
+    pub async fn stage(
+        &self,
+        campaign: &CampaignId,
+        now: std::time::SystemTime,
+    ) -> Result<Option<Stage>, Error> {
+        let meta: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys(campaign).meta)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let field = |name: &str| meta.get(name).and_then(|v| v.parse::<u64>().ok());
+        let Some(quota) = field("quota") else {
+            return Ok(None);
+        };
+        let (opens, closes, issued, queue_opens) = (
+            field("opens"),
+            field("closes"),
+            field("issued"),
+            field("queue_opens"),
+        );
+        let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
+        let status = CampaignStatus {
+            quota: to_seq(quota)?,
+            issued: to_seq(issued.unwrap_or(0))?,
+            opens_at: bound(opens),
+            closes_at: bound(closes),
+            opening: match bound(queue_opens) {
+                Some(queue_opens_at) => Opening::Draw { queue_opens_at },
+                None => Opening::Race,
+            },
+            queued: 0,
+            drawn: false,
+        };
+        Ok(Some(status.stage(now)))
+    }
+
+    /// The status of `campaign`, or its tombstone once archived; `None` when neither exists.
+    ///
+    /// # Errors
+    ///
+    /// A Redis or protocol failure.
+    pub async fn listed(&self, campaign: &CampaignId) -> Result<Option<Listed>, Error> {
+        if let Some(status) = self.status(campaign).await? {
+            return Ok(Some(Listed::Live(status)));
+        }
+        Ok(self.tombstone(campaign).await?.map(Listed::Archived))
     }
 
     /// Ends `campaign` now: every later application is answered [`Outcome::Closed`], its
@@ -430,6 +491,7 @@ where
                 at: from_millis(closes),
             },
             code::UNKNOWN_CAMPAIGN => return Ok(Close::UnknownCampaign),
+            code::ARCHIVED => return Ok(Close::Archived),
             other => return Err(Error::protocol(format!("close returned code {other}"))),
         };
         // Outside the script: the list is a key of the prefix, in another cluster slot. A close
@@ -500,14 +562,19 @@ where
         Ok(holders)
     }
 
-    /// The ids of every campaign created through this key prefix.
+    /// The ids of every campaign created through this key prefix, archived ones excepted.
     ///
     /// # Errors
     ///
     /// A Redis or protocol failure, including a registered id that is not a valid slug.
     pub async fn campaigns(&self) -> Result<Vec<CampaignId>, Error> {
+        self.id_set(&Keys::registry(&self.shared.prefix)).await
+    }
+
+    /// The members of the set of campaign ids `key`, sorted.
+    async fn id_set(&self, key: &str) -> Result<Vec<CampaignId>, Error> {
         let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(Keys::registry(&self.shared.prefix))
+            .arg(key)
             .query_async(&mut self.conn.clone())
             .await?;
         let mut ids = ids
@@ -579,6 +646,7 @@ fn decode_outcome(answer: i64, value: i64) -> Result<Outcome, Error> {
         code::NOT_OPEN => Outcome::NotOpen,
         code::CLOSED => Outcome::Closed,
         code::UNKNOWN_CAMPAIGN => Outcome::UnknownCampaign,
+        code::ARCHIVED => Outcome::Archived,
         code::QUEUED => Outcome::Queued {
             draw_at: from_millis(u64::try_from(value).map_err(|_| {
                 Error::protocol(format!("admit answered queued with draw time {value}"))
@@ -607,7 +675,8 @@ mod tests {
             }
         );
         assert!(matches!(decode_outcome(7, -1), Err(Error::Protocol(_))));
-        assert!(matches!(decode_outcome(9, 0), Err(Error::Protocol(_))));
+        assert_eq!(decode_outcome(9, 0).unwrap(), Outcome::Archived);
+        assert!(matches!(decode_outcome(10, 0), Err(Error::Protocol(_))));
         assert!(matches!(decode_outcome(1, -1), Err(Error::Protocol(_))));
     }
 }

@@ -58,15 +58,24 @@ impl Keys {
     /// `digits` names the bucket of its whole self). About `1.11 * 10^digits` names, which
     /// [`Keys::bucket_digits`] keeps at a ninth of the quota or less.
     pub(crate) fn all_buckets(&self, digits: usize) -> Vec<String> {
-        if digits == 0 {
-            return vec![format!("{}:0", self.users)];
-        }
-        let mut buckets = Vec::new();
-        for width in 1..=digits.min(19) {
+        self.bucket_names(digits).collect()
+    }
+
+    /// The names [`Keys::all_buckets`] lists, one at a time: a campaign of a large quota has
+    /// millions.
+    pub(crate) fn bucket_names(&self, digits: usize) -> impl Iterator<Item = String> + '_ {
+        let widths = if digits == 0 {
+            0..=0
+        } else {
+            1..=digits.min(19)
+        };
+        widths.flat_map(move |width| {
             let count = 10u64.pow(u32::try_from(width).unwrap_or(19));
-            buckets.extend((0..count).map(|n| format!("{}:{n:0width$}", self.users)));
-        }
-        buckets
+            (0..count).map(move |n| match width {
+                0 => format!("{}:0", self.users),
+                _ => format!("{}:{n:0width$}", self.users),
+            })
+        })
     }
 
     /// How many last digits of the user id name a campaign's user buckets: the fewest that keep
@@ -104,9 +113,16 @@ impl Keys {
         format!("{prefix}:destination")
     }
 
-    /// The set of all campaign ids under `prefix`, read by relays to find outboxes.
+    /// The set of all campaign ids under `prefix`, read by relays to find outboxes; an archived
+    /// campaign leaves it for [`Keys::archived`].
     pub(crate) fn registry(prefix: &str) -> String {
         format!("{prefix}:campaigns")
+    }
+
+    /// The set of the ids of archived campaigns under `prefix` (their tombstones are their meta
+    /// keys; see archive.lua).
+    pub(crate) fn archived(prefix: &str) -> String {
+        format!("{prefix}:archived")
     }
 }
 

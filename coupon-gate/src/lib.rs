@@ -74,11 +74,11 @@ mod shared;
 mod tickets;
 
 pub use batch::{BatchConfig, Batcher};
-pub use campaign::{Campaign, CampaignStatus, InvalidInput, Opening, Stage};
+pub use campaign::{Campaign, CampaignStatus, InvalidInput, Listed, Opening, Stage};
 pub use connection::{RedisConnection, RedisTarget};
 pub use coupon_event::{CampaignId, EventKind, InvalidId, UserId};
 pub use error::Error;
-pub use gate::{DRAW_PART, Gate, check_key_prefix};
+pub use gate::{Archive, DRAW_PART, Gate, Seal, Tombstone, check_key_prefix};
 pub use outbox::{Destination, Outbox, OutboxRecord};
 pub use outcome::{Close, Create, Draw, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};

@@ -83,7 +83,7 @@ where
     /// # Errors
     ///
     /// A Redis failure, a campaign that was never created (no consumer group), or an entry the
-    /// gate did not write.
+    /// gate did not write. An archived campaign has nothing to read.
     pub async fn read(
         &self,
         campaign: &CampaignId,
@@ -92,7 +92,7 @@ where
     ) -> Result<Vec<OutboxRecord>, Error> {
         let keys = self.keys(campaign);
         let mut conn = self.conn.clone();
-        let reply: Value = redis::cmd("XREADGROUP")
+        let reply: Result<Value, redis::RedisError> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(OUTBOX_GROUP)
             .arg(consumer)
@@ -102,7 +102,23 @@ where
             .arg(&keys.outbox)
             .arg(">")
             .query_async(&mut conn)
-            .await?;
+            .await;
+        let reply = match reply {
+            Err(err) if err.code() == Some("NOGROUP") => {
+                // The stream is gone with its group. An archived campaign's was empty: a relay
+                // that still had it on its list reads nothing. Any other is refused.
+                let archived: bool = redis::cmd("HEXISTS")
+                    .arg(&keys.meta)
+                    .arg("archived")
+                    .query_async(&mut conn)
+                    .await?;
+                if archived {
+                    return Ok(Vec::new());
+                }
+                return Err(err.into());
+            }
+            reply => reply?,
+        };
         let records = decode_read_reply(campaign, &reply)?;
         if !records.is_empty() {
             // The read is itself a write (the entries become pending), later than theirs.

@@ -26,6 +26,8 @@ pub enum Outcome {
     Closed,
     /// No campaign has this id; nothing changed.
     UnknownCampaign,
+    /// The campaign was archived ([`crate::Gate::archive`]); nothing changed.
+    Archived,
     /// The campaign opens with a draw and its pre-queue is open: the user is in the queue (as
     /// many times as it applies, once) and learns at `draw_at` whether it was drawn.
     Queued {
@@ -53,6 +55,8 @@ pub enum Release {
     NotAdmitted,
     /// No campaign has this id; nothing changed.
     UnknownCampaign,
+    /// The campaign was archived; nothing changed.
+    Archived,
 }
 
 /// The answer to [`crate::Gate::create`].
@@ -77,6 +81,8 @@ pub enum Create {
     /// The campaign was ended early ([`crate::Gate::close`]) and keeps its definition for good;
     /// nothing changed.
     Ended,
+    /// The campaign was archived and its id is not reused; nothing changed.
+    Archived,
 }
 
 /// The answer to [`crate::Gate::close`].
@@ -97,6 +103,8 @@ pub enum Close {
     },
     /// No campaign has this id; nothing changed.
     UnknownCampaign,
+    /// The campaign was archived (it had closed before); nothing changed.
+    Archived,
 }
 
 /// What [`crate::Gate::draw`] found or did.

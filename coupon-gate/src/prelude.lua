@@ -8,12 +8,23 @@ local NOT_ADMITTED, RELEASED = 0, 1
 local CREATED, UNCHANGED, UPDATED, QUOTA_BELOW_ISSUED, OPENING_LOCKED, ENDED = 1, 2, 3, 4, 5, 6
 local NO_DRAW, DRAW_NOT_DUE, DRAW_GOES_ON, DRAW_DONE = 0, 1, 2, 3
 local CLOSED_NOW, ALREADY_CLOSED = 1, 2
+local ARCHIVED_NOW, NOT_CLOSED, OUTBOX_PENDING, CHANGED = 1, 3, 4, 5
+-- An archived campaign (archive.lua), answered by every script that is asked about one; no
+-- other code of any script is 9.
+local ARCHIVED = 9
 
 -- Milliseconds since the Unix epoch, by the Redis server's clock, so that every application
 -- node agrees on the time.
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Whether the campaign whose meta hash is `meta` was archived: its meta hash is then a
+-- tombstone (see archive.lua), which has none of a live campaign's fields. Asked only where a
+-- script found no campaign, so it costs a live campaign nothing.
+local function archived(meta)
+  return redis.call('HEXISTS', meta, 'archived') == 1
 end
 
 -- The time an admission is stamped with in the outbox: Redis's clock, but never before the meta

@@ -158,7 +158,7 @@ where
     ///
     /// The old state is removed first and the campaign's definition written last, so while it
     /// runs the campaign answers `UnknownCampaign`: stop traffic to it first (see the rebuild
-    /// tool). The outbox stream, with whatever it still holds, is kept; its events then leave
+    /// tool). An archived campaign's tombstone is part of the old state: it is live again. The outbox stream, with whatever it still holds, is kept; its events then leave
     /// [`Outbox::backlog`](crate::Outbox::backlog)'s count, which reads low until it drains.
     ///
     /// # Errors
@@ -229,6 +229,12 @@ where
             .await?;
         redis::cmd("SADD")
             .arg(Keys::registry(&self.shared.prefix))
+            .arg(id.as_str())
+            .exec_async(&mut conn)
+            .await?;
+        // A campaign restored from its archive is live again.
+        redis::cmd("SREM")
+            .arg(Keys::archived(&self.shared.prefix))
             .arg(id.as_str())
             .exec_async(&mut conn)
             .await?;

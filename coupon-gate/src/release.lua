@@ -13,12 +13,16 @@
 --                     entry is in the outbox so downstream stores drop the coupon
 --   NOT_ADMITTED      the user holds no slot (never admitted, or already released); nothing written
 --   UNKNOWN_CAMPAIGN  nothing written
+--   ARCHIVED          the campaign was archived (archive.lua); nothing written
 --
 -- Every check comes before the first write.
 
 local meta = redis.call('HMGET', KEYS[1], 'digits', 'floor')
 local digits = meta[1]
 if not digits then
+  if archived(KEYS[1]) then
+    return {ARCHIVED, 0}
+  end
   return {UNKNOWN_CAMPAIGN, 0}
 end
 local users = bucket_of(KEYS[2], tonumber(digits))(ARGV[1])

@@ -21,6 +21,7 @@ pub(crate) struct Scripts {
     pub(crate) ack: Script,
     pub(crate) draw: Script,
     pub(crate) close: Script,
+    pub(crate) archive: Script,
     /// Not a decision: SCAN routed to a campaign's node (see `scan.lua`).
     pub(crate) scan: Script,
 }
@@ -34,6 +35,7 @@ impl Scripts {
             ack: Script::new(with_prelude!("ack.lua")),
             draw: Script::new(with_prelude!("draw.lua")),
             close: Script::new(with_prelude!("close.lua")),
+            archive: Script::new(with_prelude!("archive.lua")),
             scan: Script::new(include_str!("scan.lua")),
         }
     }
@@ -69,6 +71,13 @@ pub(crate) mod code {
     // close.lua (and UNKNOWN_CAMPAIGN).
     pub(crate) const CLOSED_NOW: i64 = 1;
     pub(crate) const ALREADY_CLOSED: i64 = 2;
+    // archive.lua (and UNKNOWN_CAMPAIGN, ARCHIVED).
+    pub(crate) const ARCHIVED_NOW: i64 = 1;
+    pub(crate) const NOT_CLOSED: i64 = 3;
+    pub(crate) const OUTBOX_PENDING: i64 = 4;
+    pub(crate) const CHANGED: i64 = 5;
+    /// Answered by admit.lua, release.lua, close.lua, create.lua and archive.lua.
+    pub(crate) const ARCHIVED: i64 = 9;
 }
 
 /// Runs a script call. On NOSCRIPT, redis-rs loads the script and sends the call once more; if
@@ -143,6 +152,11 @@ mod tests {
             ("DRAW_DONE", code::DRAW_DONE),
             ("CLOSED_NOW", code::CLOSED_NOW),
             ("ALREADY_CLOSED", code::ALREADY_CLOSED),
+            ("ARCHIVED_NOW", code::ARCHIVED_NOW),
+            ("NOT_CLOSED", code::NOT_CLOSED),
+            ("OUTBOX_PENDING", code::OUTBOX_PENDING),
+            ("CHANGED", code::CHANGED),
+            ("ARCHIVED", code::ARCHIVED),
         ];
         let lua = prelude_codes();
         assert_eq!(

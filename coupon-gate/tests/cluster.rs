@@ -273,7 +273,7 @@ async fn outbox_announcements_from_every_master_reach_one_subscriber() {
 
 /// The page of campaigns over a cluster: one registry read, and the statuses of campaigns that
 /// live on every master (one pipeline over several slots is refused: `CROSSSLOT`); a close and a
-/// release on campaigns of different masters.
+/// release on campaigns of different masters, and an archive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_of_campaigns_reads_every_master_and_close_and_release_work_there() {
     let cluster = RedisCluster::start();
@@ -314,7 +314,10 @@ async fn the_page_of_campaigns_reads_every_master_and_close_and_release_work_the
         sorted
     );
     let now = std::time::SystemTime::now();
-    for (id, status) in &page {
+    for (id, listed) in &page {
+        let coupon_gate::Listed::Live(status) = listed else {
+            panic!("{id} is live");
+        };
         let i = ids.iter().position(|x| x == id).unwrap();
         assert_eq!(status.quota, u32::try_from(i).unwrap() + 2, "{id}");
         let expected = match i {
@@ -327,5 +330,26 @@ async fn the_page_of_campaigns_reads_every_master_and_close_and_release_work_the
     assert_eq!(
         gate.apply(&ids[0], &user(2)).await.unwrap(),
         Outcome::Closed
+    );
+
+    // Archived there: the script on the campaign's master, the lists on theirs.
+    let outbox = gate.outbox();
+    let read = outbox.read(&ids[0], "test", 10).await.unwrap();
+    outbox.ack(&ids[0], &read).await.unwrap();
+    let seal = gate.begin_archive(&ids[0]).await.unwrap().unwrap();
+    assert!(matches!(
+        gate.archive(&ids[0], &seal).await.unwrap(),
+        coupon_gate::Archive::Archived { now: true, .. }
+    ));
+    assert_eq!(
+        gate.apply(&ids[0], &user(2)).await.unwrap(),
+        Outcome::Archived
+    );
+    assert!(!gate.campaigns().await.unwrap().contains(&ids[0]));
+    let page = gate.campaign_page(None, 1000).await.unwrap();
+    assert_eq!(page.len(), ids.len(), "the archived campaign is listed");
+    assert!(
+        page.iter()
+            .any(|(id, l)| id == &ids[0] && matches!(l, coupon_gate::Listed::Archived(_)))
     );
 }

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::state::{self, AppState};
 use crate::subscription::{self, Listeners};
-use crate::{Config, draws, server};
+use crate::{Config, archiving, draws, server};
 
 /// Serves the API on `listener` and runs the relay until `shutdown` resolves. On shutdown:
 /// stop accepting, finish requests in flight, then let the relay finish its round and flush,
@@ -76,6 +76,11 @@ pub async fn serve(
     ));
     let relay_done = start_relay(state.clone(), &config, announcements, relay_stopped.clone())?;
     tokio::spawn(sweep_limits(state.clone(), relay_stopped.clone()));
+    tokio::spawn(archiving::run(
+        state.clone(),
+        config.archive_after,
+        relay_stopped.clone(),
+    ));
     tokio::spawn(draws::run(state.clone(), relay_stopped));
     info!(addr = %listener.local_addr().context("listener address")?, "listening");
     server::run(listener, state, &config, shutdown).await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::{Arg, ArgGroup, ArgMatches, Command, FromArgMatches};
-use coupon_cli::{Kafka, KeyPrefix, Redis, Topic};
+use coupon_cli::{Database, Kafka, KeyPrefix, Redis, Topic};
 use coupon_gate::{Gate, RedisTarget};
 use coupon_relay::RelayConfig;
 use ipnet::IpNet;
@@ -49,6 +49,16 @@ pub struct Config {
     /// The topic admissions are produced to.
     #[command(flatten)]
     pub topic: Topic,
+    /// The database coupon-sink writes to: archiving a campaign checks that it holds exactly the
+    /// campaign's holders. Nothing else of coupon-http reads it, and it is not needed to start
+    /// or to be ready.
+    #[command(flatten)]
+    pub database: Database,
+    /// Archive a campaign this long after it closed (e.g. 30d, 12h), once it is settled: its
+    /// state leaves Redis but for a tombstone. Unset: never by itself (POST
+    /// /api/campaigns/{id}/archive and coupon-admin archive still do).
+    #[arg(long, env = "COUPON_ARCHIVE_AFTER", value_parser = humantime::parse_duration)]
+    pub archive_after: Option<Duration>,
     /// Partitions of the topic, when it has to be created (an existing topic is left as it is).
     #[arg(long, env = "COUPON_TOPIC_PARTITIONS", default_value = "3", value_parser = clap::value_parser!(i32).range(1..))]
     pub topic_partitions: i32,

@@ -10,6 +10,7 @@
 
 mod api;
 mod app;
+mod archiving;
 mod body;
 mod config;
 mod connections;

@@ -21,6 +21,9 @@ use crate::sold_out::SoldOutCache;
 use crate::telemetry::Telemetry;
 use crate::watchdog::Watchdog;
 
+/// How long connecting to coupon-sink's database may take (see [`AppState::database`]).
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The campaign `POST /api/coupons/apply` applies to, created at start-up if missing.
 pub(crate) const DEFAULT_CAMPAIGN: &str = "default";
 
@@ -48,6 +51,9 @@ pub(crate) struct AppState {
     /// Set while the brokers refuse the relay's client (credentials, TLS), for `/ready`.
     broker_refused: AtomicBool,
     telemetry: Telemetry,
+    /// Where coupon-sink's database is, for archiving; connected on first use.
+    database: coupon_cli::Database,
+    pool: tokio::sync::OnceCell<mysql_async::Pool>,
 }
 
 /// What needs Redis: the admission rules, over a connection to the server or cluster that
@@ -157,6 +163,8 @@ impl AppState {
             relay: OnceLock::new(),
             broker_refused: AtomicBool::new(false),
             telemetry: Telemetry::new(exposition),
+            database: config.database.clone(),
+            pool: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -249,6 +257,27 @@ impl AppState {
         } else {
             None
         }
+    }
+
+    /// Connections to coupon-sink's database, made on first use (within [`DATABASE_TIMEOUT`]).
+    ///
+    /// # Errors
+    ///
+    /// The database unreachable or refusing; the error names the settings in use.
+    pub(crate) async fn database(&self) -> anyhow::Result<&mysql_async::Pool> {
+        self.pool
+            .get_or_try_init(|| async {
+                let connect = coupon_admin::sources::database(&self.database);
+                tokio::time::timeout(DATABASE_TIMEOUT, connect)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "no answer from MySQL within {DATABASE_TIMEOUT:?} ({})",
+                            self.database.settings_in_use()
+                        )
+                    })?
+            })
+            .await
     }
 
     pub(crate) fn admin_token(&self) -> Option<&str> {

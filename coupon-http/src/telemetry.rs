@@ -34,6 +34,8 @@ enum Answer {
     /// 202: in a draw's pre-queue.
     Queued,
     UnknownCampaign,
+    /// 410: the campaign was archived.
+    Archived,
     RateLimited,
     /// 401 (no token, or a token refused), or 403 (a body naming another user).
     Unauthorized,
@@ -56,8 +58,9 @@ impl Answer {
         Self::Queued,
     ];
     /// The outcomes counted with `campaign=""`.
-    const UNLABELLED: [Self; 6] = [
+    const UNLABELLED: [Self; 7] = [
         Self::UnknownCampaign,
+        Self::Archived,
         Self::RateLimited,
         Self::Unauthorized,
         Self::Invalid,
@@ -74,6 +77,7 @@ impl Answer {
             Self::Closed => "closed",
             Self::Queued => "queued",
             Self::UnknownCampaign => "unknown_campaign",
+            Self::Archived => "archived",
             Self::RateLimited => "rate_limited",
             Self::Unauthorized => "unauthorized",
             Self::Invalid => "invalid",
@@ -91,6 +95,7 @@ impl Answer {
             Outcome::Closed => Self::Closed,
             Outcome::Queued { .. } => Self::Queued,
             Outcome::UnknownCampaign => Self::UnknownCampaign,
+            Outcome::Archived => Self::Archived,
         }
     }
 

@@ -281,3 +281,155 @@ async fn the_list_pages_through_campaigns_with_their_states() {
     let wrong = admin(&app, Method::DELETE, "/api/campaigns").await;
     assert_eq!(wrong.0, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+/// `POST /api/campaigns/{id}/archive` against a database the sink has not set up (no coupon
+/// rows): refused while the campaign is open or while MySQL lacks its holders, with the reason
+/// and nothing changed; a settled campaign is archived, and its tombstone answers `archived`
+/// to applications, lookups and admin calls, and keeps its id from being reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_campaign_is_archived_and_answers_archived() {
+    let db = coupon_testkit::ScratchDb::new();
+    let mut config = config();
+    config.database.database_url = db.url();
+    let app = TestApp::start(config).await;
+    app.create(json!({"id": "held", "quota": 3})).await;
+    app.create(json!({"id": "gone", "quota": 3})).await;
+    assert_eq!(
+        status(&app.apply(Some("held"), 1).await),
+        (StatusCode::OK, "success")
+    );
+    let before = app.snapshot().await;
+
+    let anonymous = app
+        .call(Method::POST, "/api/campaigns/gone/archive", &[], "")
+        .await;
+    assert_eq!(status(&anonymous), (StatusCode::UNAUTHORIZED, "error"));
+    for (path, code, expected) in [
+        (
+            "/api/campaigns/Bad!/archive",
+            StatusCode::BAD_REQUEST,
+            "error",
+        ),
+        (
+            "/api/campaigns/nope/archive",
+            StatusCode::NOT_FOUND,
+            "unknown_campaign",
+        ),
+        (
+            "/api/campaigns/gone/archive",
+            StatusCode::CONFLICT,
+            "not_settled",
+        ),
+    ] {
+        let answer = admin(&app, Method::POST, path).await;
+        assert_eq!(status(&answer), (code, expected), "{path}: {}", answer.1);
+    }
+    let open = admin(&app, Method::POST, "/api/campaigns/gone/archive").await;
+    assert_eq!(open.1["reason"], "not_closed", "{}", open.1);
+    assert_eq!(app.snapshot().await, before, "refusals change nothing");
+
+    admin(&app, Method::POST, "/api/campaigns/held/close").await;
+    app.drained("held").await;
+    let (code, differs) = admin(&app, Method::POST, "/api/campaigns/held/archive").await;
+    assert_eq!(code, StatusCode::CONFLICT, "{differs}");
+    assert_eq!(differs["reason"], "mysql_differs", "{differs}");
+    assert_eq!(
+        (differs["holders"].clone(), differs["rows"].clone()),
+        (json!(1), json!(0))
+    );
+    assert_eq!(
+        status(&app.call(Method::GET, "/api/campaigns/held", &[], "").await),
+        (StatusCode::OK, "success"),
+        "still live"
+    );
+
+    admin(&app, Method::POST, "/api/campaigns/gone/close").await;
+    let (code, archived) = admin(&app, Method::POST, "/api/campaigns/gone/archive").await;
+    assert_eq!(code, StatusCode::OK, "{archived}");
+    assert_eq!(archived["status"], "archived");
+    assert_eq!(archived["alreadyArchived"], false);
+    assert_eq!(
+        (archived["quota"].clone(), archived["issued"].clone()),
+        (json!(3), json!(0))
+    );
+    let (code, again) = admin(&app, Method::POST, "/api/campaigns/gone/archive").await;
+    assert_eq!(
+        (code, again["alreadyArchived"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+
+    let gone = [
+        app.apply(Some("gone"), 2).await,
+        app.call(Method::GET, "/api/campaigns/gone", &[], "").await,
+        app.call(Method::GET, "/api/campaigns/gone/users/2", &[], "")
+            .await,
+        admin(&app, Method::DELETE, "/api/campaigns/gone/users/2").await,
+        admin(&app, Method::POST, "/api/campaigns/gone/close").await,
+    ];
+    for answer in &gone {
+        assert_eq!(
+            status(answer),
+            (StatusCode::GONE, "archived"),
+            "{}",
+            answer.1
+        );
+    }
+    assert!(gone[1].1["archivedAt"].is_string(), "{}", gone[1].1);
+    assert_eq!(
+        status(&app.create(json!({"id": "gone", "quota": 5})).await),
+        (StatusCode::CONFLICT, "campaign_archived")
+    );
+    let (_, list) = admin(&app, Method::GET, "/api/campaigns").await;
+    let entry = list["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "gone")
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["state"], "archived", "{entry}");
+    assert!(entry["archivedAt"].is_string(), "{entry}");
+}
+
+/// With `COUPON_ARCHIVE_AFTER`, a campaign closed longer than that is archived by itself once
+/// settled, and the census counts it in `coupon_campaigns{state="archived"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_archives_a_settled_campaign_by_itself() {
+    let db = coupon_testkit::ScratchDb::new();
+    let mut config = config();
+    config.database.database_url = db.url();
+    config.archive_after = Some(Duration::from_secs(2));
+    let app = TestApp::start(config).await;
+    app.create(json!({"id": "kept", "quota": 3})).await;
+    app.create(json!({"id": "old", "quota": 3})).await;
+    admin(&app, Method::POST, "/api/campaigns/old/close").await;
+    support::eventually(
+        Duration::from_secs(30),
+        "the closed campaign to be archived",
+        || async {
+            let answer = app.call(Method::GET, "/api/campaigns/old", &[], "").await;
+            status(&answer) == (StatusCode::GONE, "archived")
+        },
+    )
+    .await;
+    let answer = app.call(Method::GET, "/api/campaigns/kept", &[], "").await;
+    assert_eq!(
+        status(&answer),
+        (StatusCode::OK, "success"),
+        "an open campaign stays"
+    );
+    support::eventually(
+        Duration::from_secs(30),
+        "the census to count it",
+        || async {
+            let (_, text) = app.call(Method::GET, "/metrics", &[], "").await;
+            let text = text.as_str().unwrap_or_default().to_owned();
+            text.lines().any(|l| {
+                l.starts_with("coupon_campaigns{")
+                    && l.contains("state=\"archived\"")
+                    && !l.ends_with(" 0")
+            })
+        },
+    )
+    .await;
+}

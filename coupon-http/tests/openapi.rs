@@ -502,6 +502,106 @@ async fn every_answer_on_a_tour_is_documented() {
             vec![json_type],
             r#"{"userId":1}"#.into(),
         ),
+        // An archive: refused (unknown, no token, not closed), then a closed campaign with no
+        // holders archived (then again), and its tombstone answering every call.
+        (
+            Method::POST,
+            "/api/campaigns",
+            "/api/campaigns".into(),
+            admin.to_vec(),
+            r#"{"id":"spent","quota":2}"#.into(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/archive",
+            "/api/campaigns/nowhere/archive".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/archive",
+            "/api/campaigns/spent/archive".into(),
+            vec![],
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/archive",
+            "/api/campaigns/spent/archive".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/spent/close".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/archive",
+            "/api/campaigns/spent/archive".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/archive",
+            "/api/campaigns/spent/archive".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/apply",
+            "/api/campaigns/spent/apply".into(),
+            vec![json_type],
+            r#"{"userId":1}"#.into(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}",
+            "/api/campaigns/spent".into(),
+            vec![],
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/spent/users/1".into(),
+            vec![],
+            String::new(),
+        ),
+        (
+            Method::DELETE,
+            "/api/campaigns/{id}/users/{userId}",
+            "/api/campaigns/spent/users/1".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/close",
+            "/api/campaigns/spent/close".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
+        (
+            Method::POST,
+            "/api/campaigns",
+            "/api/campaigns".into(),
+            admin.to_vec(),
+            r#"{"id":"spent","quota":2}"#.into(),
+        ),
+        (
+            Method::GET,
+            "/api/campaigns",
+            "/api/campaigns?after=lottery".into(),
+            admin.to_vec(),
+            String::new(),
+        ),
     ];
     let codes = walk(&app, &spec, tour).await;
     // The tour reaches every outcome, so the checks above covered each documented shape.
@@ -543,6 +643,13 @@ async fn every_answer_on_a_tour_is_documented() {
             "",
             &admin[..],
         ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/archive",
+            "/api/campaigns/broken/archive",
+            "",
+            &admin[..],
+        ),
     ] {
         let (code, answer) = app.call(method.clone(), path, headers, body).await;
         assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {answer}");
@@ -580,6 +687,11 @@ async fn every_answer_on_a_tour_is_documented() {
             Method::POST,
             "/api/campaigns/{id}/close",
             "/api/campaigns/default/close",
+        ),
+        (
+            Method::POST,
+            "/api/campaigns/{id}/archive",
+            "/api/campaigns/default/archive",
         ),
     ] {
         let (code, answer) = down.call(method.clone(), path, &admin, "").await;

@@ -9,6 +9,7 @@ use std::num::NonZeroU32;
 
 use anyhow::Context;
 use clap::Parser;
+use coupon_bench::memory::{memory_usage, used_memory};
 use coupon_gate::{Campaign, CampaignId, Gate, UserId};
 use coupon_testkit::unlink_matching;
 
@@ -109,26 +110,4 @@ async fn measure(
         after.saturating_sub(before) as f64 / users as f64
     );
     Ok(())
-}
-
-async fn memory_usage(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-) -> anyhow::Result<u64> {
-    let bytes: Option<u64> = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg(key)
-        .arg("SAMPLES")
-        .arg(0)
-        .query_async(conn)
-        .await?;
-    Ok(bytes.unwrap_or(0))
-}
-
-async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("INFO memory has no used_memory")
 }

@@ -299,6 +299,8 @@ impl Pipeline {
                 ("COUPON_IDENTITY", mode.to_owned()),
                 ("COUPON_JWT_SECRET", secret.clone()),
                 ("COUPON_USER_RATE", setup.user_rate.to_string()),
+                // The sink's database, which an archive reads.
+                ("DATABASE_URL", db.url()),
             ];
             if !setup.redis_cluster_nodes.is_empty() {
                 env.push(("REDIS_CLUSTER_NODES", setup.redis_cluster_nodes.join(",")));
@@ -411,16 +413,7 @@ impl Pipeline {
     /// Runs `coupon-admin` with `args` against this pipeline's stores; returns its exit code and
     /// standard output.
     pub fn admin(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(binary("coupon-admin"))
-            .args(args)
-            .env("REDIS_URL", &self.redis_url)
-            .env("REDIS_CLUSTER_NODES", &self.redis_cluster_nodes)
-            .env("COUPON_KEY_PREFIX", &self.scratch.prefix)
-            .env("DATABASE_URL", self.db.url())
-            .env("KAFKA_BROKERS", &self.brokers)
-            .env("COUPON_TOPIC", &self.topic)
-            .output()
-            .expect("run coupon-admin");
+        let out = self.admin_command(args).output().expect("run coupon-admin");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         eprintln!(
             "coupon-admin {}:\n{stdout}{}",
@@ -428,6 +421,20 @@ impl Pipeline {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.code().unwrap_or(-1), stdout)
+    }
+
+    /// `coupon-admin` with `args`, on the pipeline's stores, not started yet.
+    pub fn admin_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("coupon-admin"));
+        command
+            .args(args)
+            .env("REDIS_URL", &self.redis_url)
+            .env("REDIS_CLUSTER_NODES", &self.redis_cluster_nodes)
+            .env("COUPON_KEY_PREFIX", &self.scratch.prefix)
+            .env("DATABASE_URL", self.db.url())
+            .env("KAFKA_BROKERS", &self.brokers)
+            .env("COUPON_TOPIC", &self.topic);
+        command
     }
 
     /// A campaign of `quota` coupons, created through the first server's admin endpoint.

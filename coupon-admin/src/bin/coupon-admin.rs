@@ -2,7 +2,8 @@
 //! and names every discrepancy (exit 0: none, 1: some, 2: could not audit); `rebuild` restores
 //! the gate state in Redis from MySQL, the topic and the outbox after Redis lost it (exit 0:
 //! rebuilt, 1: refused, 2: failed); `destination` shows or moves the topic the key prefix's
-//! outboxes are delivered to.
+//! outboxes are delivered to; `list`, `release`, `close` and `archive` take campaigns through
+//! their life.
 
 use std::process::ExitCode;
 
@@ -65,6 +66,14 @@ enum Command {
         #[arg(long)]
         campaign: CampaignId,
     },
+    /// Remove a settled campaign's state from Redis, keeping a tombstone that answers
+    /// `archived`: refused (exit 1, with the reason) unless it is closed, its outbox is
+    /// delivered, MySQL holds exactly its holders and no failed event of it waits.
+    Archive {
+        /// The campaign.
+        #[arg(long)]
+        campaign: CampaignId,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,6 +115,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Audit { campaign, no_topic } => {
             let stores = Stores::connect(args.config).await?;
             let code = commands::audit(&stores, &campaign, !no_topic).await;
+            stores.close().await;
+            code
+        }
+        Command::Archive { campaign } => {
+            let stores = Stores::connect(args.config).await?;
+            let code = commands::archive(&stores, &campaign).await;
             stores.close().await;
             code
         }

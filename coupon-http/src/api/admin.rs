@@ -104,6 +104,14 @@ fn created_answer(campaign: &Campaign, created: Create) -> Response<Body> {
                 &json!({ "status": "campaign_ended", "message": message }),
             );
         }
+        Create::Archived => {
+            let message = "this campaign was archived; its id is not reused (choose another id, \
+                           or bring it back with coupon-admin rebuild --restore)";
+            return json(
+                StatusCode::CONFLICT,
+                &json!({ "status": "campaign_archived", "message": message }),
+            );
+        }
         Create::QuotaBelowIssued { issued } => {
             let message = format!("the quota cannot go below the {issued} coupons already issued");
             return json(

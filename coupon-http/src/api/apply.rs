@@ -172,6 +172,12 @@ fn outcome_answer(campaign: &CampaignId, user: &UserId, outcome: Outcome) -> Res
             "no campaign has this id",
             None,
         ),
+        Outcome::Archived => (
+            StatusCode::GONE,
+            "archived",
+            "this campaign has ended and was archived; the coupons it issued are kept",
+            None,
+        ),
         Outcome::Queued { draw_at } => return queued_answer(campaign, user, draw_at),
     };
     let answer = ApplyAnswer {

@@ -1,16 +1,21 @@
 //! The admin calls of a campaign's life after its creation: the page of campaigns with their
-//! stages, taking one user's coupon back, and ending a campaign early.
+//! stages, taking one user's coupon back, ending a campaign early, and archiving it once settled.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use coupon_gate::{CampaignId, Close, Release, UserId};
+use coupon_admin::archive::{NotSettled, Run};
+use hyper::header::HeaderValue;
+
+use coupon_gate::{CampaignId, Close, Listed, Release, UserId};
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::caller::authorize;
 use super::input::{campaign_id, path_segment};
-use super::lookup::{status_json, unknown_campaign};
+use super::lookup::{archived, status_json, tombstone_json, unknown_campaign};
+use crate::archiving::{self, Failed};
 use crate::response::{self, Body, Rejection, UserJson, json, time_json};
 use crate::state::AppState;
 
@@ -40,11 +45,14 @@ pub(super) async fn list_campaigns(
         .flatten();
     let campaigns: Vec<_> = page
         .iter()
-        .map(|(id, status)| {
-            let mut entry = status_json(id, status);
+        .map(|(id, listed)| {
+            let mut entry = match listed {
+                Listed::Live(status) => status_json(id, status),
+                Listed::Archived(tombstone) => tombstone_json(id, tombstone),
+            };
             if let Some(entry) = entry.as_object_mut() {
                 entry.remove("status");
-                entry.insert("state".into(), status.stage(now).name().into());
+                entry.insert("state".into(), listed.stage(now).name().into());
             }
             entry
         })
@@ -124,6 +132,7 @@ pub(super) async fn release(
             }),
         )),
         Ok(Release::UnknownCampaign) => Ok(unknown_campaign(&campaign)),
+        Ok(Release::Archived) => Ok(archived(&campaign, None)),
         Err(failure) => Ok(response::failure(&failure)),
     }
 }
@@ -140,6 +149,7 @@ pub(super) async fn close(
         Ok(Close::Closed { at }) => (at, false),
         Ok(Close::AlreadyClosed { at }) => (at, true),
         Ok(Close::UnknownCampaign) => return Ok(unknown_campaign(&campaign)),
+        Ok(Close::Archived) => return Ok(archived(&campaign, None)),
         Err(failure) => return Ok(response::failure(&failure)),
     };
     let message = if already {
@@ -157,6 +167,78 @@ pub(super) async fn close(
             "alreadyClosed": already,
         }),
     ))
+}
+
+/// `POST /api/campaigns/{id}/archive`: archives the campaign if it is settled (closed, its
+/// outbox delivered, MySQL holding exactly its holders, no failed event of it waiting); else 409
+/// `not_settled` with the reason.
+pub(super) async fn archive(
+    state: &Arc<AppState>,
+    id: &str,
+    head: &Parts,
+) -> Result<Response<Body>, Rejection> {
+    authorize(state, head)?;
+    let campaign = campaign_id(id)?;
+    let run = archiving::archive(state.clone(), campaign.clone()).await;
+    Ok(match run {
+        Ok(Run::Archived { tombstone, now }) => {
+            let mut answer = tombstone_json(&campaign, &tombstone);
+            answer["status"] = "archived".into();
+            answer["message"] = if now {
+                "the campaign is archived: its state left Redis, MySQL keeps its coupons"
+            } else {
+                "the campaign was already archived; nothing changed"
+            }
+            .into();
+            answer["alreadyArchived"] = (!now).into();
+            json(StatusCode::OK, &answer)
+        }
+        Ok(Run::Refused(why)) => not_settled(&campaign, &why),
+        Ok(Run::UnknownCampaign) => unknown_campaign(&campaign),
+        Err(Failed::Redis(failure)) => response::failure(&failure),
+        Err(Failed::Database(err)) => {
+            tracing::warn!(cause = format!("{err:#}"), %campaign, "cannot archive: the database is not reachable");
+            let mut response = json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({
+                    "status": "unavailable",
+                    "message": "the database could not be read to check that the campaign is settled; retry in a moment",
+                }),
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("5"));
+            response
+        }
+    })
+}
+
+/// 409 `not_settled`: why the campaign cannot be archived yet, with the counts behind it.
+fn not_settled(campaign: &CampaignId, why: &NotSettled) -> Response<Body> {
+    let mut answer = json!({
+        "status": "not_settled",
+        "reason": why.reason(),
+        "message": why.to_string(),
+        "campaignId": campaign.as_str(),
+    });
+    match why {
+        NotSettled::NotClosed { closes_at } => answer["closesAt"] = time_json(*closes_at),
+        NotSettled::OutboxPending { events } => answer["events"] = (*events).into(),
+        NotSettled::Differs {
+            holders,
+            rows,
+            missing,
+            extra,
+        } => {
+            answer["holders"] = (*holders).into();
+            answer["rows"] = (*rows).into();
+            answer["missing"] = (*missing).into();
+            answer["extra"] = (*extra).into();
+        }
+        NotSettled::FailedEvents(n) => answer["failedEvents"] = (*n).into(),
+        NotSettled::Changed => {}
+    }
+    json(StatusCode::CONFLICT, &answer)
 }
 
 #[cfg(test)]

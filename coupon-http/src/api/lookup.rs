@@ -1,7 +1,7 @@
 //! The reads: a campaign's status, the caller's own admission, and (an admin call in jwt mode)
 //! any user's.
 
-use coupon_gate::{CampaignId, CampaignStatus, Opening, UserId};
+use coupon_gate::{CampaignId, CampaignStatus, Listed, Opening, Tombstone, UserId};
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -17,8 +17,11 @@ pub(super) async fn campaign_status(
     id: &str,
 ) -> Result<Response<Body>, Rejection> {
     let campaign = campaign_id(id)?;
-    match state.ask(|gate| gate.status(&campaign)).await {
-        Ok(Some(status)) => Ok(json(StatusCode::OK, &status_json(&campaign, &status))),
+    match state.ask(|gate| gate.listed(&campaign)).await {
+        Ok(Some(Listed::Live(status))) => {
+            Ok(json(StatusCode::OK, &status_json(&campaign, &status)))
+        }
+        Ok(Some(Listed::Archived(tombstone))) => Ok(archived(&campaign, Some(&tombstone))),
         Ok(None) => Ok(unknown_campaign(&campaign)),
         Err(failure) => Ok(response::failure(&failure)),
     }
@@ -69,18 +72,19 @@ async fn lookup(
     let (id, who) = (&campaign, &user);
     let lookup = state.ask(|gate| async move {
         let Some(status) = gate.status(id).await? else {
-            return Ok(None);
+            return Ok(Err(gate.tombstone(id).await?));
         };
         let seq = gate.admission(id, who).await?;
         // Only a draw's queue holds anyone, and only until the draw ends: a race's lookup
         // costs no read of a queue.
         let may_wait = seq.is_none() && status.opening != Opening::Race && !status.drawn;
         let queued = may_wait && gate.queued(id, who).await?;
-        Ok(Some((seq, queued)))
+        Ok(Ok((seq, queued)))
     });
     match lookup.await {
-        Ok(None) => Ok(unknown_campaign(&campaign)),
-        Ok(Some((seq, queued))) => Ok(json(
+        Ok(Err(None)) => Ok(unknown_campaign(&campaign)),
+        Ok(Err(Some(tombstone))) => Ok(archived(&campaign, Some(&tombstone))),
+        Ok(Ok((seq, queued))) => Ok(json(
             StatusCode::OK,
             &json!({
                 "status": "success",
@@ -109,6 +113,31 @@ pub(super) fn status_json(id: &CampaignId, status: &CampaignStatus) -> Value {
         "queued": status.queued,
         "drawn": status.drawn,
     })
+}
+
+/// The fields of an archived campaign in a status or a list: what its tombstone keeps.
+pub(super) fn tombstone_json(id: &CampaignId, tombstone: &Tombstone) -> Value {
+    json!({
+        "id": id.as_str(),
+        "quota": tombstone.quota,
+        "issued": tombstone.holders,
+        "closesAt": time_json(Some(tombstone.closed_at)),
+        "archivedAt": time_json(Some(tombstone.archived_at)),
+    })
+}
+
+/// 410 `archived`: the campaign ended and its state left Redis; MySQL keeps its coupons. With
+/// the tombstone when the caller read it.
+pub(super) fn archived(id: &CampaignId, tombstone: Option<&Tombstone>) -> Response<Body> {
+    let mut answer = match tombstone {
+        Some(tombstone) => tombstone_json(id, tombstone),
+        None => json!({ "id": id.as_str() }),
+    };
+    answer["status"] = "archived".into();
+    answer["message"] =
+        "this campaign has ended and was archived; the coupons it issued are kept".into();
+    answer["campaignId"] = id.as_str().into();
+    json(StatusCode::GONE, &answer)
 }
 
 pub(super) fn unknown_campaign(id: &CampaignId) -> Response<Body> {

@@ -54,6 +54,7 @@ enum Route<'a> {
     UserAdmission(&'a str, &'a str),
     Campaigns,
     Close(&'a str),
+    Archive(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -75,6 +76,7 @@ impl<'a> Route<'a> {
             ["api", "campaigns", id, "apply"] => Self::Apply(id),
             ["api", "campaigns", id, "me"] => Self::Me(id),
             ["api", "campaigns", id, "close"] => Self::Close(id),
+            ["api", "campaigns", id, "archive"] => Self::Archive(id),
             ["api", "campaigns", id, "users", user] => Self::UserAdmission(id, user),
             _ => return None,
         })
@@ -89,7 +91,7 @@ impl<'a> Route<'a> {
             }
             Self::UserAdmission(..) => "GET, HEAD, DELETE",
             Self::Campaigns => "GET, HEAD, POST",
-            Self::ApplyDefault | Self::Apply(_) | Self::Close(_) => "POST",
+            Self::ApplyDefault | Self::Apply(_) | Self::Close(_) | Self::Archive(_) => "POST",
         }
     }
 
@@ -141,6 +143,7 @@ pub(crate) async fn handle(
         }
         Route::Campaigns => lifecycle::list_campaigns(state, &head).await,
         Route::Close(id) => lifecycle::close(state, id, &head).await,
+        Route::Archive(id) => lifecycle::archive(&scope.state, id, &head).await,
     };
     Ok(answer.unwrap_or_else(Rejection::into_response))
 }

@@ -48,6 +48,11 @@ pub fn config() -> Config {
         ..Config::default()
     };
     config.kafka.kafka_brokers = brokers();
+    // A database nobody creates: archiving reads it as empty, and never another test's rows.
+    config.database.database_url = format!(
+        "{}/coupon_http_test_none",
+        coupon_testkit::mysql_server_url().trim_end_matches('/')
+    );
     config.relay_batch = 200;
     config.relay_claim_idle = Duration::from_millis(500);
     config
