@@ -247,7 +247,7 @@ where
     }
 
     /// The names of the campaign's user buckets that exist.
-    async fn buckets(&self, campaign: &CampaignId) -> Result<Vec<String>, Error> {
+    pub(crate) async fn buckets(&self, campaign: &CampaignId) -> Result<Vec<String>, Error> {
         let keys = self.shared.keys(campaign);
         let mut conn = self.conn.clone();
         // The prefix is free text: its glob characters must match themselves.

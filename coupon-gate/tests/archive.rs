@@ -329,3 +329,24 @@ async fn a_tombstone_keeps_under_one_percent_of_the_memory() {
         after as f64 * 100.0 / before as f64
     );
 }
+
+/// A quota of a hundred million names 1.1 million buckets, most never made: the sweep finds the
+/// ones that exist with `SCAN` instead of removing every name.
+#[tokio::test]
+async fn a_campaign_of_a_huge_quota_is_swept_by_its_buckets_that_exist() {
+    let scratch = Scratch::new(&redis_url());
+    let gate = scratch.gate().await;
+    let id = campaign("huge");
+    settled(&gate, &id, 100_000_000, 1_500).await;
+    let seal = gate.begin_archive(&id).await.unwrap().unwrap();
+    assert!(matches!(
+        gate.archive(&id, &seal).await.unwrap(),
+        Archive::Archived { now: true, .. }
+    ));
+    let left: Vec<String> = keys(&scratch)
+        .await
+        .into_iter()
+        .filter(|k| k.contains("{huge}"))
+        .collect();
+    assert_eq!(left, [format!("{}:{{huge}}:meta", scratch.prefix)]);
+}

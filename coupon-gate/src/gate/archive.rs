@@ -23,6 +23,11 @@ use crate::{CampaignId, Error};
 /// Bucket keys removed per round trip when an archive sweeps a campaign's holders away.
 const SWEEP_PART: usize = 1000;
 
+/// The most bucket digits whose every name the sweep removes (111,110 names, 112 round trips, for
+/// a quota up to ten million); a campaign of a larger quota (up to 111 million names, most of
+/// them never made) has the buckets that exist found by `SCAN` instead.
+const SWEEP_BY_NAME: usize = 5;
+
 /// What must not change between reading a campaign's holders and archiving it: the counts every
 /// admission or release moves. Read by [`Gate::begin_archive`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,9 +256,12 @@ where
             .arg(&keys.outbox)
             .exec_async(&mut conn)
             .await?;
-        let mut names = keys.bucket_names(digits).peekable();
-        while names.peek().is_some() {
-            let part: Vec<String> = names.by_ref().take(SWEEP_PART).collect();
+        let names: Vec<String> = if digits <= SWEEP_BY_NAME {
+            keys.bucket_names(digits).collect()
+        } else {
+            self.recovery().buckets(campaign).await?
+        };
+        for part in names.chunks(SWEEP_PART) {
             redis::cmd("UNLINK").arg(part).exec_async(&mut conn).await?;
         }
         redis::cmd("HDEL")
