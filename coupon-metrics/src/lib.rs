@@ -107,6 +107,21 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Coupons taken back through this process: their seqs went back to the pool",
     ),
     (
+        "coupon_campaigns",
+        Kind::Gauge,
+        "Campaigns of the key prefix by state (scheduled, queueing, open, sold_out, closed, archived) at this process's last census, once a minute",
+    ),
+    (
+        "coupon_archive_runs_total",
+        Kind::Counter,
+        "Archive runs of this process (the API call and COUPON_ARCHIVE_AFTER) by result: archived, already_archived, refused, unknown_campaign, error",
+    ),
+    (
+        "coupon_archive_refusals_total",
+        Kind::Counter,
+        "Refused archive runs by reason: not_closed, outbox_pending, mysql_differs, failed_events, changed",
+    ),
+    (
         "coupon_queue_size",
         Kind::Gauge,
         "Users waiting in a draw campaign's pre-queue, by campaign (0 once drawn; set once a second)",

@@ -60,11 +60,14 @@ pub async fn read_topic(
     messages
 }
 
-/// Records the broker holds on `topic`: the sum of its partitions' high watermarks.
+/// Records the broker holds on `topic`: the sum of its partitions' high watermarks; 0 while the
+/// broker names no partition of it (not created yet, or its metadata not complete yet: a
+/// loaded broker answered so for a topic coupon-http had just created, so callers wait on a
+/// count, not on the first answer).
 ///
 /// # Panics
 ///
-/// When the broker does not answer within 10 seconds, or has no such topic.
+/// When the broker does not answer within 10 seconds.
 pub fn topic_records(brokers: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -78,7 +81,6 @@ pub fn topic_records(brokers: &str, topic: &str) -> i64 {
         .topics()
         .first()
         .map_or(0, |t| t.partitions().len());
-    assert!(partitions > 0, "topic {topic} has no partitions");
     (0..partitions as i32)
         .map(|p| {
             consumer
