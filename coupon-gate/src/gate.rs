@@ -335,43 +335,17 @@ where
             .atomic()
             .cmd("HMGET")
             .arg(&keys.meta)
-            .arg(
-                &[
-                    "quota",
-                    "opens",
-                    "closes",
-                    "issued",
-                    "queue_opens",
-                    "drawn",
-                    "queued",
-                ][..],
-            )
+            .arg(&STATUS_FIELDS[..])
             .cmd("ZCARD")
             .arg(&keys.queue)
             .query_async(&mut self.conn.clone())
             .await?;
-        let [quota, opens, closes, issued, queue_opens, drawn, queued] = meta[..] else {
+        let Ok(meta) = <[Option<u64>; 7]>::try_from(meta) else {
             return Err(Error::protocol(
                 "HMGET of campaign meta did not answer 7 fields",
             ));
         };
-        let Some(quota) = quota else { return Ok(None) };
-        let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
-        let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
-        let opening = match bound(queue_opens) {
-            Some(queue_opens_at) => Opening::Draw { queue_opens_at },
-            None => Opening::Race,
-        };
-        let drawn = drawn == Some(1);
-        Ok(Some(CampaignStatus {
-            quota: to_seq(quota)?,
-            issued: to_seq(issued)?,
-            opens_at: bound(opens),
-            closes_at: bound(closes),
-            opening,
-            queued: if drawn { queued.unwrap_or(0) } else { waiting },
-            drawn,
-        }))
+        status_of(meta, waiting)
     }
 
     /// A page of the campaigns created through this key prefix, archived ones included, in the
@@ -428,29 +402,9 @@ where
             .query_async(&mut self.conn.clone())
             .await?;
         let field = |name: &str| meta.get(name).and_then(|v| v.parse::<u64>().ok());
-        let Some(quota) = field("quota") else {
-            return Ok(None);
-        };
-        let (opens, closes, issued, queue_opens) = (
-            field("opens"),
-            field("closes"),
-            field("issued"),
-            field("queue_opens"),
-        );
-        let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
-        let status = CampaignStatus {
-            quota: to_seq(quota)?,
-            issued: to_seq(issued.unwrap_or(0))?,
-            opens_at: bound(opens),
-            closes_at: bound(closes),
-            opening: match bound(queue_opens) {
-                Some(queue_opens_at) => Opening::Draw { queue_opens_at },
-                None => Opening::Race,
-            },
-            queued: 0,
-            drawn: false,
-        };
-        Ok(Some(status.stage(now)))
+        // The pre-queue's size and whether it was drawn do not decide a stage.
+        let status = status_of(STATUS_FIELDS.map(field), 0)?;
+        Ok(status.map(|status| status.stage(now)))
     }
 
     /// The status of `campaign`, or its tombstone once archived; `None` when neither exists.
@@ -606,6 +560,40 @@ where
     fn keys(&self, campaign: &CampaignId) -> Keys {
         self.shared.keys(campaign)
     }
+}
+
+/// The meta fields a status is made of, in the order [`status_of`] reads them.
+const STATUS_FIELDS: [&str; 7] = [
+    "quota",
+    "opens",
+    "closes",
+    "issued",
+    "queue_opens",
+    "drawn",
+    "queued",
+];
+
+/// A campaign's status from its [`STATUS_FIELDS`] and the size of its pre-queue (`waiting`);
+/// `None` when it does not exist.
+fn status_of(meta: [Option<u64>; 7], waiting: u64) -> Result<Option<CampaignStatus>, Error> {
+    let [quota, opens, closes, issued, queue_opens, drawn, queued] = meta;
+    let Some(quota) = quota else { return Ok(None) };
+    let issued = issued.ok_or_else(|| Error::protocol("campaign meta has no issued count"))?;
+    let bound = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(from_millis);
+    let opening = match bound(queue_opens) {
+        Some(queue_opens_at) => Opening::Draw { queue_opens_at },
+        None => Opening::Race,
+    };
+    let drawn = drawn == Some(1);
+    Ok(Some(CampaignStatus {
+        quota: to_seq(quota)?,
+        issued: to_seq(issued)?,
+        opens_at: bound(opens),
+        closes_at: bound(closes),
+        opening,
+        queued: if drawn { queued.unwrap_or(0) } else { waiting },
+        drawn,
+    }))
 }
 
 /// How many digits name the user buckets of the campaign of `keys` (see [`Keys::user_bucket`]);

@@ -71,10 +71,8 @@ impl Keys {
         };
         widths.flat_map(move |width| {
             let count = 10u64.pow(u32::try_from(width).unwrap_or(19));
-            (0..count).map(move |n| match width {
-                0 => format!("{}:0", self.users),
-                _ => format!("{}:{n:0width$}", self.users),
-            })
+            // Width 0 (no digits) names the one bucket `users:0`.
+            (0..count).map(move |n| format!("{}:{n:0width$}", self.users))
         })
     }
 

@@ -158,7 +158,8 @@ where
     ///
     /// The old state is removed first and the campaign's definition written last, so while it
     /// runs the campaign answers `UnknownCampaign`: stop traffic to it first (see the rebuild
-    /// tool). An archived campaign's tombstone is part of the old state: it is live again. The outbox stream, with whatever it still holds, is kept; its events then leave
+    /// tool). An archived campaign's tombstone is part of the old state: it is live again. The
+    /// outbox stream, with whatever it still holds, is kept; its events then leave
     /// [`Outbox::backlog`](crate::Outbox::backlog)'s count, which reads low until it drains.
     ///
     /// # Errors

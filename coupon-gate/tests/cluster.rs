@@ -14,6 +14,15 @@ use coupon_gate::{BatchConfig, Batcher, Campaign, CampaignState, Gate, Outcome, 
 use coupon_testkit::RedisCluster;
 use support::{campaign, next_payload, subscribe, user};
 
+/// A gate over `cluster`, through its nodes.
+async fn cluster_gate(cluster: &RedisCluster) -> Gate<coupon_gate::RedisConnection> {
+    let conn = RedisTarget::from_config("redis://unused:1", &cluster.nodes())
+        .connect(Duration::from_secs(5))
+        .await
+        .unwrap();
+    Gate::new(conn)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_scenarios_hold_on_a_cluster_with_campaigns_on_every_master() {
     let cluster = RedisCluster::start();
@@ -245,11 +254,7 @@ async fn a_failover_takes_back_what_no_replica_confirmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_announcements_from_every_master_reach_one_subscriber() {
     let cluster = RedisCluster::start();
-    let conn = RedisTarget::from_config("redis://unused:1", &cluster.nodes())
-        .connect(Duration::from_secs(5))
-        .await
-        .unwrap();
-    let gate = Gate::new(conn);
+    let gate = cluster_gate(&cluster).await;
     let mut messages = subscribe(cluster.nodes()[0].as_str(), &gate.outbox_channel()).await;
 
     let campaigns: BTreeSet<String> = cluster
@@ -277,11 +282,7 @@ async fn outbox_announcements_from_every_master_reach_one_subscriber() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_of_campaigns_reads_every_master_and_close_and_release_work_there() {
     let cluster = RedisCluster::start();
-    let conn = RedisTarget::from_config("redis://unused:1", &cluster.nodes())
-        .connect(Duration::from_secs(5))
-        .await
-        .unwrap();
-    let gate = Gate::new(conn);
+    let gate = cluster_gate(&cluster).await;
     let ids: Vec<_> = cluster
         .campaigns_on_every_master("life", 1)
         .iter()
