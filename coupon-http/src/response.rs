@@ -146,15 +146,20 @@ pub(crate) fn failure(failure: &Failure) -> Response<Body> {
         );
     }
     tracing::warn!(cause = %failure, "backend unavailable");
+    unavailable(
+        "the coupon store is unavailable; retry in a moment (a retry never issues a second coupon)",
+        "1",
+    )
+}
+
+/// 503 `unavailable` with `message`, and `Retry-After` of `seconds`.
+pub(crate) fn unavailable(message: &str, seconds: &'static str) -> Response<Body> {
     let mut response = json(
         StatusCode::SERVICE_UNAVAILABLE,
-        &json!({
-            "status": "unavailable",
-            "message": "the coupon store is unavailable; retry in a moment (a retry never issues a second coupon)",
-        }),
+        &json!({ "status": "unavailable", "message": message }),
     );
     response
         .headers_mut()
-        .insert("retry-after", HeaderValue::from_static("1"));
+        .insert("retry-after", HeaderValue::from_static(seconds));
     response
 }

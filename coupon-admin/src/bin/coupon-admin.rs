@@ -113,24 +113,29 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Close { campaign } => commands::close(config, &campaign).await,
         // Every store.
         Command::Audit { campaign, no_topic } => {
-            let stores = Stores::connect(args.config).await?;
-            let code = commands::audit(&stores, &campaign, !no_topic).await;
-            stores.close().await;
-            code
+            with_stores(args.config, async |s| {
+                commands::audit(s, &campaign, !no_topic).await
+            })
+            .await
         }
         Command::Archive { campaign } => {
-            let stores = Stores::connect(args.config).await?;
-            let code = commands::archive(&stores, &campaign).await;
-            stores.close().await;
-            code
+            with_stores(args.config, async |s| commands::archive(s, &campaign).await).await
         }
         Command::Rebuild(request) => {
-            let stores = Stores::connect(args.config).await?;
-            let code = commands::rebuild(&stores, &request).await;
-            stores.close().await;
-            code
+            with_stores(args.config, async |s| commands::rebuild(s, &request).await).await
         }
     }
+}
+
+/// Runs `command` on the stores of `config`, then closes the database's connections.
+async fn with_stores(
+    config: Config,
+    command: impl AsyncFnOnce(&Stores) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let stores = Stores::connect(config).await?;
+    let code = command(&stores).await;
+    stores.close().await;
+    code
 }
 
 #[cfg(test)]

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use coupon_admin::archive::{NotSettled, Run};
-use hyper::header::HeaderValue;
-
 use coupon_gate::{CampaignId, Close, Listed, Release, UserId};
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
@@ -198,17 +196,10 @@ pub(super) async fn archive(
         Err(Failed::Redis(failure)) => response::failure(&failure),
         Err(Failed::Database(err)) => {
             tracing::warn!(cause = format!("{err:#}"), %campaign, "cannot archive: the database is not reachable");
-            let mut response = json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({
-                    "status": "unavailable",
-                    "message": "the database could not be read to check that the campaign is settled; retry in a moment",
-                }),
-            );
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("5"));
-            response
+            response::unavailable(
+                "the database could not be read to check that the campaign is settled; retry in a moment",
+                "5",
+            )
         }
     })
 }
