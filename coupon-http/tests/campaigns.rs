@@ -433,3 +433,40 @@ async fn retention_archives_a_settled_campaign_by_itself() {
     )
     .await;
 }
+
+/// MySQL away: an archive cannot check that the campaign is settled, so it is answered 503
+/// `unavailable` with `Retry-After`, and the campaign stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_without_mysql_is_unavailable_and_changes_nothing() {
+    let mut config = config();
+    config.database.database_url = format!(
+        "mysql://root@127.0.0.1:{}/coupon_none",
+        support::free_port()
+    );
+    let app = TestApp::start(config).await;
+    app.create(json!({"id": "kept", "quota": 3})).await;
+    admin(&app, Method::POST, "/api/campaigns/kept/close").await;
+    let before = app.snapshot().await;
+    let answer = support::raw_call(
+        app.addr,
+        Method::POST,
+        "/api/campaigns/kept/archive",
+        &[("authorization", AUTH)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.body["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert_eq!(app.snapshot().await, before, "nothing changed");
+}
