@@ -22,3 +22,4 @@ pub mod check;
 pub mod memory;
 pub mod sale;
 pub mod scrape;
+pub mod scratch;

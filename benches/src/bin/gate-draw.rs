@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use clap::Parser;
 use coupon_gate::{Campaign, CampaignId, Create, Draw, Gate, Outcome, UserId};
-use coupon_testkit::unlink_matching;
 use redis::aio::MultiplexedConnection;
 
 /// Measures a draw's memory and time in Redis.
@@ -34,17 +33,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.redis.redis_cluster_nodes.is_empty(),
-        "gate-draw measures one Redis server: give REDIS_URL, not REDIS_CLUSTER_NODES"
-    );
-    let client = redis::Client::open(args.redis.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let prefix = format!("draw-{}", std::process::id());
-    let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
-    let result = measure(&gate, &mut conn, &prefix, &args).await;
-    unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
-    result
+    coupon_bench::scratch::on_scratch_prefix(
+        "gate-draw",
+        "draw",
+        &args.redis,
+        async |gate, conn, prefix| measure(gate, conn, prefix, &args).await,
+    )
+    .await
 }
 
 /// A draw of `quota` coupons whose queue opens at `queue_opens_at` and whose draw is at

@@ -11,7 +11,6 @@ use anyhow::Context;
 use clap::Parser;
 use coupon_bench::memory::{memory_usage, used_memory};
 use coupon_gate::{Campaign, CampaignId, Gate, UserId};
-use coupon_testkit::unlink_matching;
 
 /// Measures Redis memory per admitted user.
 #[derive(Parser, Debug)]
@@ -27,17 +26,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.redis.redis_cluster_nodes.is_empty(),
-        "gate-memory measures one Redis server: give REDIS_URL, not REDIS_CLUSTER_NODES"
-    );
-    let client = redis::Client::open(args.redis.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let prefix = format!("memory-{}", std::process::id());
-    let gate = Gate::with_key_prefix(conn.clone(), prefix.clone())?;
-    let result = measure(&gate, &mut conn, &prefix, args.users).await;
-    unlink_matching(&mut conn, &format!("{prefix}:*")).await?;
-    result
+    coupon_bench::scratch::on_scratch_prefix(
+        "gate-memory",
+        "memory",
+        &args.redis,
+        async |gate, conn, prefix| measure(gate, conn, prefix, args.users).await,
+    )
+    .await
 }
 
 async fn measure(
