@@ -7,43 +7,18 @@
 mod support;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coupon_http::{Config, Identity, JwtConfig, JwtKey};
 use futures_util::StreamExt;
 use hyper::{Method, StatusCode};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
-use support::{TestApp, call_from, config};
+use support::{TestApp, call_from, config, forged, key_file, rs256_token as token};
 
 const ATTACKER: [u8; 4] = [127, 0, 0, 2];
 const USER: [u8; 4] = [127, 0, 0, 3];
 /// Forged tokens the attacker sends, [`CONCURRENCY`] at a time.
 const FLOOD: usize = 1_500;
 const CONCURRENCY: usize = 16;
-
-fn key_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/keys")
-        .join(name)
-}
-
-/// An RS256 token for `sub`, valid for an hour.
-fn token(sub: u64) -> String {
-    let key =
-        EncodingKey::from_rsa_pem(&std::fs::read(key_file("rsa-private.pem")).unwrap()).unwrap();
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({"sub": sub, "iat": now, "exp": now + 3600});
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
-}
-
-/// The same token with its signature's first character changed.
-fn forged(token: &str) -> String {
-    let (signed, signature) = token.rsplit_once('.').unwrap();
-    let first = if signature.starts_with('A') { 'B' } else { 'A' };
-    format!("{signed}.{first}{}", &signature[1..])
-}
 
 /// `coupon_token_verifications_total{result}` as the app's `/metrics` says.
 async fn verifications(app: &TestApp, result: &str) -> u64 {

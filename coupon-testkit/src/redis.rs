@@ -72,6 +72,7 @@ impl Scratch {
 /// what the outbox streams held (it removes entries as it goes; waits up to 30 s): equal
 /// snapshots mean nothing changed. Streams are compared by their entries, since a relay's
 /// polling updates their consumer bookkeeping without changing any data; other keys by `DUMP`.
+/// The rate limits' keys (`<prefix>:limit:*`) are left out.
 pub async fn snapshot(url: &str, prefix: &str) -> BTreeMap<String, String> {
     let mut conn = connect(url).await;
     let outboxes = scan(&mut conn, &format!("{prefix}:*:outbox"))
@@ -96,8 +97,10 @@ pub async fn snapshot(url: &str, prefix: &str) -> BTreeMap<String, String> {
     })
     .await;
     let keys = scan(&mut conn, &format!("{prefix}:*")).await.expect("SCAN");
+    let limits = format!("{prefix}:limit:");
     let mut snapshot = BTreeMap::new();
-    for key in keys {
+    // The rate limits' buckets count requests, not state: a refused request spends them too.
+    for key in keys.into_iter().filter(|key| !key.starts_with(&limits)) {
         let kind: String = redis::cmd("TYPE")
             .arg(&key)
             .query_async(&mut conn)

@@ -354,3 +354,27 @@ pub fn body_of(answer: &str) -> Value {
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"))
 }
+
+/// A key or certificate of `tests/keys`.
+pub fn key_file(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/keys")
+        .join(name)
+}
+
+/// An RS256 token for `sub`, signed with `tests/keys/rsa-private.pem`, valid for an hour.
+pub fn rs256_token(sub: u64) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let pem = std::fs::read(key_file("rsa-private.pem")).unwrap();
+    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + 3600});
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
+}
+
+/// `token` with its signature's first character changed: refused after verifying.
+pub fn forged(token: &str) -> String {
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let first = if signature.starts_with('A') { 'B' } else { 'A' };
+    format!("{signed}.{first}{}", &signature[1..])
+}
