@@ -158,6 +158,7 @@ impl AppState {
                 config.address_limit(),
                 config.bad_token_limit(),
                 config.trusted_proxies.clone(),
+                config.redis_timeout,
             ),
             redis_timeout: config.redis_timeout,
             relay: OnceLock::new(),
@@ -198,6 +199,8 @@ impl AppState {
                 ..BatchConfig::default()
             },
         );
+        self.limits
+            .connect(redis.clone(), &config.key_prefix.key_prefix);
         let _ = self.backend.set(Backend { batcher, redis });
         info!(target = %self.target, "connected to redis");
         Ok(())

@@ -77,6 +77,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Sold-out answers given from memory, without Redis",
     ),
     (
+        "coupon_rate_limited_total",
+        Kind::Counter,
+        "Requests refused by a rate limit, by scope: user, address, bad_token (an address past its budget of invalid tokens); the limits are shared by every coupon-http on one Redis",
+    ),
+    (
+        "coupon_rate_limit_local_fallback",
+        Kind::Gauge,
+        "1 while this process cannot reach Redis for the shared rate limits and applies its own alone (N processes then allow N times the rate), 0 otherwise",
+    ),
+    (
         "coupon_token_verifications_total",
         Kind::Counter,
         "Bearer tokens not verified before, by result: valid, invalid (refused after verifying), skipped (refused by the per-address bad-token budget before verifying)",

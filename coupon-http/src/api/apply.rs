@@ -83,10 +83,14 @@ async fn decide(
     let state = &*scope.state;
     let campaign = campaign_id(id)?;
     let client = state.limits().client(scope.peer.ip(), &head.headers);
-    state.limits().check_address(client).map_err(limited)?;
+    state
+        .limits()
+        .check_address(client)
+        .await
+        .map_err(limited)?;
     let user = match state.verifier() {
         Some(verifier) => {
-            let user = token_user(state, verifier, client, head)?;
+            let user = token_user(state, verifier, client, head).await?;
             // The body may be absent or `{}`; a userId it names must be the token's user.
             let body: ApplyBody = read_optional_json(head, body).await?;
             if body.user_id.is_some() && user_id_from_json(body.user_id)? != user {
@@ -103,7 +107,7 @@ async fn decide(
             user_id_from_json(body.user_id)?
         }
     };
-    state.limits().check_user(&user).map_err(limited)?;
+    state.limits().check_user(&user).await.map_err(limited)?;
     let outcome = match state.sold_out().check(&campaign, &user) {
         Memory::SoldOut => {
             state.telemetry().sold_out_from_memory();

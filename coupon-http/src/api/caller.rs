@@ -63,7 +63,7 @@ fn bearer(head: &Parts) -> Result<&str, Unauthenticated> {
 /// The user of the request's bearer token, or 401 saying why there is none. A token verified
 /// before passes at once; any other is verified only while `client` has not spent its budget
 /// of failed verifications (429 otherwise), and spends it when refused.
-pub(super) fn token_user(
+pub(super) async fn token_user(
     state: &AppState,
     verifier: &Verifier,
     client: IpAddr,
@@ -86,7 +86,7 @@ pub(super) fn token_user(
         }
         Err(Unauthenticated(why)) => {
             telemetry.token(Verification::Invalid);
-            state.limits().spend_bad_token(client);
+            state.limits().spend_bad_token(client).await;
             Err(Rejection::unauthorized(why, true))
         }
     }

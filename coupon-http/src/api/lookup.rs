@@ -42,7 +42,7 @@ pub(super) async fn me(
         ));
     };
     let client = state.limits().client(scope.peer.ip(), &head.headers);
-    let user = token_user(state, verifier, client, head)?;
+    let user = token_user(state, verifier, client, head).await?;
     lookup(state, campaign, user).await
 }
 

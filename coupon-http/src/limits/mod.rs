@@ -1,17 +1,24 @@
 //! Abuse limits, checked before Redis: applications per user and per client address, failed
 //! token verifications per client address, and which address a request comes from.
 //!
-//! Each limit is a token bucket per key (governor's keyed GCRA limiter): `burst` at once,
-//! refilled at `per_second`. A key's state is dropped by [`Limits::sweep`] once its bucket is
-//! full again, so a flood of distinct keys costs memory only for the keys seen in the last
-//! `burst / per_second` seconds plus one sweep interval.
+//! Each limit is a token bucket per key: `burst` at once, refilled at `per_second`. Every
+//! coupon-http on one Redis shares it: the limit holds for the deployment, however a load
+//! balancer spreads a client's requests (see [`shared`] for what that costs and how little
+//! Redis is asked). Each process also keeps a bucket of the same limit of its own, which alone
+//! decides while Redis is away. A key's state is dropped by [`Limits::sweep`] once its bucket
+//! is full again, so a flood of distinct keys costs memory only for the keys seen in the last
+//! `burst / per_second` seconds plus a second or two; in Redis, a key expires then too.
 //!
 //! The bad-token budget is spent only by tokens refused after verifying; an address that has
 //! spent it is refused before verifying until the bucket has room again (`blocked`), and then
 //! one of its requests at a time is verified, one per refill interval, until the bucket is full
 //! again. A flood of forged tokens thus costs the server the burst, the requests already in
 //! flight when it ran out, and then `per_second` verifications a second per address; other
-//! addresses pay nothing.
+//! addresses pay nothing. Each refused token is charged to the address's shared budget in
+//! Redis too, and an address Redis finds out of budget is blocked in every process that
+//! learns of it.
+
+mod shared;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -20,11 +27,14 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use coupon_gate::UserId;
+use coupon_gate::{RedisConnection, UserId};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::header::HeaderMap;
 use ipnet::IpNet;
+use metrics::Counter;
+
+use shared::{Ask, Charge, Keyed, Nanos, Step, Store};
 
 /// A rate limit: `burst` at once, `per_second` sustained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +45,7 @@ pub struct RateLimit {
     pub burst: NonZeroU32,
 }
 
-/// One limiter, keyed.
+/// One limiter of this process alone, keyed: the bad-token budget's.
 struct Limiter<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
     clock: DefaultClock,
@@ -66,9 +76,15 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
 /// The limits of one server.
 pub(crate) struct Limits {
-    user: Option<Limiter<UserId>>,
-    address: Option<Limiter<IpAddr>>,
+    user: Option<Keyed<UserId>>,
+    address: Option<Keyed<IpAddr>>,
     bad_tokens: Option<BadTokens>,
+    /// The buckets every process shares, once Redis was reached.
+    store: Store,
+    /// The processes' own time starts here (see [`shared::Nanos`]).
+    epoch: Instant,
+    /// `coupon_rate_limited_total{scope}`: user, address, bad_token.
+    refused: [Counter; 3],
     /// Proxies whose `X-Forwarded-For` entries are believed.
     trusted: Vec<IpNet>,
 }
@@ -83,7 +99,12 @@ struct BadTokens {
     /// How long the budget takes to fill again from empty: `burst / per_second`. An address
     /// blocked longer ago than this is forgotten by the sweep.
     refill: Duration,
+    /// The budget in Redis, shared by every process: its key names and arguments.
+    shared: Keyed<IpAddr>,
 }
+
+/// How many times a request waits for Redis's answer about its key before it is refused.
+const WAITS: usize = 3;
 
 /// A request refused by a limit: how long until it may come again, and which limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,16 +124,25 @@ pub(crate) enum Limit {
     BadTokens,
 }
 
+impl Limit {
+    /// The `scope` label of `coupon_rate_limited_total`.
+    const SCOPES: [&'static str; 3] = ["user", "address", "bad_token"];
+}
+
 impl Limits {
+    /// The limits of a server whose Redis calls wait at most `timeout`; each process's own
+    /// until [`Limits::connect`].
     pub(crate) fn new(
         user: Option<RateLimit>,
         address: Option<RateLimit>,
         bad_tokens: Option<RateLimit>,
         trusted: Vec<IpNet>,
+        timeout: Duration,
     ) -> Self {
+        let epoch = Instant::now();
         Self {
-            user: user.map(Limiter::new),
-            address: address.map(Limiter::new),
+            user: user.map(|limit| Keyed::new(limit, "u")),
+            address: address.map(|limit| Keyed::new(limit, "a")),
             bad_tokens: bad_tokens.map(|limit| {
                 let per_second = f64::from(limit.per_second.get());
                 BadTokens {
@@ -120,10 +150,35 @@ impl Limits {
                     blocked: Mutex::default(),
                     interval: Duration::from_secs_f64(1.0 / per_second),
                     refill: Duration::from_secs_f64(f64::from(limit.burst.get()) / per_second),
+                    shared: Keyed::new(limit, "b"),
                 }
             }),
+            store: Store::new(timeout, epoch),
+            epoch,
+            refused: Limit::SCOPES
+                .map(|scope| metrics::counter!("coupon_rate_limited_total", "scope" => scope)),
             trusted,
         }
+    }
+
+    /// Shares the limits with every coupon-http on `redis` under the key prefix `prefix`.
+    pub(crate) fn connect(&self, redis: RedisConnection, prefix: &str) {
+        self.store.connect(redis, prefix);
+    }
+
+    fn now(&self) -> Nanos {
+        self.epoch.elapsed().as_nanos() as Nanos
+    }
+
+    /// Counts `limited` in `coupon_rate_limited_total` and hands it on.
+    fn refuse(&self, limited: Limited) -> Limited {
+        let index = match limited.limit {
+            Limit::User => 0,
+            Limit::Address => 1,
+            Limit::BadTokens => 2,
+        };
+        self.refused[index].increment(1);
+        limited
     }
 
     /// Whether `address` may have a token verified: `Err` while it has spent its budget of
@@ -140,59 +195,120 @@ impl Limits {
         };
         let now = Instant::now();
         if now < *until {
-            return Err(Limited {
-                retry_after: *until - now,
+            let retry_after = *until - now;
+            drop(blocked);
+            return Err(self.refuse(Limited {
+                retry_after,
                 limit: Limit::BadTokens,
-            });
+            }));
         }
         *until = now + bad.interval;
         Ok(())
     }
 
-    /// Spends one failed verification of `address`'s budget; once it is spent, the address is
-    /// refused by [`Limits::check_bad_tokens`] until the budget has room again.
-    pub(crate) fn spend_bad_token(&self, address: IpAddr) {
+    /// Spends one failed verification of `address`'s budget, in this process and in Redis;
+    /// once either is spent, the address is refused by [`Limits::check_bad_tokens`] until the
+    /// budget has room again.
+    pub(crate) async fn spend_bad_token(&self, address: IpAddr) {
         let Some(bad) = &self.bad_tokens else {
             return;
         };
-        if let Err(wait) = bad.budget.check(&address) {
+        let block = |wait: Duration| {
             let until = Instant::now() + wait;
-            bad.blocked
-                .lock()
-                .expect("bad-token lock")
-                .insert(address, until);
+            let mut blocked = bad.blocked.lock().expect("bad-token lock");
+            let entry = blocked.entry(address).or_insert(until);
+            *entry = (*entry).max(until);
+        };
+        if let Err(wait) = bad.budget.check(&address) {
+            block(wait);
+        }
+        let now = self.now();
+        let Some(prefix) = self.store.prefix().filter(|_| self.store.ready(now)) else {
+            return;
+        };
+        // Charged whatever the budget holds: a flood spread over the processes spends it too.
+        let charge = Charge {
+            name: bad.shared.name(prefix, &address),
+            args: bad.shared.script_args(),
+            debt: 1,
+            wanted: 0,
+        };
+        let answer = self.store.charge_now(&charge).await;
+        if let Some((_, wait)) = answer.filter(|&(_, wait)| wait > 0) {
+            block(Duration::from_nanos(wait));
         }
     }
 
     /// Counts an application from `address` against its limit.
-    pub(crate) fn check_address(&self, address: IpAddr) -> Result<(), Limited> {
+    pub(crate) async fn check_address(&self, address: IpAddr) -> Result<(), Limited> {
         match &self.address {
-            Some(limiter) => limiter.check(&address).map_err(|retry_after| Limited {
-                retry_after,
-                limit: Limit::Address,
-            }),
+            Some(limit) => self.check(limit, &address, Limit::Address).await,
             None => Ok(()),
         }
     }
 
     /// Counts an application of `user` against its limit.
-    pub(crate) fn check_user(&self, user: &UserId) -> Result<(), Limited> {
+    pub(crate) async fn check_user(&self, user: &UserId) -> Result<(), Limited> {
         match &self.user {
-            Some(limiter) => limiter.check(user).map_err(|retry_after| Limited {
-                retry_after,
-                limit: Limit::User,
-            }),
+            Some(limit) => self.check(limit, user, Limit::User).await,
             None => Ok(()),
         }
     }
 
+    /// Counts a request of `key` against `limit`: in this process, and in Redis, which this
+    /// process waits for only while Redis is being asked about the key (see [`shared`]).
+    async fn check<K>(&self, limit: &Keyed<K>, key: &K, which: Limit) -> Result<(), Limited>
+    where
+        K: Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
+    {
+        for _ in 0..WAITS {
+            let now = self.now();
+            match limit.step(key, now, self.store.ready(now)) {
+                Step::Pass => return Ok(()),
+                Step::PassAndAsk { debt, wanted } => {
+                    let prefix = self.store.prefix().unwrap_or_default();
+                    let charge = Charge {
+                        name: limit.name(prefix, key),
+                        args: limit.script_args(),
+                        debt,
+                        wanted,
+                    };
+                    let settle = limit.settle(key.clone());
+                    self.store.submit(Ask { charge, settle });
+                    return Ok(());
+                }
+                Step::Refused(wait) => return Err(self.refused(which, wait)),
+                Step::Wait(answered) => {
+                    let notified = answered.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    // Answered since the step, or answered while this waits: step again.
+                    if limit.asking(key) {
+                        let _ = tokio::time::timeout(self.store.timeout(), notified).await;
+                    }
+                }
+            }
+        }
+        // Redis was asked again and again while this waited: a key this busy waits its turn.
+        Err(self.refused(which, 0))
+    }
+
+    /// A request refused by `which` for `wait` nanoseconds (at least a millisecond), counted.
+    fn refused(&self, which: Limit, wait: Nanos) -> Limited {
+        self.refuse(Limited {
+            retry_after: Duration::from_nanos(wait).max(Duration::from_millis(1)),
+            limit: which,
+        })
+    }
+
     /// Forgets every key whose bucket is full again; run about once a second.
     pub(crate) fn sweep(&self) {
-        if let Some(limiter) = &self.user {
-            limiter.sweep();
+        let now = self.now();
+        if let Some(limit) = &self.user {
+            limit.sweep(now);
         }
-        if let Some(limiter) = &self.address {
-            limiter.sweep();
+        if let Some(limit) = &self.address {
+            limit.sweep(now);
         }
         if let Some(bad) = &self.bad_tokens {
             bad.budget.sweep();
@@ -254,39 +370,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_burst_passes_and_the_next_waits_about_one_interval() {
-        let limits = Limits::new(Some(limit(5, 10)), None, None, Vec::new());
+    /// Limits of this process alone, as before Redis is reached.
+    fn alone(
+        user: Option<RateLimit>,
+        bad_tokens: Option<RateLimit>,
+        trusted: Vec<IpNet>,
+    ) -> Limits {
+        Limits::new(user, None, bad_tokens, trusted, Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn a_burst_passes_and_the_next_waits_about_one_interval() {
+        let limits = alone(Some(limit(5, 10)), None, Vec::new());
         let alice = UserId::new("alice").unwrap();
         for _ in 0..10 {
-            assert_eq!(limits.check_user(&alice), Ok(()));
+            assert_eq!(limits.check_user(&alice).await, Ok(()));
         }
-        let refused = limits.check_user(&alice).unwrap_err();
+        let refused = limits.check_user(&alice).await.unwrap_err();
         assert_eq!(refused.limit, Limit::User);
         assert!(
             refused.retry_after <= Duration::from_millis(200),
             "{refused:?}"
         );
         // Another user has a bucket of its own; addresses are not limited.
-        assert_eq!(limits.check_user(&UserId::new("bob").unwrap()), Ok(()));
-        assert_eq!(limits.check_address("127.0.0.2".parse().unwrap()), Ok(()));
-    }
-
-    #[test]
-    fn full_buckets_are_forgotten() {
-        let limits = Limits::new(None, Some(limit(1000, 1)), None, Vec::new());
-        for last in 1..=100u8 {
-            let _ = limits.check_address(IpAddr::from([10, 0, 0, last]));
-        }
-        assert_eq!(limits.address.as_ref().unwrap().limiter.len(), 100);
-        std::thread::sleep(Duration::from_millis(5));
-        limits.sweep();
-        assert_eq!(limits.address.as_ref().unwrap().limiter.len(), 0);
+        assert_eq!(
+            limits.check_user(&UserId::new("bob").unwrap()).await,
+            Ok(())
+        );
+        assert_eq!(
+            limits.check_address("127.0.0.2".parse().unwrap()).await,
+            Ok(())
+        );
     }
 
     #[test]
     fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
-        let limits = Limits::new(None, None, None, vec!["10.0.0.0/8".parse().unwrap()]);
+        let limits = alone(None, None, vec!["10.0.0.0/8".parse().unwrap()]);
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-forwarded-for",
@@ -311,14 +430,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_spent_bad_token_budget_refuses_that_address_only_until_it_refills() {
-        let limits = Limits::new(None, None, Some(limit(100, 3)), Vec::new());
+    #[tokio::test]
+    async fn a_spent_bad_token_budget_refuses_that_address_only_until_it_refills() {
+        let limits = alone(None, Some(limit(100, 3)), Vec::new());
         let (attacker, other) = (IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3]));
         // The budget of 3 failures, and the one that finds it spent.
         for _ in 0..4 {
             assert_eq!(limits.check_bad_tokens(attacker), Ok(()));
-            limits.spend_bad_token(attacker);
+            limits.spend_bad_token(attacker).await;
         }
         let refused = limits.check_bad_tokens(attacker).unwrap_err();
         assert_eq!(refused.limit, Limit::BadTokens);
@@ -333,8 +452,8 @@ mod tests {
             assert!(Instant::now() < deadline, "the budget never refilled");
         }
         assert!(limits.check_bad_tokens(attacker).is_err());
-        let off = Limits::new(None, None, None, Vec::new());
-        off.spend_bad_token(attacker);
+        let off = alone(None, None, Vec::new());
+        off.spend_bad_token(attacker).await;
         assert_eq!(off.check_bad_tokens(attacker), Ok(()));
     }
 }
