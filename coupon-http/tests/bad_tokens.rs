@@ -115,7 +115,7 @@ async fn a_flood_of_forged_tokens_is_refused_before_verifying_and_spares_other_a
     assert_eq!(invalid + skipped, FLOOD as u64);
     assert_eq!(skipped, rate_limited as u64);
     // The budget, the requests in flight when it ran out, and one refill per interval of the
-    // time taken (see limits.rs).
+    // time taken (see src/limits/mod.rs).
     let allowed = u64::from(budget.burst.get())
         + CONCURRENCY as u64
         + u64::from(budget.per_second.get()) * (took.as_secs() + 1);
