@@ -34,7 +34,7 @@ use hyper::header::HeaderMap;
 use ipnet::IpNet;
 use metrics::Counter;
 
-use shared::{Ask, Charge, Keyed, Nanos, Step, Store};
+use shared::{Ask, Bucket, Keyed, Step, Store};
 
 /// A rate limit: `burst` at once, `per_second` sustained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +79,8 @@ pub(crate) struct Limits {
     user: Option<Keyed<UserId>>,
     address: Option<Keyed<IpAddr>>,
     bad_tokens: Option<BadTokens>,
-    /// The buckets every process shares, once Redis was reached.
+    /// The buckets every process shares, once Redis was reached, and the limits' clock.
     store: Store,
-    /// The processes' own time starts here (see [`shared::Nanos`]).
-    epoch: Instant,
     /// `coupon_rate_limited_total{scope}`: user, address, bad_token.
     refused: [Counter; 3],
     /// Proxies whose `X-Forwarded-For` entries are believed.
@@ -99,8 +97,8 @@ struct BadTokens {
     /// How long the budget takes to fill again from empty: `burst / per_second`. An address
     /// blocked longer ago than this is forgotten by the sweep.
     refill: Duration,
-    /// The budget in Redis, shared by every process: its key names and arguments.
-    shared: Keyed<IpAddr>,
+    /// The budget in Redis, shared by every process.
+    shared: Bucket,
 }
 
 /// How many times a request waits for Redis's answer about its key before it is refused.
@@ -139,7 +137,6 @@ impl Limits {
         trusted: Vec<IpNet>,
         timeout: Duration,
     ) -> Self {
-        let epoch = Instant::now();
         Self {
             user: user.map(|limit| Keyed::new(limit, "u")),
             address: address.map(|limit| Keyed::new(limit, "a")),
@@ -150,11 +147,10 @@ impl Limits {
                     blocked: Mutex::default(),
                     interval: Duration::from_secs_f64(1.0 / per_second),
                     refill: Duration::from_secs_f64(f64::from(limit.burst.get()) / per_second),
-                    shared: Keyed::new(limit, "b"),
+                    shared: Bucket::new(limit, "b"),
                 }
             }),
-            store: Store::new(timeout, epoch),
-            epoch,
+            store: Store::new(timeout),
             refused: Limit::SCOPES
                 .map(|scope| metrics::counter!("coupon_rate_limited_total", "scope" => scope)),
             trusted,
@@ -166,19 +162,15 @@ impl Limits {
         self.store.connect(redis, prefix);
     }
 
-    fn now(&self) -> Nanos {
-        self.epoch.elapsed().as_nanos() as Nanos
-    }
-
-    /// Counts `limited` in `coupon_rate_limited_total` and hands it on.
-    fn refuse(&self, limited: Limited) -> Limited {
-        let index = match limited.limit {
+    /// A request refused by `limit` for `retry_after`, counted in `coupon_rate_limited_total`.
+    fn refuse(&self, limit: Limit, retry_after: Duration) -> Limited {
+        let index = match limit {
             Limit::User => 0,
             Limit::Address => 1,
             Limit::BadTokens => 2,
         };
         self.refused[index].increment(1);
-        limited
+        Limited { retry_after, limit }
     }
 
     /// Whether `address` may have a token verified: `Err` while it has spent its budget of
@@ -197,10 +189,7 @@ impl Limits {
         if now < *until {
             let retry_after = *until - now;
             drop(blocked);
-            return Err(self.refuse(Limited {
-                retry_after,
-                limit: Limit::BadTokens,
-            }));
+            return Err(self.refuse(Limit::BadTokens, retry_after));
         }
         *until = now + bad.interval;
         Ok(())
@@ -222,17 +211,12 @@ impl Limits {
         if let Err(wait) = bad.budget.check(&address) {
             block(wait);
         }
-        let now = self.now();
+        let now = self.store.now();
         let Some(prefix) = self.store.prefix().filter(|_| self.store.ready(now)) else {
             return;
         };
         // Charged whatever the budget holds: a flood spread over the processes spends it too.
-        let charge = Charge {
-            name: bad.shared.name(prefix, &address),
-            args: bad.shared.script_args(),
-            debt: 1,
-            wanted: 0,
-        };
+        let charge = bad.shared.charge(prefix, &address, 1, 0);
         let answer = self.store.charge_now(&charge).await;
         if let Some((_, wait)) = answer.filter(|&(_, wait)| wait > 0) {
             block(Duration::from_nanos(wait));
@@ -262,22 +246,19 @@ impl Limits {
         K: Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
     {
         for _ in 0..WAITS {
-            let now = self.now();
+            let now = self.store.now();
             match limit.step(key, now, self.store.ready(now)) {
                 Step::Pass => return Ok(()),
                 Step::PassAndAsk { debt, wanted } => {
                     let prefix = self.store.prefix().unwrap_or_default();
-                    let charge = Charge {
-                        name: limit.name(prefix, key),
-                        args: limit.script_args(),
-                        debt,
-                        wanted,
-                    };
+                    let charge = limit.bucket().charge(prefix, key, debt, wanted);
                     let settle = limit.settle(key.clone());
                     self.store.submit(Ask { charge, settle });
                     return Ok(());
                 }
-                Step::Refused(wait) => return Err(self.refused(which, wait)),
+                Step::Refused(wait) => {
+                    return Err(self.refuse(which, Duration::from_nanos(wait)));
+                }
                 Step::Wait(answered) => {
                     let notified = answered.notified();
                     tokio::pin!(notified);
@@ -290,20 +271,12 @@ impl Limits {
             }
         }
         // Redis was asked again and again while this waited: a key this busy waits its turn.
-        Err(self.refused(which, 0))
-    }
-
-    /// A request refused by `which` for `wait` nanoseconds (at least a millisecond), counted.
-    fn refused(&self, which: Limit, wait: Nanos) -> Limited {
-        self.refuse(Limited {
-            retry_after: Duration::from_nanos(wait).max(Duration::from_millis(1)),
-            limit: which,
-        })
+        Err(self.refuse(which, Duration::from_millis(1)))
     }
 
     /// Forgets every key whose bucket is full again; run about once a second.
     pub(crate) fn sweep(&self) {
-        let now = self.now();
+        let now = self.store.now();
         if let Some(limit) = &self.user {
             limit.sweep(now);
         }

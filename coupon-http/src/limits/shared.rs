@@ -46,7 +46,8 @@ const RETRY: Duration = Duration::from_secs(1);
 const GATHER: Duration = Duration::from_millis(5);
 const MAX_BATCH: usize = 256;
 
-/// Nanoseconds since the limits were made: the processes' own time, for their own buckets.
+/// Nanoseconds since the limits were made ([`Store::now`]): the processes' own time, for their
+/// own buckets.
 pub(super) type Nanos = u64;
 
 /// A key's view in one process.
@@ -80,6 +81,50 @@ pub(super) enum Step {
     Wait(Arc<Notify>),
 }
 
+/// `limit`'s emission interval (one request's share) and tolerance (the burst's), in
+/// nanoseconds.
+fn nanos(limit: RateLimit) -> (Nanos, Nanos) {
+    let interval = 1_000_000_000 / u64::from(limit.per_second.get());
+    (interval, interval * u64::from(limit.burst.get()))
+}
+
+/// A limit's buckets in Redis: how their keys are named, and the limit as `limit.lua` takes it.
+pub(super) struct Bucket {
+    /// The key name's middle: `<prefix>:limit:<kind>:<key>`.
+    kind: &'static str,
+    /// The emission interval and the tolerance, in microseconds.
+    interval: u64,
+    tolerance: u64,
+}
+
+impl Bucket {
+    pub(super) fn new(limit: RateLimit, kind: &'static str) -> Self {
+        let (interval, tolerance) = nanos(limit);
+        Self {
+            kind,
+            interval: interval.div_ceil(1000),
+            tolerance: tolerance.div_ceil(1000),
+        }
+    }
+
+    /// The call of `limit.lua` that charges `key`'s bucket under `prefix` with `debt` and leases
+    /// `wanted`.
+    pub(super) fn charge(
+        &self,
+        prefix: &str,
+        key: &impl std::fmt::Display,
+        debt: u32,
+        wanted: u32,
+    ) -> Charge {
+        Charge {
+            name: format!("{prefix}:limit:{}:{key}", self.kind),
+            args: (self.interval, self.tolerance),
+            debt,
+            wanted,
+        }
+    }
+}
+
 /// One limit, keyed: each key's view in this process.
 pub(super) struct Keyed<K: Hash + Eq> {
     entries: Arc<DashMap<K, Entry>>,
@@ -88,10 +133,8 @@ pub(super) struct Keyed<K: Hash + Eq> {
     tolerance: Nanos,
     /// Requests leased at once.
     lease: u32,
-    /// The limit as `limit.lua` takes it: microseconds.
-    script_args: (u64, u64),
-    /// The key name's middle: `<prefix>:limit:<kind>:<key>`.
-    kind: &'static str,
+    /// The key's bucket in Redis.
+    bucket: Bucket,
 }
 
 impl<K> Keyed<K>
@@ -99,16 +142,19 @@ where
     K: Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
 {
     pub(super) fn new(limit: RateLimit, kind: &'static str) -> Self {
-        let interval = 1_000_000_000 / u64::from(limit.per_second.get());
-        let tolerance = interval * u64::from(limit.burst.get());
+        let (interval, tolerance) = nanos(limit);
         Self {
             entries: Arc::new(DashMap::new()),
             interval,
             tolerance,
             lease: limit.burst.get() / 3,
-            script_args: (interval.div_ceil(1000), tolerance.div_ceil(1000)),
-            kind,
+            bucket: Bucket::new(limit, kind),
         }
+    }
+
+    /// The limit's buckets in Redis.
+    pub(super) fn bucket(&self) -> &Bucket {
+        &self.bucket
     }
 
     /// Decides a request of `key`: its own bucket first, then what this process knows of
@@ -183,16 +229,6 @@ where
         self.entries.get(key).is_some_and(|entry| entry.asking)
     }
 
-    /// The key's name in Redis.
-    pub(super) fn name(&self, prefix: &str, key: &K) -> String {
-        format!("{prefix}:limit:{}:{key}", self.kind)
-    }
-
-    /// The limit as `limit.lua` takes it: the interval and the tolerance in microseconds.
-    pub(super) fn script_args(&self) -> (u64, u64) {
-        self.script_args
-    }
-
     /// Forgets every key whose bucket has been full for [`LINGER`] and that Redis does not hold
     /// refused.
     pub(super) fn sweep(&self, now: Nanos) {
@@ -213,12 +249,12 @@ pub(super) type Settle = Box<dyn FnOnce(Option<(u32, Nanos)>, Nanos) + Send + Sy
 
 /// What one key's call of `limit.lua` says: see the script.
 pub(super) struct Charge {
-    /// The key's name in Redis ([`Keyed::name`]).
-    pub(super) name: String,
-    /// Its limit ([`Keyed::script_args`]).
-    pub(super) args: (u64, u64),
-    pub(super) debt: u32,
-    pub(super) wanted: u32,
+    /// The key's name in Redis.
+    name: String,
+    /// Its limit: the interval and the tolerance, in microseconds.
+    args: (u64, u64),
+    debt: u32,
+    wanted: u32,
 }
 
 /// One key's ask, waiting for the batcher.
@@ -250,8 +286,8 @@ struct Calls {
 }
 
 impl Store {
-    /// The store of limits whose Redis calls wait at most `timeout`, on the clock of `epoch`.
-    pub(super) fn new(timeout: Duration, epoch: Instant) -> Self {
+    /// The store of limits whose Redis calls wait at most `timeout`; its clock starts now.
+    pub(super) fn new(timeout: Duration) -> Self {
         let gauge = metrics::gauge!("coupon_rate_limit_local_fallback");
         gauge.set(0.0);
         let (asks, queued) = mpsc::unbounded_channel();
@@ -260,7 +296,7 @@ impl Store {
             calls: Arc::new(Calls {
                 script: Script::new(include_str!("limit.lua")),
                 timeout,
-                epoch,
+                epoch: Instant::now(),
                 retry_at: AtomicU64::new(0),
                 fallen_back: AtomicBool::new(false),
                 gauge,
@@ -283,6 +319,11 @@ impl Store {
     /// Whether Redis may be asked now: reached, and not failing within the last [`RETRY`].
     pub(super) fn ready(&self, now: Nanos) -> bool {
         self.redis.get().is_some() && now >= self.calls.retry_at.load(Ordering::Relaxed)
+    }
+
+    /// The limits' clock: nanoseconds since the store was made.
+    pub(super) fn now(&self) -> Nanos {
+        self.calls.now()
     }
 
     /// How long a Redis call may take.
