@@ -1,8 +1,9 @@
 //! One limit across every coupon-http on one Redis: a user, an address or a flood of forged
 //! tokens spread over two or three processes gets through what one process would allow, on a
 //! server and on a cluster; without Redis each process applies its own limits and shares them
-//! again once Redis is back; the limits' keys expire once idle. Allowances are counted, never
-//! timed: a request got through unless it was answered 429.
+//! again once Redis is back; the limits' keys expire once idle; a sold-out crowd clicking once
+//! writes nothing to Redis. Allowances are counted, never timed: a request got through unless it
+//! was answered 429.
 
 mod support;
 
@@ -13,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use coupon_http::{Config, Identity, JwtConfig, JwtKey};
 use hyper::{Method, StatusCode};
-use support::{RedisServer, TestApp, call, call_from, config, connect, eventually};
+use support::{
+    RedisServer, TestApp, admissions_decided, call, call_from, command_calls, config, connect,
+    eventually, status, until_answered_locally,
+};
 
 /// The limit under test: the default per-user limit's shape.
 const PER_SECOND: u32 = 5;
@@ -378,4 +382,56 @@ async fn a_limits_key_expires_once_its_bucket_is_full_again() {
         pttl().await == -2
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_crowd_clicking_once_writes_nothing_and_clicking_again_one_key_each() {
+    let _serial = SERIAL.lock().await;
+    // An own Redis, so that no other test's calls move the counters.
+    let redis = RedisServer::start();
+    let app = TestApp::start(Config {
+        // Remembered for a minute: only the change messages could make it forget.
+        sold_out_ttl: Duration::from_secs(60),
+        ..per_user(coupon_cli::Redis::server(redis.url()))
+    })
+    .await;
+    app.create(serde_json::json!({"id": "flash", "quota": 1}))
+        .await;
+    assert_eq!(status(&app.apply(Some("flash"), 1).await).0, StatusCode::OK);
+    let mut user = 1;
+    until_answered_locally(app.addr, &redis.url(), "flash", &mut user).await;
+    app.drained("flash").await;
+    let mut conn = connect(&redis.url()).await;
+    let writes = ["evalsha", "set", "hset", "xadd"];
+    let (before, decided) = (
+        command_calls(&mut conn, &writes).await,
+        admissions_decided(&redis.url()).await,
+    );
+    const CROWD: u64 = 300;
+    let crowd = 10_000..10_000 + CROWD;
+    let sold_out = (StatusCode::GONE, "sold_out");
+    for u in crowd.clone() {
+        assert_eq!(status(&app.apply(Some("flash"), u).await), sold_out);
+    }
+    assert_eq!(
+        command_calls(&mut conn, &writes).await,
+        before,
+        "300 users clicking once on a sold-out campaign wrote to Redis"
+    );
+
+    // Each clicks again: the limit asks Redis about each user once (batched), and writes one
+    // key per user; still no admission script.
+    let sets = command_calls(&mut conn, &["set"]).await;
+    for u in crowd.clone() {
+        assert_eq!(status(&app.apply(Some("flash"), u).await), sold_out);
+    }
+    let pattern = format!("{}:limit:u:*", app.prefix);
+    eventually(Duration::from_secs(5), "a limiter key per user", || {
+        let mut conn = conn.clone();
+        let pattern = pattern.clone();
+        async move { support::scan(&mut conn, &pattern).await.unwrap().len() as u64 == CROWD }
+    })
+    .await;
+    assert_eq!(command_calls(&mut conn, &["set"]).await - sets, CROWD);
+    assert_eq!(admissions_decided(&redis.url()).await, decided);
 }

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 pub use coupon_testkit::{
     Broker, Proxy, RedisServer, Scratch, brokers, command_calls, connect, eventually, free_port,
-    read_topic, redis_url,
+    read_topic, redis_url, scan,
 };
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
