@@ -16,8 +16,9 @@ use crate::keys::Keys;
 use crate::script::{self, Scripts, code};
 use crate::shared::Shared;
 use crate::tickets::Tickets;
+use draw::PartSize;
 mod archive;
-mod draw;
+pub(crate) mod draw;
 
 pub use archive::{Archive, Seal, Tombstone};
 
@@ -33,6 +34,10 @@ const TICKET_BYTES: usize = 7;
 /// Most winners one call of the draw script admits; see `Gate::draw` and BENCHMARKS.md for
 /// what a part costs Redis.
 pub const DRAW_PART: u32 = 2_000;
+
+/// About how long one call of the draw script may keep Redis: parts are sized to it by what
+/// the parts before them took (see `Gate::draw`), as Redis serves nothing else meanwhile.
+pub const DRAW_PART_TIME: Duration = Duration::from_millis(10);
 
 /// A cheap, cloneable handle on the admission rules of every campaign in one Redis.
 ///
@@ -83,6 +88,7 @@ where
             scripts: Scripts::load(),
             replicas: (0, Duration::ZERO),
             tickets: Tickets::new(),
+            draw_part: PartSize::new(),
         };
         Self {
             conn,
@@ -107,6 +113,7 @@ where
             scripts: Scripts::load(),
             replicas: (replicas, timeout),
             tickets: Tickets::new(),
+            draw_part: PartSize::new(),
         };
         Self {
             conn: self.conn,

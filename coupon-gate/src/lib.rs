@@ -78,7 +78,7 @@ pub use campaign::{Campaign, CampaignStatus, InvalidInput, Listed, Opening, Stag
 pub use connection::{RedisConnection, RedisTarget};
 pub use coupon_event::{CampaignId, EventKind, InvalidId, UserId};
 pub use error::Error;
-pub use gate::{Archive, DRAW_PART, Gate, Seal, Tombstone, check_key_prefix};
+pub use gate::{Archive, DRAW_PART, DRAW_PART_TIME, Gate, Seal, Tombstone, check_key_prefix};
 pub use outbox::{Destination, Outbox, OutboxRecord};
 pub use outcome::{Close, Create, Draw, Outcome, Release};
 pub use recovery::{CampaignState, InvalidState, Recovery};

@@ -1,11 +1,13 @@
 //! What a [`Gate`](crate::Gate) and the handles it makes ([`Outbox`](crate::Outbox),
 //! [`Recovery`](crate::Recovery)) share: the key prefix, the loaded scripts, how many
-//! replicas must confirm a write, and the pool of random bytes for pre-queue tickets.
+//! replicas must confirm a write, the pool of random bytes for pre-queue tickets and the size of
+//! the next draw part.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 
+use crate::gate::draw::PartSize;
 use crate::keys::Keys;
 use crate::script::Scripts;
 use crate::tickets::Tickets;
@@ -22,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) replicas: (u32, Duration),
     /// Random bytes for the tickets of pre-queues.
     pub(crate) tickets: Tickets,
+    /// How many winners the next part of a draw takes.
+    pub(crate) draw_part: PartSize,
 }
 
 impl Shared {

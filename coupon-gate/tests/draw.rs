@@ -379,15 +379,13 @@ async fn a_draw_cut_short_goes_on_where_it_stopped() {
     // A process that ran one part of the draw and died.
     let dying = scratch.gate().await;
     let part = dying.draw_part(&id).await.unwrap();
-    assert_eq!(
-        part,
-        Draw::GoesOn {
-            winners: coupon_gate::DRAW_PART
-        }
-    );
+    let Draw::GoesOn { winners } = part else {
+        panic!("{part:?}")
+    };
+    assert!((1..=coupon_gate::DRAW_PART).contains(&winners), "{winners}");
     drop(dying);
     let cut = gate.status(&id).await.unwrap().unwrap();
-    assert_eq!((cut.issued, cut.drawn), (coupon_gate::DRAW_PART, false));
+    assert_eq!((cut.issued, cut.drawn), (winners, false));
     assert_eq!(
         gate.apply(&id, &user(u64::from(coupons) * 3))
             .await

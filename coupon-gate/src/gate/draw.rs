@@ -1,11 +1,12 @@
-//! A draw's operations on the [`Gate`]: running it part by part, the draws not yet run, and
-//! who waits in a pre-queue.
+//! A draw's operations on the [`Gate`]: running it part by part, each part sized by what the
+//! parts before it cost, the draws not yet run, and who waits in a pre-queue.
 
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use redis::aio::ConnectionLike;
 
-use super::{DRAW_PART, Gate};
+use super::{DRAW_PART, DRAW_PART_TIME, Gate};
 use crate::campaign::from_millis;
 use crate::error::to_seq;
 use crate::keys::Keys;
@@ -21,8 +22,10 @@ where
     /// share the work, and a draw cut short (a process killed midway) goes on from where it
     /// stopped at the next call.
     ///
-    /// Each script call draws at most [`DRAW_PART`] winners, so that Redis serves other
-    /// requests between the parts of a large draw; applications to the campaign meanwhile wait
+    /// Each script call draws as many winners as take Redis about [`DRAW_PART_TIME`], judged
+    /// by what the gate's parts before it took (the first part of a gate 250, never more than
+    /// [`DRAW_PART`]), so that Redis serves other requests between the parts of a large draw
+    /// however busy its cores are; applications to the campaign meanwhile wait
     /// for the draw's end (see [`Gate::apply_many`]). Once the draw has ended, or when the
     /// campaign is none, it leaves the list [`Gate::pending_draws`] reads.
     ///
@@ -46,7 +49,7 @@ where
         }
     }
 
-    /// Runs one part of `campaign`'s draw (at most [`DRAW_PART`] winners), if it is due: what
+    /// Runs one part of `campaign`'s draw (sized as [`Gate::draw`] says), if it is due: what
     /// [`Gate::draw`] repeats until the draw has ended. Answers [`Draw::GoesOn`] while the draw
     /// has more to do. The part that ends a draw records how long the draw took, from its first
     /// part, in the histogram `coupon_draw_duration_seconds` through the [`metrics`] facade.
@@ -61,11 +64,13 @@ where
             .key(&keys.free)
             .key(&keys.outbox)
             .key(&keys.queue)
-            .arg(DRAW_PART)
+            .arg(self.shared.draw_part.size())
             .arg(ENTRY_RECORDS);
         let mut conn = self.conn.clone();
+        let started = Instant::now();
         let (answer, winners, ms): (i64, i64, i64) = script::run(&call, &mut conn).await?;
         let winners = to_seq(winners).unwrap_or(0);
+        self.shared.draw_part.took(winners, started.elapsed());
         let draw = match answer {
             code::DRAW_GOES_ON => Draw::GoesOn { winners },
             code::DRAW_NOT_DUE => {
@@ -133,5 +138,70 @@ where
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(ticket.is_some())
+    }
+}
+
+/// The size of a gate's next draw part: as many winners as take Redis about [`DRAW_PART_TIME`],
+/// from the time the last part took per winner, as its caller saw it (the script, and any wait
+/// behind other commands or for a core). A part is at most twice the one before and between
+/// [`LEAST_PART`] and [`DRAW_PART`] winners, so a slow part makes the next ones small at once
+/// and a quick one lets them grow back gradually.
+#[derive(Debug)]
+pub(crate) struct PartSize(AtomicU32);
+
+/// The first part of a gate's first draw, before any part was timed.
+const FIRST_PART: u32 = 250;
+/// The fewest winners a part takes, however slow the parts before it were.
+const LEAST_PART: u32 = 20;
+
+impl PartSize {
+    pub(crate) fn new() -> Self {
+        Self(AtomicU32::new(FIRST_PART))
+    }
+
+    /// The most winners the next part takes.
+    pub(crate) fn size(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sizes the next part from one that drew `winners` in `took`.
+    pub(crate) fn took(&self, winners: u32, took: Duration) {
+        if winners == 0 {
+            return;
+        }
+        // A part that took no measurable time allows the largest.
+        let fits = DRAW_PART_TIME.as_nanos() * u128::from(winners) / took.as_nanos().max(1);
+        let fits = u32::try_from(fits).unwrap_or(u32::MAX);
+        let grown = self.size().saturating_mul(2);
+        let next = fits.min(grown).clamp(LEAST_PART, DRAW_PART);
+        self.0.store(next, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_fit_the_time_from_what_the_last_took() {
+        let part = PartSize::new();
+        assert_eq!(part.size(), FIRST_PART);
+        // 250 winners in 2.5 ms: 10 µs each, so 1,000 fit; at most twice the last part.
+        part.took(250, Duration::from_micros(2_500));
+        assert_eq!(part.size(), 500);
+        part.took(500, Duration::from_millis(5));
+        assert_eq!(part.size(), 1_000);
+        // A busy machine: 58 µs a winner (a part of 2,000 in 117 ms) fits 172.
+        part.took(1_000, Duration::from_millis(58));
+        assert_eq!(part.size(), 172);
+        // Never below the least part, never above DRAW_PART; nothing drawn tells nothing.
+        part.took(10, Duration::from_secs(1));
+        assert_eq!(part.size(), LEAST_PART);
+        part.took(0, Duration::ZERO);
+        assert_eq!(part.size(), LEAST_PART);
+        for _ in 0..20 {
+            part.took(part.size(), Duration::ZERO);
+        }
+        assert_eq!(part.size(), DRAW_PART);
     }
 }
