@@ -354,9 +354,10 @@ async fn two_processes_and_a_crowd_share_one_draw_exactly() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(
-        took.iter().filter(|t| t.is_some()).count(),
-        1,
+    // The call that ends the draw is one of the two, or an application that ran the draw's
+    // last part itself (parts are sized by time, so there are many): never two of them.
+    assert!(
+        took.iter().filter(|t| t.is_some()).count() <= 1,
         "one call ends the draw: {took:?}"
     );
     assert!(
